@@ -1,0 +1,202 @@
+"""genhub settings. Every value comes from the environment (django-environ); `.env.example` lists them all."""
+
+from decimal import Decimal
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# A local .env is for development only; production sets real environment variables.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env("SECRET_KEY", default="dev-only-insecure-key" if DEBUG else environ.Env.NOTSET)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_q",
+    "genhub",
+    "providers",
+    "gpu_instances",
+    "jobs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "genhub.urls"
+WSGI_APPLICATION = "genhub.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "genhub.context_processors.simulation",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+# The cluster's broker reconnects on every poll unless connections are kept (django-q2 guide §A.3.5).
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite is the zero-setup default: web and cluster processes share the file, so wait for locks.
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(BASE_DIR / "media")))
+# Media is never served publicly: videos go through owner-checked views.
+MEDIA_URL = "/media-not-public/"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# Bulk uploads: the per-request file count must allow the largest batch (validated with a clear error).
+GENHUB_MAX_BATCH_ITEMS = env.int("GENHUB_MAX_BATCH_ITEMS", default=1000)
+GENHUB_MAX_IMAGE_BYTES = env.int("GENHUB_MAX_IMAGE_BYTES", default=7 * 1024 * 1024)
+GENHUB_MAX_IMAGE_SIDE = env.int("GENHUB_MAX_IMAGE_SIDE", default=4096)
+GENHUB_MIN_IMAGE_SIDE = env.int("GENHUB_MIN_IMAGE_SIDE", default=64)
+DATA_UPLOAD_MAX_NUMBER_FILES = GENHUB_MAX_BATCH_ITEMS + 2
+DATA_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 20,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "rest_framework.views.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "genhub API",
+    "DESCRIPTION": "Bulk Wan 2.2 image-to-video on fal.ai or a persistent vast.ai GPU.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- task queue (django-q2, ORM broker). Read once at import: changes need a restart. ---
+Q_CLUSTER = {
+    "name": "genhub",
+    "orm": "default",
+    "workers": env.int("Q_WORKERS", default=4),
+    # Hard cap per task. Generation tasks stream one clip; pumps loop for at most GENHUB_PUMP_SECONDS.
+    "timeout": env.int("Q_TIMEOUT", default=900),
+    # Few locked-but-waiting rows: their redelivery clock (`retry`) is already running (guide §A.1.1).
+    "queue_limit": env.int("Q_QUEUE_LIMIT", default=2),
+    # Must exceed timeout × (ceil((queue_limit + 1) / workers) + 1); genhub.checks refuses to start otherwise.
+    "retry": env.int("Q_RETRY", default=3600),
+    # Jobs carry their own attempts; a task that raises is recorded once and the stale sweep recovers its job.
+    "max_attempts": 1,
+    "ack_failures": True,
+    "catch_up": False,
+    "save_limit": 1000,
+    "poll": env.float("Q_POLL", default=1.0),
+    "recycle": 100,
+    "label": "Task queue",
+}
+
+# --- providers ---
+GENHUB_PROVIDERS = {
+    "fal": "providers.fal.FalProvider",
+    "vastai": "gpu_instances.provider.VastAIProvider",
+}
+
+FAL_KEY = env("FAL_KEY", default="")
+FAL_QUEUE_URL = env("FAL_QUEUE_URL", default="https://queue.fal.run")
+FAL_ENDPOINT = env("FAL_ENDPOINT", default="fal-ai/wan/v2.2-a14b/image-to-video")
+FAL_MAX_IN_FLIGHT = env.int("FAL_MAX_IN_FLIGHT", default=40)
+FAL_POLL_INTERVAL = env.float("FAL_POLL_INTERVAL", default=5.0)
+# A job fal has not finished in this long is cancelled there and retried (queue congestion, lost runner).
+FAL_JOB_DEADLINE_SECONDS = env.int("FAL_JOB_DEADLINE_SECONDS", default=1800)
+# fal bills Wan 2.2 A14B per video-second, counted at 16 fps, by resolution (USD).
+FAL_PRICE_PER_VIDEO_SECOND = {
+    "480p": Decimal(env("FAL_PRICE_480P", default="0.04")),
+    "580p": Decimal(env("FAL_PRICE_580P", default="0.06")),
+    "720p": Decimal(env("FAL_PRICE_720P", default="0.08")),
+}
+FAL_BILLING_FPS = 16
+
+VAST_API_KEY = env("VAST_API_KEY", default="")
+VAST_API_URL = env("VAST_API_URL", default="https://console.vast.ai")
+SWARMUI_IMAGE = env("SWARMUI_IMAGE", default="")
+GENHUB_INSTANCE_LABEL = env("GENHUB_INSTANCE_LABEL", default="genhub")
+
+# --- HTTP seam ---
+HTTP_CONNECT_TIMEOUT = env.float("HTTP_CONNECT_TIMEOUT", default=5.0)
+HTTP_READ_TIMEOUT = env.float("HTTP_READ_TIMEOUT", default=60.0)
+HTTP_MAX_TRIES = env.int("HTTP_MAX_TRIES", default=4)
+HTTP_BACKOFF_SECONDS = env.float("HTTP_BACKOFF_SECONDS", default=1.0)
+
+# --- jobs ---
+GENHUB_JOB_MAX_ATTEMPTS = env.int("GENHUB_JOB_MAX_ATTEMPTS", default=3)
+# A running job whose heartbeat is older than this is presumed lost with its worker.
+GENHUB_STALE_JOB_SECONDS = env.int("GENHUB_STALE_JOB_SECONDS", default=300)
+# How long one pump task keeps looping before handing over to a fresh task (well under Q_CLUSTER timeout).
+GENHUB_PUMP_SECONDS = env.float("GENHUB_PUMP_SECONDS", default=60.0)
+# Output check: how far the stored video may be from what was asked.
+GENHUB_VIDEO_FRAME_TOLERANCE = env.int("GENHUB_VIDEO_FRAME_TOLERANCE", default=2)
+GENHUB_VIDEO_DURATION_TOLERANCE = env.float("GENHUB_VIDEO_DURATION_TOLERANCE", default=0.25)
+
+# Simulated outside world for development and tests (set by `manage.py run_simulators` / the run script).
+GENHUB_SIMULATED = env.bool("GENHUB_SIMULATED", default=False)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        # django-q2 logs to "django-q" (hyphen); without a handler it installs its own.
+        "django-q": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "urllib3": {"level": "WARNING"},
+    },
+}

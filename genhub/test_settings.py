@@ -1,0 +1,17 @@
+"""Settings for the test suite: the real settings, with test defaults for what the environment leaves unset."""
+
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/genhub")
+os.environ.setdefault("SECRET_KEY", "test-only-key")
+os.environ.setdefault("FAL_KEY", "test-fal-key:secret")
+os.environ.setdefault("VAST_API_KEY", "test-vast-key")
+os.environ.setdefault("FAL_POLL_INTERVAL", "0.2")
+os.environ.setdefault("HTTP_BACKOFF_SECONDS", "0.05")
+os.environ.setdefault("GENHUB_PUMP_SECONDS", "20")
+
+from genhub.settings import *  # noqa: E402,F403
+
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", "/tmp/genhub-test-media"))  # noqa: F405
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405

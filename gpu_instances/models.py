@@ -1,0 +1,72 @@
+from django.db import models
+from django.db.models import Q
+
+
+class GpuInstance(models.Model):
+    """One rented vast.ai instance. Rows are never deleted: they are the history of what we paid for."""
+
+    class State(models.TextChoices):
+        PROVISIONING = "provisioning"  # row claimed; create request being sent
+        LOADING = "loading"  # vast accepted it; image pulling / SwarmUI booting
+        READY = "ready"
+        UNHEALTHY = "unhealthy"  # health probes failing, not yet given up on
+        DESTROYING = "destroying"
+        DESTROYED = "destroyed"
+        FAILED = "failed"  # gave up before it was ever destroyed cleanly (kept for history)
+
+    ACTIVE_STATES = (State.PROVISIONING, State.LOADING, State.READY, State.UNHEALTHY)
+
+    vast_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    label = models.CharField(max_length=100)
+    offer_id = models.BigIntegerField(null=True, blank=True)
+    machine_id = models.BigIntegerField(null=True, blank=True)
+    gpu_name = models.CharField(max_length=100, blank=True)
+    num_gpus = models.PositiveSmallIntegerField(default=1)
+    dph_usd = models.DecimalField("$/hour", max_digits=8, decimal_places=4, null=True, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PROVISIONING, db_index=True)
+    base_url = models.URLField(blank=True)
+    # Per-instance SwarmUI Authorization token: a secret, never shown in the admin or the API.
+    swarmui_token = models.CharField(max_length=128, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    state_changed_at = models.DateTimeField(null=True, blank=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    last_health_at = models.DateTimeField(null=True, blank=True)
+    last_health_ok = models.BooleanField(null=True)
+    health_failures = models.PositiveIntegerField(default=0)
+    first_health_failure_at = models.DateTimeField(null=True, blank=True)
+    destroyed_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # At most one active instance: a second buy fails at the database, even when two workers race.
+            models.UniqueConstraint(
+                fields=["label"], condition=Q(state__in=["provisioning", "loading", "ready", "unhealthy"]),
+                name="gpu_instance_one_active_per_label",
+            )
+        ]
+
+    def __str__(self):
+        return f"vast #{self.vast_id or '?'} ({self.gpu_name or 'unknown GPU'}, {self.state})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in self.ACTIVE_STATES
+
+
+class InstanceEvent(models.Model):
+    """One transition or health flip of an instance, with the reason, for the history view."""
+
+    instance = models.ForeignKey(GpuInstance, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    kind = models.CharField(max_length=32)  # state, health, provision, destroy, leak, ...
+    from_state = models.CharField(max_length=16, blank=True)
+    to_state = models.CharField(max_length=16, blank=True)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.kind}: {self.message}"

@@ -1,0 +1,101 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class Provider(models.TextChoices):
+    FAL = "fal", "fal.ai"
+    VASTAI = "vastai", "vast.ai GPU"
+
+
+class BatchRun(models.Model):
+    """One bulk submission. Its status and counts are derived from its jobs, never stored twice."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batches")
+    name = models.CharField(max_length=200, blank=True)
+    provider = models.CharField(max_length=16, choices=Provider.choices)
+    preset = models.CharField(max_length=32, blank=True)
+    params = models.JSONField(default=dict)  # resolved generation parameters shared by all items
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return self.name or f"batch {self.pk}"
+
+
+class Job(models.Model):
+    """One image + prompt → one video."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        WAITING_FOR_GPU = "waiting_for_gpu"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+    ACTIVE = (Status.QUEUED, Status.WAITING_FOR_GPU, Status.RUNNING)
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    batch = models.ForeignKey(BatchRun, on_delete=models.CASCADE, related_name="jobs")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    provider = models.CharField(max_length=16, choices=Provider.choices)
+    position = models.PositiveIntegerField(default=0)  # order within the batch
+
+    input_image = models.FileField(upload_to="inputs/")
+    input_name = models.CharField(max_length=255)
+    input_sha256 = models.CharField(max_length=64)
+    prompt = models.TextField()
+    negative_prompt = models.TextField(blank=True)
+    seed = models.BigIntegerField()
+    params = models.JSONField(default=dict)
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    max_attempts = models.PositiveSmallIntegerField(default=3)
+
+    # fal: request_id + the status/response/cancel URLs it returned; SwarmUI: its request id.
+    external_id = models.CharField(max_length=128, blank=True, db_index=True)
+    provider_ref = models.JSONField(default=dict, blank=True)
+    instance = models.ForeignKey(
+        "gpu_instances.GpuInstance", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+
+    output_video = models.FileField(upload_to="outputs/", blank=True)
+    poster = models.FileField(upload_to="posters/", blank=True)
+    video_frames = models.PositiveIntegerField(null=True, blank=True)
+    video_fps = models.FloatField(null=True, blank=True)
+    video_duration = models.FloatField(null=True, blank=True)
+    video_codec = models.CharField(max_length=32, blank=True)
+
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    cost_usd = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
+    generation_seconds = models.FloatField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["batch_id", "position", "id"]
+        indexes = [
+            models.Index(fields=["provider", "status"], name="job_provider_status"),
+            models.Index(fields=["batch", "status"], name="job_batch_status"),
+            models.Index(fields=["status", "heartbeat_at"], name="job_status_heartbeat"),
+        ]
+
+    def __str__(self):
+        return f"job {self.uuid} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL

@@ -1,0 +1,66 @@
+"""The interface every generation backend implements, and the values that cross it.
+
+A provider never imports `jobs`: it is handed a `GenerationRequest` built from the job and
+returns plain results. Two shapes of backend exist:
+
+- polled (`polled = True`, fal): `submit` hands the work over and returns a `Submitted` reference at
+  once; one poller later calls `check` for every reference in flight.
+- blocking (vastai): `submit` runs the generation to the end in the calling worker, reporting
+  progress through `on_progress`, and returns `Finished`.
+"""
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    job_id: str  # the job's public UUID, for logs and remote metadata
+    image: bytes
+    image_content_type: str
+    prompt: str
+    negative_prompt: str
+    seed: int
+    params: dict  # validated generation parameters (num_frames, fps, resolution, width, height, steps, cfg)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The remote accepted the work; `ref` is everything needed to follow, fetch or cancel it."""
+
+    ref: dict
+    external_id: str
+
+
+@dataclass(frozen=True)
+class Pending:
+    progress: float | None = None  # 0..1 when the remote reports it
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Finished:
+    video: bytes
+    content_type: str = "video/mp4"
+    meta: dict = field(default_factory=dict)  # provider facts worth keeping (seed used, inference time, …)
+
+
+ProgressCallback = Callable[[float], None]
+
+
+class Provider:
+    name: str = ""
+    polled: bool = False
+
+    def submit(self, request: GenerationRequest, *, on_progress: ProgressCallback | None = None) -> "Submitted | Finished":
+        raise NotImplementedError
+
+    def check(self, ref: dict) -> "Pending | Finished":
+        """Follow one submitted request. Raises ProviderError when it failed."""
+        raise NotImplementedError
+
+    def cancel(self, ref: dict) -> None:
+        """Best effort: ask the remote to stop work we no longer want."""
+
+    def max_in_flight(self) -> int:
+        raise NotImplementedError

@@ -1,0 +1,121 @@
+"""The one HTTP seam: every call to the outside world goes through `HttpClient.request`.
+
+It always sets a (connect, read) timeout, retries only what is safe and transient (connection
+errors, 429 with backoff, 5xx) a bounded number of times, and turns every failure into a
+`ProviderError` that carries the status and a short excerpt of the body. Secrets live in the
+session headers and never appear in error messages.
+"""
+
+import logging
+import random
+import threading
+import time
+from email.utils import parsedate_to_datetime
+
+import requests
+from django.conf import settings
+
+from providers.errors import PermanentError, ProviderError, TransientError
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = {429, 500, 502, 503, 504}
+
+
+def _body_excerpt(response: requests.Response, limit: int = 300) -> str:
+    try:
+        text = response.text
+    except Exception:  # undecodable body: the status says enough
+        return ""
+    text = " ".join(text.split())
+    return text[:limit] + ("…" if len(text) > limit else "")
+
+
+def _retry_after_seconds(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+class HttpClient:
+    """A requests session with timeouts, bounded retries and error classification.
+
+    `service` names the remote in messages ("fal", "vast.ai", "SwarmUI").
+    """
+
+    def __init__(self, service: str, *, headers: dict | None = None, connect_timeout: float | None = None,
+                 read_timeout: float | None = None, max_tries: int | None = None, backoff: float | None = None):
+        self.service = service
+        self.connect_timeout = connect_timeout or settings.HTTP_CONNECT_TIMEOUT
+        self.read_timeout = read_timeout or settings.HTTP_READ_TIMEOUT
+        self.max_tries = max_tries or settings.HTTP_MAX_TRIES
+        self.backoff = settings.HTTP_BACKOFF_SECONDS if backoff is None else backoff
+        self._headers = dict(headers or {})
+        # requests.Session is not guaranteed thread-safe; pollers fan out over threads.
+        self._local = threading.local()
+
+    @property
+    def session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers.update(self._headers)
+            session.headers["User-Agent"] = "genhub/1.0"
+            self._local.session = session
+        return session
+
+    def request(self, method: str, url: str, *, retry: bool = True, ok_statuses=(), read_timeout: float | None = None,
+                **kwargs) -> requests.Response:
+        """Send one request. Raises ProviderError unless the status is 2xx or in `ok_statuses`.
+
+        With `retry=False` nothing is repeated (use it for non-idempotent calls such as a paid submit):
+        a connection error is still reported as transient, the caller decides.
+        """
+        tries = self.max_tries if retry else 1
+        timeout = (self.connect_timeout, read_timeout or self.read_timeout)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self.session.request(method, url, timeout=timeout, **kwargs)
+            except requests.RequestException as exc:
+                error = TransientError(
+                    f"{self.service}: {method} {_safe_url(url)} failed: {type(exc).__name__}",
+                    code="connection_error",
+                )
+            else:
+                if 200 <= response.status_code < 300 or response.status_code in ok_statuses:
+                    return response
+                error = self.classify(response, method, url)
+            if error.permanent or attempt >= tries:
+                raise error
+            delay = error.retry_after if error.retry_after is not None else self.backoff * 2 ** (attempt - 1)
+            delay = min(delay, 60.0) * (1 + random.random() * 0.1)
+            log.info("%s; retrying in %.2fs (attempt %d/%d)", error.message, delay, attempt, tries)
+            time.sleep(delay)
+
+    def classify(self, response: requests.Response, method: str, url: str) -> ProviderError:
+        status = response.status_code
+        message = f"{self.service}: {method} {_safe_url(url)} returned HTTP {status}: {_body_excerpt(response)}"
+        if status == 429:
+            retry_after = _retry_after_seconds(response)
+            return TransientError(message, code="rate_limited", status=status,
+                                  retry_after=retry_after if retry_after is not None else max(self.backoff, 1.0))
+        if status in RETRYABLE_STATUSES:
+            return TransientError(message, code=f"http_{status}", status=status)
+        if status in (401, 403):
+            return PermanentError(message, code="unauthorized", status=status)
+        return ProviderError(message, code=f"http_{status}", permanent=400 <= status < 500, status=status)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its query string, which may carry tokens."""
+    return url.split("?", 1)[0]

@@ -1,0 +1,86 @@
+"""A small threaded HTTP server that simulators build on: real sockets on 127.0.0.1, JSON helpers."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class SimulatorHandler(BaseHTTPRequestHandler):
+    """Routes every method to `self.simulator.handle(self)`; quiet unless the simulator is verbose."""
+
+    protocol_version = "HTTP/1.1"
+    simulator = None  # set per server
+
+    def do_GET(self):
+        self.simulator.handle(self)
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
+
+    @property
+    def path_only(self) -> str:
+        return urlsplit(self.path).path
+
+    def read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def read_json(self):
+        body = self.read_body()
+        return json.loads(body) if body else {}
+
+    def send_json(self, status: int, payload, headers: dict | None = None):
+        self.send_bytes(status, json.dumps(payload).encode(), "application/json", headers)
+
+    def send_bytes(self, status: int, body: bytes, content_type: str, headers: dict | None = None):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format, *args):
+        if getattr(self.simulator, "verbose", False):
+            super().log_message(format, *args)
+
+
+class Simulator:
+    """Base for the simulated outside services. Subclasses implement `handle(request)`.
+
+    `start()` binds a real port on 127.0.0.1 (0 = any free port) and serves from a daemon thread.
+    """
+
+    verbose = False
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+        handler = type(f"{type(self).__name__}Handler", (SimulatorHandler,), {"simulator": self})
+        self._server = _Server((host, port), handler)
+        self._thread = None
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        self._thread = threading.Thread(target=self._server.serve_forever, name=type(self).__name__, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._server.shutdown()
+        self._server.server_close()
+
+    def handle(self, request: SimulatorHandler):
+        raise NotImplementedError
