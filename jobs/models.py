@@ -64,6 +64,9 @@ class Job(models.Model):
     # fal: request_id + the status/response/cancel URLs it returned; SwarmUI: its request id.
     external_id = models.CharField(max_length=128, blank=True, db_index=True)
     provider_ref = models.JSONField(default=dict, blank=True)
+    # Set when a pump hands a claimed job to a worker task; the first delivery of that task clears it,
+    # so a duplicate delivery finds nothing to take.
+    dispatch_token = models.CharField(max_length=32, blank=True)
     instance = models.ForeignKey(
         "gpu_instances.GpuInstance", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
     )

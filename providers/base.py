@@ -62,5 +62,10 @@ class Provider:
     def cancel(self, ref: dict) -> None:
         """Best effort: ask the remote to stop work we no longer want."""
 
-    def max_in_flight(self) -> int:
+    def capacity(self) -> int | None:
+        """How many jobs may be in flight now; None when no backend is ready (jobs wait for a GPU)."""
         raise NotImplementedError
+
+    def poll_interval(self) -> float:
+        """Seconds between the pump's passes."""
+        return 1.0

@@ -13,6 +13,7 @@ import time
 from email.utils import parsedate_to_datetime
 
 import requests
+import urllib3
 from django.conf import settings
 
 from providers.errors import PermanentError, ProviderError, TransientError
@@ -72,12 +73,14 @@ class HttpClient:
             self._local.session = session
         return session
 
-    def request(self, method: str, url: str, *, retry: bool = True, ok_statuses=(), read_timeout: float | None = None,
-                **kwargs) -> requests.Response:
+    def request(self, method: str, url: str, *, retry: bool = True, idempotent: bool = True, ok_statuses=(),
+                read_timeout: float | None = None, **kwargs) -> requests.Response:
         """Send one request. Raises ProviderError unless the status is 2xx or in `ok_statuses`.
 
-        With `retry=False` nothing is repeated (use it for non-idempotent calls such as a paid submit):
-        a connection error is still reported as transient, the caller decides.
+        `retry=False`: nothing is repeated; a connection error is still reported as transient and the
+        caller decides. `idempotent=False` (a paid submit): only failures that prove the remote did
+        not act are retried (a refused connection, 429); a read timeout or 5xx after the body was
+        sent is raised at once, because repeating it could buy the same work twice.
         """
         tries = self.max_tries if retry else 1
         timeout = (self.connect_timeout, read_timeout or self.read_timeout)
@@ -91,11 +94,13 @@ class HttpClient:
                     f"{self.service}: {method} {_safe_url(url)} failed: {type(exc).__name__}",
                     code="connection_error",
                 )
+                never_sent = _never_connected(exc)
             else:
                 if 200 <= response.status_code < 300 or response.status_code in ok_statuses:
                     return response
                 error = self.classify(response, method, url)
-            if error.permanent or attempt >= tries:
+                never_sent = response.status_code == 429
+            if error.permanent or attempt >= tries or not (idempotent or never_sent):
                 raise error
             delay = error.retry_after if error.retry_after is not None else self.backoff * 2 ** (attempt - 1)
             delay = min(delay, 60.0) * (1 + random.random() * 0.1)
@@ -114,6 +119,15 @@ class HttpClient:
         if status in (401, 403):
             return PermanentError(message, code="unauthorized", status=status)
         return ProviderError(message, code=f"http_{status}", permanent=400 <= status < 500, status=status)
+
+
+def _never_connected(exc: requests.RequestException) -> bool:
+    """True when the request cannot have reached the remote (refused or timed-out connect)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 def _safe_url(url: str) -> str:

@@ -1,0 +1,32 @@
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from gpu_instances import selectors
+
+
+class InstanceOutputSerializer(serializers.Serializer):
+    """Never includes the SwarmUI token or anything else secret."""
+
+    vast_id = serializers.IntegerField(allow_null=True)
+    state = serializers.CharField()
+    gpu_name = serializers.CharField()
+    dph_usd = serializers.DecimalField(max_digits=8, decimal_places=4, allow_null=True)
+    created_at = serializers.DateTimeField()
+    ready_at = serializers.DateTimeField(allow_null=True)
+    last_health_at = serializers.DateTimeField(allow_null=True)
+    last_health_ok = serializers.BooleanField(allow_null=True)
+    destroyed_at = serializers.DateTimeField(allow_null=True)
+    end_reason = serializers.CharField()
+
+
+class InstanceApi(APIView):
+    @extend_schema(responses=inline_serializer("InstanceStatus", {
+        "active": InstanceOutputSerializer(allow_null=True), "history": InstanceOutputSerializer(many=True)}))
+    def get(self, request):
+        active = selectors.instance_active()
+        return Response({
+            "active": InstanceOutputSerializer(active).data if active else None,
+            "history": InstanceOutputSerializer(selectors.instance_history(), many=True).data,
+        })

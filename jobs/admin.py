@@ -1,0 +1,108 @@
+from django.contrib import admin, messages
+from django.db.models import Count, Q, Sum
+from django.utils.html import format_html
+
+from jobs import services
+from jobs.models import BatchRun, Job
+
+S = Job.Status
+
+
+class ReadOnlyHistoryMixin:
+    """Jobs and batches are history: they change through services (actions), never by editing fields."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class JobInline(ReadOnlyHistoryMixin, admin.TabularInline):
+    model = Job
+    fields = ("uuid", "input_name", "status", "progress", "attempts", "error_code", "cost_usd", "instance")
+    readonly_fields = fields
+    show_change_link = True
+    extra = 0
+    max_num = 0
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(BatchRun)
+class BatchRunAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
+    list_display = ("__str__", "owner", "provider", "created_at", "total", "succeeded", "failed", "active", "cost")
+    list_filter = ("provider", "created_at")
+    search_fields = ("name", "uuid", "owner__username")
+    inlines = [JobInline]
+    actions = ["cancel_batches", "retry_failed"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("owner").annotate(
+            _total=Count("jobs"), _succeeded=Count("jobs", filter=Q(jobs__status=S.SUCCEEDED)),
+            _failed=Count("jobs", filter=Q(jobs__status=S.FAILED)),
+            _active=Count("jobs", filter=Q(jobs__status__in=Job.ACTIVE)), _cost=Sum("jobs__cost_usd"))
+
+    @admin.display(ordering="_total")
+    def total(self, obj):
+        return obj._total
+
+    @admin.display(ordering="_succeeded")
+    def succeeded(self, obj):
+        return obj._succeeded
+
+    @admin.display(ordering="_failed")
+    def failed(self, obj):
+        return obj._failed
+
+    @admin.display(description="unfinished")
+    def active(self, obj):
+        return obj._active
+
+    @admin.display(description="cost (USD)", ordering="_cost")
+    def cost(self, obj):
+        return obj._cost
+
+    @admin.action(description="Cancel what has not finished")
+    def cancel_batches(self, request, queryset):
+        count = sum(services.batch_cancel(batch=batch) for batch in queryset)
+        self.message_user(request, f"Cancelled {count} job(s).", messages.SUCCESS)
+
+    @admin.action(description="Retry failed jobs")
+    def retry_failed(self, request, queryset):
+        count = sum(services.batch_retry_failed(batch=batch) for batch in queryset)
+        self.message_user(request, f"Requeued {count} job(s).", messages.SUCCESS)
+
+
+@admin.register(Job)
+class JobAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
+    list_display = ("uuid", "batch", "owner", "provider", "status", "progress_pct", "attempts", "error_code",
+                    "cost_usd", "instance", "created_at", "finished_at")
+    list_filter = ("status", "provider", "error_code", "created_at")
+    search_fields = ("uuid", "input_name", "prompt", "external_id", "batch__name", "owner__username")
+    list_select_related = ("batch", "owner", "instance")
+    actions = ["cancel_jobs", "retry_jobs"]
+    # provider_ref holds fal's request URLs, which are not secret; no credential is ever stored on a job.
+    readonly_fields = [f.name for f in Job._meta.fields] + ["video_player"]
+
+    @admin.display(description="progress")
+    def progress_pct(self, obj):
+        return f"{obj.progress:.0%}"
+
+    @admin.display(description="video")
+    def video_player(self, obj):
+        if not obj.output_video:
+            return "—"
+        return format_html('<video src="/api/jobs/{}/video" controls width="320"></video>', obj.uuid)
+
+    @admin.action(description="Cancel selected jobs")
+    def cancel_jobs(self, request, queryset):
+        count = sum(services.job_cancel(job=job) for job in queryset)
+        self.message_user(request, f"Cancelled {count} job(s); finished ones were left alone.", messages.SUCCESS)
+
+    @admin.action(description="Retry selected failed/cancelled jobs")
+    def retry_jobs(self, request, queryset):
+        count = sum(services.job_retry(job=job) for job in queryset)
+        self.message_user(request, f"Requeued {count} job(s); others were not failed or cancelled.",
+                          messages.SUCCESS)

@@ -1,0 +1,264 @@
+"""The JSON API: thin views that parse, call one service or selector, and serialize."""
+
+import json
+
+from django.http import FileResponse, Http404
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import APIException
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from jobs import selectors, services
+from jobs.intake import BatchValidationError, UploadedFile, build_batch
+from jobs.models import Provider
+
+
+def exception_handler(exc, context):
+    """Errors are JSON with a human-readable `message`; validation errors list each problem in `errors`."""
+    if isinstance(exc, BatchValidationError):
+        return Response({"message": f"The batch was rejected: {len(exc.errors)} problem(s). Nothing was created.",
+                         "errors": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, services.ApplicationError):
+        return Response({"message": str(exc)}, status=status.HTTP_409_CONFLICT)
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(exc, APIException):
+        detail = response.data
+        if isinstance(detail, dict) and "detail" in detail:
+            response.data = {"message": str(detail["detail"])}
+        else:
+            response.data = {"message": "Invalid request.", "errors": detail}
+    return response
+
+
+# --- serializers -------------------------------------------------------------------------
+
+
+class JobOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField(source="uuid")
+    batch = serializers.UUIDField(source="batch.uuid")
+    provider = serializers.CharField()
+    status = serializers.CharField()
+    progress = serializers.FloatField()
+    attempts = serializers.IntegerField()
+    max_attempts = serializers.IntegerField()
+    input_name = serializers.CharField()
+    prompt = serializers.CharField()
+    negative_prompt = serializers.CharField()
+    seed = serializers.IntegerField()
+    params = serializers.JSONField()
+    error = serializers.SerializerMethodField()
+    output_url = serializers.SerializerMethodField()
+    poster_url = serializers.SerializerMethodField()
+    video = serializers.SerializerMethodField()
+    cost_usd = serializers.DecimalField(max_digits=10, decimal_places=4, allow_null=True)
+    generation_seconds = serializers.FloatField(allow_null=True)
+    instance = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+    def get_error(self, job) -> dict | None:
+        return {"code": job.error_code, "message": job.error_message} if job.error_code else None
+
+    def _url(self, job, name) -> str | None:
+        request = self.context.get("request")
+        url = reverse(name, args=[job.uuid])
+        return request.build_absolute_uri(url) if request else url
+
+    def get_output_url(self, job) -> str | None:
+        return self._url(job, "job-video") if job.output_video else None
+
+    def get_poster_url(self, job) -> str | None:
+        return self._url(job, "job-poster") if job.poster else None
+
+    def get_video(self, job) -> dict | None:
+        if not job.output_video:
+            return None
+        return {"frames": job.video_frames, "fps": job.video_fps, "duration": job.video_duration,
+                "codec": job.video_codec}
+
+    def get_instance(self, job) -> int | None:
+        return job.instance.vast_id if job.instance_id and job.instance else None
+
+
+class BatchOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField(source="uuid")
+    name = serializers.CharField()
+    provider = serializers.CharField()
+    preset = serializers.CharField()
+    params = serializers.JSONField()
+    status = serializers.SerializerMethodField()
+    counts = serializers.SerializerMethodField()
+    total = serializers.IntegerField(source="n_total")
+    progress = serializers.SerializerMethodField()
+    cost_usd = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+    cancel_requested_at = serializers.DateTimeField(allow_null=True)
+
+    def get_status(self, batch) -> str:
+        return selectors.batch_status(batch)
+
+    def get_counts(self, batch) -> dict:
+        return selectors.batch_counts(batch)
+
+    def get_progress(self, batch) -> float:
+        return selectors.batch_progress(batch, self.context.get("jobs"))
+
+    def get_cost_usd(self, batch) -> str:
+        return str(selectors.batch_cost(batch))
+
+
+def _batch_with_jobs(batch, request) -> dict:
+    jobs = list(selectors.batch_jobs(batch=batch))
+    data = BatchOutputSerializer(batch, context={"request": request, "jobs": jobs}).data
+    data["jobs"] = JobOutputSerializer(jobs, many=True, context={"request": request}).data
+    return data
+
+
+# --- views -------------------------------------------------------------------------------
+
+
+def _text_field(request, name: str) -> str:
+    """A form field that may also come as an uploaded file (e.g. a CSV of per-item rows)."""
+    if name in request.FILES:
+        return request.FILES[name].read().decode("utf-8-sig", errors="replace")
+    value = request.data.get(name, "")
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+class BatchCreateInputSerializer(serializers.Serializer):
+    """For the schema: the multipart fields `POST /api/batches/` takes."""
+
+    provider = serializers.ChoiceField(choices=Provider.values)
+    images = serializers.ListField(child=serializers.FileField(), help_text="one or more PNG/JPEG/WebP files")
+    prompt = serializers.CharField(required=False, help_text="for every item without its own prompt")
+    name = serializers.CharField(required=False)
+    preset = serializers.CharField(required=False, help_text="draft, standard or hd")
+    params = serializers.CharField(required=False, help_text="JSON object: num_frames, fps, resolution, width, "
+                                                             "height, steps, cfg, seed, negative_prompt")
+    items = serializers.CharField(required=False, help_text="CSV/TSV (header: file,prompt,negative_prompt,seed) "
+                                                            "or a JSON list of such objects; text or a file")
+    seeds_per_image = serializers.IntegerField(required=False, min_value=1, max_value=16)
+
+
+class BatchListCreateApi(APIView):
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    @extend_schema(responses=BatchOutputSerializer(many=True))
+    def get(self, request):
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(selectors.batch_list(user=request.user), request, view=self)
+        return paginator.get_paginated_response(BatchOutputSerializer(page, many=True).data)
+
+    @extend_schema(request={"multipart/form-data": BatchCreateInputSerializer}, responses={201: BatchOutputSerializer})
+    def post(self, request):
+        errors = []
+        raw_params = request.data.get("params") or {}
+        if isinstance(raw_params, str):
+            try:
+                raw_params = json.loads(raw_params) if raw_params.strip() else {}
+            except json.JSONDecodeError as exc:
+                errors.append({"field": "params", "message": f"not valid JSON: {exc.msg}"})
+                raw_params = {}
+        seeds = request.data.get("seeds_per_image") or 1
+        try:
+            seeds = int(seeds)
+        except (TypeError, ValueError):
+            errors.append({"field": "seeds_per_image", "message": "must be an integer between 1 and 16"})
+            seeds = 1
+        files = [UploadedFile(f.name, f.read()) for f in request.FILES.getlist("images")]
+        try:
+            spec = build_batch(
+                provider=str(request.data.get("provider", "")), name=str(request.data.get("name", "")),
+                preset=request.data.get("preset") or None, params=raw_params, prompt=str(request.data.get("prompt", "")),
+                files=files, rows_text=_text_field(request, "items"), seeds_per_image=seeds,
+            )
+        except BatchValidationError as exc:
+            raise BatchValidationError(errors + exc.errors) from None
+        if errors:
+            raise BatchValidationError(errors)
+        batch = services.batch_create(owner=request.user, spec=spec)
+        batch = selectors.batch_get(user=request.user, batch_uuid=batch.uuid)
+        return Response(_batch_with_jobs(batch, request), status=status.HTTP_201_CREATED)
+
+
+class BatchDetailApi(APIView):
+    @extend_schema(responses=BatchOutputSerializer)
+    def get(self, request, batch_id):
+        return Response(_batch_with_jobs(selectors.batch_get(user=request.user, batch_uuid=batch_id), request))
+
+
+ACTION_RESPONSE = inline_serializer("ActionResult", {"changed": serializers.IntegerField()})
+
+
+class BatchCancelApi(APIView):
+    @extend_schema(request=None, responses=ACTION_RESPONSE)
+    def post(self, request, batch_id):
+        batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
+        return Response({"changed": services.batch_cancel(batch=batch)})
+
+
+class BatchRetryApi(APIView):
+    @extend_schema(request=None, responses=ACTION_RESPONSE)
+    def post(self, request, batch_id):
+        batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
+        return Response({"changed": services.batch_retry_failed(batch=batch)})
+
+
+class JobDetailApi(APIView):
+    @extend_schema(responses=JobOutputSerializer)
+    def get(self, request, job_id):
+        job = selectors.job_get(user=request.user, job_uuid=job_id)
+        return Response(JobOutputSerializer(job, context={"request": request}).data)
+
+
+class JobCancelApi(APIView):
+    @extend_schema(request=None, responses=JobOutputSerializer)
+    def post(self, request, job_id):
+        job = selectors.job_get(user=request.user, job_uuid=job_id)
+        if not services.job_cancel(job=job):
+            raise services.ApplicationError(f"job {job.uuid} is {job.status}: only unfinished jobs can be cancelled")
+        job.refresh_from_db()
+        return Response(JobOutputSerializer(job, context={"request": request}).data)
+
+
+class JobRetryApi(APIView):
+    @extend_schema(request=None, responses=JobOutputSerializer)
+    def post(self, request, job_id):
+        job = selectors.job_get(user=request.user, job_uuid=job_id)
+        if not services.job_retry(job=job):
+            raise services.ApplicationError(f"job {job.uuid} is {job.status}: only failed or cancelled jobs can be "
+                                            "retried")
+        job.refresh_from_db()
+        return Response(JobOutputSerializer(job, context={"request": request}).data)
+
+
+class _JobFileApi(APIView):
+    """Serves a stored file of the job to its owner only (media is never public)."""
+
+    field = ""
+    content_type = ""
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    def get(self, request, job_id):
+        job = selectors.job_get(user=request.user, job_uuid=job_id)
+        stored = getattr(job, self.field)
+        if not stored:
+            raise Http404("this job has no such file yet")
+        suffix = "mp4" if self.field == "output_video" else "jpg"
+        return FileResponse(stored.open("rb"), content_type=self.content_type,
+                            filename=f"{job.input_name.rsplit('.', 1)[0]}-{job.seed}.{suffix}")
+
+
+class JobVideoApi(_JobFileApi):
+    field, content_type = "output_video", "video/mp4"
+
+
+class JobPosterApi(_JobFileApi):
+    field, content_type = "poster", "image/jpeg"
+

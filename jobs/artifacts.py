@@ -1,0 +1,76 @@
+"""Output videos: check what the provider returned, keep it, and make a poster frame.
+
+Provider URLs expire, so the file is fetched at once and stored; a file that does not decode or is
+not the clip that was asked for is a retryable failure, never a success.
+"""
+
+import io
+from dataclasses import dataclass
+
+import av
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+
+from providers.errors import TransientError
+
+
+class VideoCheckError(TransientError):
+    def __init__(self, message: str):
+        super().__init__(message, code="bad_output")
+
+
+@dataclass(frozen=True)
+class VideoFacts:
+    frames: int
+    fps: float
+    duration: float
+    codec: str
+    width: int
+    height: int
+    poster_jpeg: bytes
+
+
+def inspect_video(data: bytes) -> VideoFacts:
+    """Decodes every frame (a truncated file fails here, not in the user's player)."""
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            if not container.streams.video:
+                raise VideoCheckError("the output has no video stream")
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0)
+            frames, poster = 0, None
+            for frame in container.decode(stream):
+                if poster is None:
+                    buf = io.BytesIO()
+                    frame.to_image().save(buf, format="JPEG", quality=85)
+                    poster = buf.getvalue()
+                frames += 1
+            codec, width, height = stream.codec_context.name, stream.codec_context.width, stream.codec_context.height
+    except av.FFmpegError as exc:
+        raise VideoCheckError(f"the output video does not decode: {exc}") from exc
+    if not frames or not fps:
+        raise VideoCheckError("the output video has no frames")
+    return VideoFacts(frames, fps, frames / fps, codec, width, height, poster)
+
+
+def check_matches_request(facts: VideoFacts, params: dict) -> None:
+    want_frames, want_fps = params["num_frames"], params["fps"]
+    want_seconds = want_frames / want_fps
+    if abs(facts.frames - want_frames) > settings.GENHUB_VIDEO_FRAME_TOLERANCE:
+        raise VideoCheckError(f"the output has {facts.frames} frames, {want_frames} were asked for")
+    if abs(facts.duration - want_seconds) > settings.GENHUB_VIDEO_DURATION_TOLERANCE:
+        raise VideoCheckError(f"the output lasts {facts.duration:.2f}s, {want_seconds:.2f}s was asked for")
+
+
+def store_output(*, job_uuid: str, video: bytes, facts: VideoFacts) -> tuple[str, str]:
+    """Saves the video and its poster; returns their storage names."""
+    video_name = default_storage.save(f"outputs/{job_uuid}.mp4", ContentFile(video))
+    poster_name = default_storage.save(f"posters/{job_uuid}.jpg", ContentFile(facts.poster_jpeg))
+    return video_name, poster_name
+
+
+def discard(*names: str) -> None:
+    for name in names:
+        if name:
+            default_storage.delete(name)

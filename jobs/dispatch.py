@@ -1,0 +1,247 @@
+"""The pumps: one loop per provider moves queued jobs to it and follows them to the end.
+
+A pump runs inside one django-q2 task under a lease (so at most one per provider), makes passes
+for up to GENHUB_PUMP_SECONDS and hands over to a fresh task while work remains. Two shapes:
+
+- polled providers (fal): the pump submits up to the provider's concurrency and polls every
+  request in flight from this one loop, fanning HTTP out over a few threads; hundreds of jobs
+  need no more than one worker.
+- blocking providers (vastai): the pump claims up to the in-flight limit and hands each job to
+  a `run_job` task that streams the generation; with no GPU ready, jobs wait in
+  `waiting_for_gpu` and no worker blocks.
+"""
+
+import logging
+import mimetypes
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from genhub.leases import lease_acquire, lease_release, lease_renew
+from jobs import artifacts, costs, services
+from jobs.models import Job
+from providers.base import Finished, GenerationRequest, Pending, Provider, Submitted
+from providers.errors import ProviderError, TransientError
+from providers.registry import get_provider, provider_names
+
+log = logging.getLogger(__name__)
+
+S = Job.Status
+HTTP_THREADS = 8
+# The pump finds its own progress fast; a heartbeat more often than this only loads the database.
+PROGRESS_EVERY_SECONDS = 1.0
+
+
+def provider_pump(*, provider_name: str) -> str:
+    lease = f"pump:{provider_name}"
+    lease_seconds = settings.GENHUB_PUMP_SECONDS + 120
+    holder = lease_acquire(name=lease, seconds=lease_seconds)
+    if not holder:
+        return "skipped: another pump holds the lease"
+    provider = get_provider(provider_name)
+    deadline = time.monotonic() + settings.GENHUB_PUMP_SECONDS
+    passes = 0
+    try:
+        while True:
+            passes += 1
+            more = _pump_pass(provider)
+            if not more or time.monotonic() >= deadline:
+                break
+            lease_renew(name=lease, holder=holder, seconds=lease_seconds)
+            time.sleep(provider.poll_interval())
+    finally:
+        lease_release(name=lease, holder=holder)
+    # Checked after the release: a pump task enqueued for new work while we held the lease exited
+    # at once, so the work it came for is ours to hand over.
+    if _has_unfinished(provider_name):
+        from jobs.tasks import pump as pump_task
+
+        pump_task.enqueue(provider_name)
+    return f"{passes} pass(es)"
+
+
+def pumps_restart() -> list[str]:
+    """Enqueues a pump for every provider with unfinished jobs (the scheduled safety net)."""
+    from jobs.tasks import pump as pump_task
+
+    started = [name for name in provider_names() if _has_unfinished(name)]
+    for name in started:
+        pump_task.enqueue(name)
+    return started
+
+
+def _has_unfinished(provider_name: str) -> bool:
+    return Job.objects.filter(provider=provider_name, status__in=Job.ACTIVE).exists()
+
+
+def _pump_pass(provider: Provider) -> bool:
+    if provider.polled:
+        _submit_queued(provider)
+        _follow_in_flight(provider)
+    else:
+        _dispatch_to_workers(provider)
+    return _has_unfinished(provider.name)
+
+
+def _free_slots(provider: Provider, capacity: int) -> int:
+    in_flight = Job.objects.filter(provider=provider.name, status=S.RUNNING).count()
+    return max(0, capacity - in_flight)
+
+
+def _next_queued(provider: Provider, limit: int) -> list[int]:
+    if limit <= 0:
+        return []
+    # Oldest batch first, in the order the user gave the items.
+    queued = Job.objects.filter(provider=provider.name, status=S.QUEUED).order_by("batch_id", "position", "id")
+    return list(queued.values_list("pk", flat=True)[:limit])
+
+
+# --- polled providers ---------------------------------------------------------------------
+
+
+def _submit_queued(provider: Provider) -> None:
+    claimed = [pk for pk in _next_queued(provider, _free_slots(provider, provider.capacity()))
+               if services.job_claim(job_id=pk)]
+    if not claimed:
+        return
+    jobs = list(Job.objects.filter(pk__in=claimed))
+    for job, outcome in zip(jobs, _fan_out(lambda job: provider.submit(generation_request(job)), jobs)):
+        if isinstance(outcome, Submitted):
+            services.job_record_submission(job_id=job.pk, external_id=outcome.external_id, ref=outcome.ref)
+        else:
+            _settle(job, outcome)
+
+
+def _follow_in_flight(provider: Provider) -> None:
+    jobs = list(Job.objects.filter(provider=provider.name, status=S.RUNNING).exclude(external_id=""))
+    if not jobs:
+        return
+    deadline = timezone.now() - timedelta(seconds=settings.FAL_JOB_DEADLINE_SECONDS)
+    overdue = [job for job in jobs if job.started_at and job.started_at < deadline]
+    for job in overdue:
+        provider.cancel(job.provider_ref)
+        services.job_fail(job_id=job.pk, code="deadline", permanent=False,
+                          message=f"{provider.name} did not finish within {settings.FAL_JOB_DEADLINE_SECONDS}s")
+    jobs = [job for job in jobs if job not in overdue]
+    outcomes = _fan_out(lambda job: _inspected(provider.check(job.provider_ref), job), jobs)
+    waiting = []
+    for job, outcome in zip(jobs, outcomes):
+        if isinstance(outcome, Pending):
+            waiting.append(job.pk)
+            if outcome.progress is not None:
+                services.job_heartbeat(job_ids=[job.pk], progress=outcome.progress)
+        else:
+            _settle(job, outcome)
+    services.job_heartbeat(job_ids=waiting)
+
+
+def _fan_out(call, jobs: list[Job]) -> list:
+    """Runs `call(job)` for each job over a few threads; exceptions come back as values.
+
+    The threads only talk HTTP and decode video; they never touch the database, so every read and
+    write stays on this thread and its connection.
+    """
+
+    def guarded(job):
+        try:
+            return call(job)
+        except ProviderError as exc:
+            return exc
+        except Exception as exc:  # a bug must fail one job loudly, not kill the pump for all of them
+            log.exception("unexpected error on job %s", job.uuid)
+            return TransientError(f"internal error: {type(exc).__name__}: {exc}", code="internal_error")
+
+    if len(jobs) == 1:
+        return [guarded(jobs[0])]
+    with ThreadPoolExecutor(max_workers=min(HTTP_THREADS, len(jobs))) as pool:
+        return list(pool.map(guarded, jobs))
+
+
+def _inspected(outcome, job: Job):
+    """Checks a finished video where it was fetched (in the worker thread), so bad files fail early."""
+    if isinstance(outcome, Finished):
+        facts = artifacts.inspect_video(outcome.video)
+        artifacts.check_matches_request(facts, job.params)
+        return outcome, facts
+    return outcome
+
+
+# --- blocking providers --------------------------------------------------------------------
+
+
+def _dispatch_to_workers(provider: Provider) -> None:
+    capacity = provider.capacity()
+    if capacity is None:
+        # No GPU ready: park the queue; the provider has been asked for capacity.
+        Job.objects.filter(provider=provider.name, status=S.QUEUED).update(status=S.WAITING_FOR_GPU)
+        return
+    Job.objects.filter(provider=provider.name, status=S.WAITING_FOR_GPU).update(status=S.QUEUED)
+    from jobs.tasks import run_job as run_job_task
+
+    for pk in _next_queued(provider, _free_slots(provider, capacity)):
+        token = uuid.uuid4().hex
+        if services.job_claim(job_id=pk, dispatch_token=token):
+            run_job_task.enqueue(pk, token)
+
+
+def job_run_dispatched(*, job_id: int, dispatch_token: str) -> str:
+    """Runs one claimed job on a blocking provider, in this worker, to the end."""
+    if not services.job_take_dispatch(job_id=job_id, dispatch_token=dispatch_token):
+        return "skipped: duplicate delivery, or the job is no longer running"
+    job = Job.objects.get(pk=job_id)
+    provider = get_provider(job.provider)
+    last_beat = 0.0
+
+    def on_progress(fraction: float) -> None:
+        nonlocal last_beat
+        if time.monotonic() - last_beat >= PROGRESS_EVERY_SECONDS:
+            last_beat = time.monotonic()
+            services.job_heartbeat(job_ids=[job.pk], progress=fraction)
+
+    try:
+        outcome = _inspected(provider.submit(generation_request(job), on_progress=on_progress), job)
+    except ProviderError as exc:
+        outcome = exc
+    _settle(job, outcome)
+    return Job.objects.values_list("status", flat=True).get(pk=job_id)
+
+
+# --- shared ------------------------------------------------------------------------------
+
+
+def generation_request(job: Job) -> GenerationRequest:
+    with job.input_image.open("rb") as handle:
+        image = handle.read()
+    content_type = mimetypes.guess_type(job.input_image.name)[0] or "image/png"
+    return GenerationRequest(job_id=str(job.uuid), image=image, image_content_type=content_type, prompt=job.prompt,
+                             negative_prompt=job.negative_prompt, seed=job.seed, params=job.params)
+
+
+def _settle(job: Job, outcome) -> None:
+    """Records a job's end: a checked video becomes a success, an error a failure or a retry."""
+    if isinstance(outcome, ProviderError):
+        log.info("job %s failed (%s, %s): %s", job.uuid, outcome.code,
+                 "permanent" if outcome.permanent else "transient", outcome.message)
+        services.job_fail(job_id=job.pk, code=outcome.code, message=outcome.message, permanent=outcome.permanent)
+        return
+    finished, facts = outcome
+    meta = finished.meta
+    video_name, poster_name = artifacts.store_output(job_uuid=str(job.uuid), video=finished.video, facts=facts)
+    succeeded = services.job_succeed(
+        job_id=job.pk, output_video=video_name, poster=poster_name, video_frames=facts.frames,
+        video_fps=facts.fps, video_duration=round(facts.duration, 3), video_codec=facts.codec,
+        cost_usd=costs.job_cost(provider=job.provider, params=job.params, meta=meta),
+        generation_seconds=meta.get("generation_seconds"), instance_id=meta.get("instance_id"),
+    )
+    if not succeeded:  # cancelled while it ran: nothing points at these files
+        artifacts.discard(video_name, poster_name)
+
+
+def job_cancel_remote(*, job_id: int) -> None:
+    job = Job.objects.get(pk=job_id)
+    if job.external_id:
+        get_provider(job.provider).cancel(job.provider_ref)

@@ -1,0 +1,63 @@
+import json
+import time
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from jobs import selectors, services
+from jobs.intake import BatchValidationError, UploadedFile, build_batch
+
+
+class Command(BaseCommand):
+    help = "Submit a batch from image files, like POST /api/batches/."
+
+    def add_arguments(self, parser):
+        parser.add_argument("images", nargs="+", type=Path)
+        parser.add_argument("--user", required=True, help="owner's username")
+        parser.add_argument("--provider", required=True, choices=["fal", "vastai"])
+        parser.add_argument("--prompt", default="")
+        parser.add_argument("--name", default="")
+        parser.add_argument("--preset")
+        parser.add_argument("--params", default="{}", help="JSON object of generation parameters")
+        parser.add_argument("--items", type=Path, help="CSV/TSV/JSON file pairing file names with prompts/seeds")
+        parser.add_argument("--seeds-per-image", type=int, default=1)
+        parser.add_argument("--wait", action="store_true", help="wait until every job has finished")
+
+    def handle(self, *args, **options):
+        try:
+            owner = get_user_model().objects.get(username=options["user"])
+        except get_user_model().DoesNotExist:
+            raise CommandError(f"no user named {options['user']!r}") from None
+        try:
+            params = json.loads(options["params"])
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"--params is not valid JSON: {exc.msg}") from None
+        missing = [str(p) for p in options["images"] if not p.is_file()]
+        if missing:
+            raise CommandError(f"no such file(s): {', '.join(missing)}")
+        try:
+            spec = build_batch(
+                provider=options["provider"], name=options["name"], preset=options["preset"], params=params,
+                prompt=options["prompt"], files=[UploadedFile(p.name, p.read_bytes()) for p in options["images"]],
+                rows_text=options["items"].read_text() if options["items"] else "",
+                seeds_per_image=options["seeds_per_image"],
+            )
+        except BatchValidationError as exc:
+            lines = [f"  {e['field']}{' [' + e['item'] + ']' if 'item' in e else ''}: {e['message']}"
+                     for e in exc.errors]
+            raise CommandError("the batch was rejected, nothing was created:\n" + "\n".join(lines)) from None
+        batch = services.batch_create(owner=owner, spec=spec)
+        self.stdout.write(f"batch {batch.uuid}: {len(spec.items)} job(s) on {spec.provider}")
+        if not options["wait"]:
+            return
+        while True:
+            batch = selectors.batch_get(user=owner, batch_uuid=batch.uuid)
+            status = selectors.batch_status(batch)
+            self.stdout.write(f"  {status}: {selectors.batch_counts(batch)} progress "
+                              f"{selectors.batch_progress(batch):.0%}")
+            if status not in ("queued", "waiting_for_gpu", "running"):
+                break
+            time.sleep(5)
+        if batch.n_failed:
+            raise CommandError(f"{batch.n_failed} job(s) failed")

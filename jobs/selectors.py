@@ -1,0 +1,70 @@
+"""Reads for pages and the API. Every query is scoped to what the user may see."""
+
+from decimal import Decimal
+
+from django.db.models import Count, Q, QuerySet, Sum
+from django.shortcuts import get_object_or_404
+
+from jobs.models import BatchRun, Job
+
+S = Job.Status
+COUNT_FIELDS = {f"n_{status}": Count("jobs", filter=Q(jobs__status=status)) for status in S.values}
+
+
+def _visible(queryset: QuerySet, user) -> QuerySet:
+    return queryset if user.is_staff else queryset.filter(owner=user)
+
+
+def batch_list(*, user) -> QuerySet:
+    """Batches with their per-status counts and cost so far, in one query."""
+    return _visible(BatchRun.objects.all(), user).annotate(
+        n_total=Count("jobs"), cost_so_far=Sum("jobs__cost_usd"), **COUNT_FIELDS
+    ).order_by("-created_at", "-id")
+
+
+def batch_get(*, user, batch_uuid) -> BatchRun:
+    return get_object_or_404(batch_list(user=user), uuid=batch_uuid)
+
+
+def batch_jobs(*, batch: BatchRun) -> QuerySet:
+    return batch.jobs.select_related("instance").order_by("position", "id")
+
+
+def job_get(*, user, job_uuid) -> Job:
+    return get_object_or_404(_visible(Job.objects.select_related("batch", "instance"), user), uuid=job_uuid)
+
+
+def batch_counts(batch: BatchRun) -> dict:
+    return {status: getattr(batch, f"n_{status}", 0) for status in S.values}
+
+
+def batch_status(batch: BatchRun) -> str:
+    """Derived from the jobs: the batch is as far along as its least finished job."""
+    counts = batch_counts(batch)
+    if counts[S.RUNNING]:
+        return "running"
+    if counts[S.QUEUED] or counts[S.WAITING_FOR_GPU]:
+        started = counts[S.SUCCEEDED] + counts[S.FAILED] + counts[S.CANCELLED]
+        if started:
+            return "running"
+        return S.WAITING_FOR_GPU if counts[S.WAITING_FOR_GPU] and not counts[S.QUEUED] else S.QUEUED
+    if counts[S.FAILED]:
+        return "completed_with_failures" if counts[S.SUCCEEDED] else S.FAILED
+    if counts[S.CANCELLED]:
+        return S.CANCELLED
+    return S.SUCCEEDED
+
+
+def batch_progress(batch: BatchRun, jobs=None) -> float:
+    """Share of the work done: finished jobs count whole, running ones by their own progress."""
+    total = batch.n_total
+    if not total:
+        return 0.0
+    done = batch.n_succeeded + batch.n_failed + batch.n_cancelled
+    if jobs is not None:
+        done += sum(job.progress for job in jobs if job.status == S.RUNNING)
+    return round(min(1.0, done / total), 4)
+
+
+def batch_cost(batch: BatchRun) -> Decimal:
+    return batch.cost_so_far or Decimal("0")

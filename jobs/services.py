@@ -1,0 +1,202 @@
+"""Everything that changes a batch or a job.
+
+Every job transition is a compare-and-set (`UPDATE … WHERE id = … AND status IN (…)`): a task
+delivered twice, a worker killed mid-task or two pumps racing find 0 rows updated and do nothing,
+so no job runs twice and none is lost.
+"""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from jobs.intake import BatchSpec
+from jobs.models import BatchRun, Job
+
+log = logging.getLogger(__name__)
+
+S = Job.Status
+
+
+class ApplicationError(Exception):
+    """A request that is well-formed but not allowed in the current state (→ HTTP 409/400)."""
+
+
+def _enqueue_pump(provider: str) -> None:
+    from jobs.tasks import pump as pump_task
+
+    transaction.on_commit(lambda: pump_task.enqueue(provider))
+
+
+# --- creation -------------------------------------------------------------------------------
+
+
+def _store_input(image) -> str:
+    """Content-addressed: the same picture in many jobs (or batches) is stored once."""
+    name = f"inputs/{image.sha256[:2]}/{image.sha256}.{image.extension}"
+    if not default_storage.exists(name):
+        name = default_storage.save(name, ContentFile(image.data))
+    return name
+
+
+def batch_create(*, owner, spec: BatchSpec) -> BatchRun:
+    """Creates the batch and all its jobs in one transaction; the pump is enqueued once, on commit."""
+    stored = {}
+    for item in spec.items:
+        if item.image.sha256 not in stored:
+            stored[item.image.sha256] = _store_input(item.image)
+    with transaction.atomic():
+        batch = BatchRun.objects.create(owner=owner, name=spec.name, provider=spec.provider, preset=spec.preset,
+                                        params=spec.params)
+        Job.objects.bulk_create(
+            [
+                Job(batch=batch, owner=owner, provider=spec.provider, position=position,
+                    input_image=stored[item.image.sha256], input_name=item.image.name,
+                    input_sha256=item.image.sha256, prompt=item.prompt, negative_prompt=item.negative_prompt,
+                    seed=item.seed, params=item.params, max_attempts=settings.GENHUB_JOB_MAX_ATTEMPTS)
+                for position, item in enumerate(spec.items)
+            ],
+            batch_size=500,
+        )
+        _enqueue_pump(spec.provider)
+    return batch
+
+
+# --- transitions ----------------------------------------------------------------------------
+
+
+def job_claim(*, job_id: int, dispatch_token: str = "") -> bool:
+    """queued → running, counting the attempt. False: someone else claimed it, or it was cancelled."""
+    now = timezone.now()
+    return Job.objects.filter(pk=job_id, status=S.QUEUED).update(
+        status=S.RUNNING, attempts=F("attempts") + 1, started_at=now, heartbeat_at=now, progress=0.0,
+        error_code="", error_message="", external_id="", provider_ref={}, dispatch_token=dispatch_token,
+        instance=None,
+    ) == 1
+
+
+def job_take_dispatch(*, job_id: int, dispatch_token: str) -> bool:
+    """The worker's claim on a dispatched job: only the first delivery of its task gets True."""
+    return Job.objects.filter(pk=job_id, status=S.RUNNING, dispatch_token=dispatch_token).exclude(
+        dispatch_token="").update(dispatch_token="", heartbeat_at=timezone.now()) == 1
+
+
+def job_record_submission(*, job_id: int, external_id: str, ref: dict) -> bool:
+    """Stores the remote's request id and URLs the moment it accepted the work."""
+    return Job.objects.filter(pk=job_id, status=S.RUNNING).update(
+        external_id=external_id, provider_ref=ref, heartbeat_at=timezone.now()) == 1
+
+
+def job_heartbeat(*, job_ids, progress: float | None = None) -> int:
+    fields = {"heartbeat_at": timezone.now()}
+    if progress is not None:
+        fields["progress"] = max(0.0, min(1.0, progress))
+    return Job.objects.filter(pk__in=list(job_ids), status=S.RUNNING).update(**fields)
+
+
+def job_succeed(*, job_id: int, **fields) -> bool:
+    return Job.objects.filter(pk=job_id, status=S.RUNNING).update(
+        status=S.SUCCEEDED, progress=1.0, finished_at=timezone.now(), error_code="", error_message="", **fields
+    ) == 1
+
+
+def job_fail(*, job_id: int, code: str, message: str, permanent: bool) -> str | None:
+    """A running job failed. Transient failures go back to the queue while attempts remain.
+
+    Returns the new status, or None when the job was no longer running (cancelled meanwhile, or a
+    duplicate report).
+    """
+    now = timezone.now()
+    message = message[:2000]
+    running = Job.objects.filter(pk=job_id, status=S.RUNNING)
+    if not permanent:
+        requeued = running.filter(attempts__lt=F("max_attempts")).update(
+            status=S.QUEUED, error_code=code, error_message=message, progress=0.0, heartbeat_at=None,
+            dispatch_token="")
+        if requeued:
+            job = Job.objects.only("provider").get(pk=job_id)
+            _enqueue_pump(job.provider)
+            return S.QUEUED
+    failed = running.update(status=S.FAILED, error_code=code, error_message=message, finished_at=now,
+                            dispatch_token="")
+    return S.FAILED if failed else None
+
+
+def jobs_requeue_lost(*, job_ids, code: str, message: str) -> int:
+    """Running jobs whose worker or instance is gone: back to the queue, or failed when out of attempts."""
+    count = 0
+    for job_id in job_ids:
+        if job_fail(job_id=job_id, code=code, message=message, permanent=False):
+            count += 1
+    return count
+
+
+def job_cancel(*, job: Job) -> bool:
+    updated = Job.objects.filter(pk=job.pk, status__in=Job.ACTIVE).update(
+        status=S.CANCELLED, finished_at=timezone.now(), dispatch_token="")
+    if updated and job.external_id:
+        from jobs.tasks import cancel_remote as cancel_remote_task
+
+        transaction.on_commit(lambda: cancel_remote_task.enqueue(job.pk))
+    return updated == 1
+
+
+def job_retry(*, job: Job) -> bool:
+    """A user's retry of a failed or cancelled job: a fresh set of attempts."""
+    updated = Job.objects.filter(pk=job.pk, status__in=(S.FAILED, S.CANCELLED)).update(
+        status=S.QUEUED, attempts=0, progress=0.0, error_code="", error_message="", finished_at=None,
+        started_at=None, heartbeat_at=None, external_id="", provider_ref={}, instance=None)
+    if updated:
+        _enqueue_pump(job.provider)
+    return updated == 1
+
+
+def batch_cancel(*, batch: BatchRun) -> int:
+    with transaction.atomic():
+        BatchRun.objects.filter(pk=batch.pk).update(cancel_requested_at=timezone.now())
+        remote = list(batch.jobs.filter(status=S.RUNNING).exclude(external_id="").values_list("pk", flat=True))
+        cancelled = batch.jobs.filter(status__in=Job.ACTIVE).update(
+            status=S.CANCELLED, finished_at=timezone.now(), dispatch_token="")
+        if remote:
+            from jobs.tasks import cancel_remote as cancel_remote_task
+
+            transaction.on_commit(lambda: [cancel_remote_task.enqueue(pk) for pk in remote])
+    return cancelled
+
+
+def batch_retry_failed(*, batch: BatchRun) -> int:
+    with transaction.atomic():
+        count = batch.jobs.filter(status=S.FAILED).update(
+            status=S.QUEUED, attempts=0, progress=0.0, error_code="", error_message="", finished_at=None,
+            started_at=None, heartbeat_at=None, external_id="", provider_ref={}, instance=None)
+        if count:
+            _enqueue_pump(batch.provider)
+    return count
+
+
+# --- stale-job sweep ----------------------------------------------------------------------
+
+
+def jobs_sweep_stale(*, now=None) -> int:
+    """Running jobs whose heartbeat stopped: their worker died. Requeue them (attempt counted).
+
+    Jobs a polled provider tracks by request id are left alone: the poller resumes them from the
+    stored id, and resubmitting would pay for the same clip twice.
+    """
+    from providers.registry import get_provider, provider_names
+
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.GENHUB_STALE_JOB_SECONDS)
+    polled = [name for name in provider_names() if get_provider(name).polled]
+    stale = Job.objects.filter(status=S.RUNNING).filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True))
+    stale = stale.exclude(Q(provider__in=polled) & ~Q(external_id=""))
+    ids = list(stale.values_list("pk", flat=True))
+    if ids:
+        log.warning("requeueing %d stale job(s): %s", len(ids), ids)
+    return jobs_requeue_lost(job_ids=ids, code="worker_lost",
+                             message=f"no heartbeat for {settings.GENHUB_STALE_JOB_SECONDS}s; the worker was lost")

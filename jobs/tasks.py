@@ -1,0 +1,39 @@
+"""django-q2 entry points. Each takes ids, imports its service lazily and calls it: no logic here."""
+
+from genhub.queue import task
+
+
+@task
+def pump(provider: str) -> str:
+    from jobs.dispatch import provider_pump
+
+    return provider_pump(provider_name=provider)
+
+
+@task
+def run_job(job_id: int, dispatch_token: str) -> str:
+    from jobs.dispatch import job_run_dispatched
+
+    return job_run_dispatched(job_id=job_id, dispatch_token=dispatch_token)
+
+
+@task
+def cancel_remote(job_id: int) -> None:
+    from jobs.dispatch import job_cancel_remote
+
+    job_cancel_remote(job_id=job_id)
+
+
+@task
+def sweep_stale_jobs() -> int:
+    from jobs.services import jobs_sweep_stale
+
+    return jobs_sweep_stale()
+
+
+@task
+def pump_all() -> None:
+    """Scheduled safety net: restarts a pump for every provider with unfinished work."""
+    from jobs.dispatch import pumps_restart
+
+    pumps_restart()

@@ -1,0 +1,189 @@
+"""fal.ai's queue REST API (`requests`, no fal-client) and the `fal` provider built on it.
+
+Quirks this follows (reference/fal-api.md):
+- submit to `{queue}/{endpoint id}`; the status/response/cancel URLs it returns use only
+  owner/alias (the endpoint path is dropped), so they are stored and used, never rebuilt;
+- status answers 202 while IN_QUEUE/IN_PROGRESS and 200 once COMPLETED, and a COMPLETED request
+  can still have failed (`error`, `error_type`); its result then carries the model's error status;
+- 422 `detail` lists are input errors: permanent;
+- the submit POST is paid and has no idempotency key: it is never repeated after the body was sent;
+- output files live on a public CDN: they are fetched without our key, at once.
+"""
+
+import base64
+import logging
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+from providers.base import Finished, GenerationRequest, Pending, Provider, Submitted
+from providers.errors import ConfigurationError, PermanentError, ProviderError, TransientError
+from providers.http import HttpClient
+
+log = logging.getLogger(__name__)
+
+# Request failures fal's own queue reports; they are infrastructure trouble, worth another attempt.
+TRANSIENT_ERROR_TYPES = {"request_timeout", "startup_timeout", "runner_scheduling_failure",
+                         "runner_connection_timeout", "runner_disconnected", "runner_connection_refused",
+                         "runner_server_error", "internal_error"}
+
+
+def _detail_message(body) -> str:
+    """fal's error bodies: {"detail": [{"loc": [...], "msg": ...}]} or {"detail": "...", "error_type": ...}."""
+    if not isinstance(body, dict):
+        return str(body)[:500]
+    detail = body.get("detail", body.get("error", body))
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                field = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+                parts.append(f"{field}: {item.get('msg', item.get('type', 'invalid'))}" if field
+                             else str(item.get("msg", item)))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return str(detail)[:500]
+
+
+class FalClient:
+    """The four queue calls. URLs from the submit response are used as given."""
+
+    def __init__(self, queue_url: str, key: str, *, http: HttpClient | None = None,
+                 files_http: HttpClient | None = None):
+        if not key:
+            raise ConfigurationError("FAL_KEY is not set: genhub cannot call fal.ai")
+        self.queue_url = queue_url.rstrip("/")
+        self.http = http or HttpClient("fal", headers={"Authorization": f"Key {key}"})
+        # Output files are on fal's public CDN, another host: our key must not travel there.
+        self.files_http = files_http or HttpClient("fal CDN", read_timeout=120)
+
+    def submit(self, endpoint: str, payload: dict) -> dict:
+        response = self.http.request("POST", f"{self.queue_url}/{endpoint.strip('/')}", json=payload,
+                                     idempotent=False)
+        data = response.json()
+        missing = [key for key in ("request_id", "status_url", "response_url", "cancel_url") if not data.get(key)]
+        if missing:
+            raise TransientError(f"fal: submit response lacks {', '.join(missing)}", code="bad_response")
+        return data
+
+    def status(self, status_url: str) -> dict:
+        return self.http.request("GET", status_url, params={"logs": 0}, ok_statuses=(202,)).json()
+
+    def result(self, response_url: str) -> dict:
+        """The model's output; a failed request answers with the model's own error status and body."""
+        response = self.http.request("GET", response_url, ok_statuses=(400, 422))
+        body = _json_or_text(response)
+        if response.status_code in (400, 422):
+            raise PermanentError(f"fal rejected the input: {_detail_message(body)}", code="invalid_input",
+                                 status=response.status_code)
+        return body
+
+    def cancel(self, cancel_url: str) -> str:
+        response = self.http.request("PUT", cancel_url, ok_statuses=(400, 404))
+        return str(_json_or_text(response).get("status", response.status_code)) if response.content else ""
+
+    def download(self, url: str) -> bytes:
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise PermanentError(f"fal returned an unusable video URL scheme: {url[:40]}", code="bad_response")
+        return self.files_http.request("GET", url).content
+
+
+def _json_or_text(response):
+    try:
+        return response.json()
+    except ValueError:
+        return {"detail": response.text[:500]}
+
+
+class FalProvider(Provider):
+    name = "fal"
+    polled = True
+
+    def __init__(self, client: FalClient | None = None, endpoint: str | None = None):
+        self._client = client
+        self.endpoint = endpoint or settings.FAL_ENDPOINT
+
+    @property
+    def client(self) -> FalClient:
+        # Built on first use so a missing key fails the job with a clear message, not the import.
+        if self._client is None:
+            self._client = FalClient(settings.FAL_QUEUE_URL, settings.FAL_KEY)
+        return self._client
+
+    def capacity(self) -> int:
+        return settings.FAL_MAX_IN_FLIGHT
+
+    def poll_interval(self) -> float:
+        return settings.FAL_POLL_INTERVAL
+
+    @staticmethod
+    def payload(request: GenerationRequest) -> dict:
+        """The Wan 2.2 A14B image-to-video input (fal schema); the image goes inline as a data URI."""
+        params = request.params
+        image = base64.b64encode(request.image).decode()
+        payload = {
+            "image_url": f"data:{request.image_content_type};base64,{image}",
+            "prompt": request.prompt,
+            "num_frames": params["num_frames"],
+            "frames_per_second": params["fps"],
+            "resolution": params["resolution"],
+            "aspect_ratio": "auto",
+            "num_inference_steps": params["steps"],
+            "guidance_scale": params["cfg"],
+            "seed": request.seed,
+            # No frame interpolation: the clip has exactly the frames and rate that were asked for,
+            # which is what the output check and the price (per 16-fps second) assume.
+            "interpolator_model": "none",
+            "enable_safety_checker": True,
+        }
+        if request.negative_prompt:
+            payload["negative_prompt"] = request.negative_prompt
+        return payload
+
+    def submit(self, request: GenerationRequest, *, on_progress=None) -> Submitted:
+        data = self.client.submit(self.endpoint, self.payload(request))
+        ref = {key: data[key] for key in ("request_id", "status_url", "response_url", "cancel_url")}
+        return Submitted(ref=ref, external_id=data["request_id"])
+
+    def check(self, ref: dict) -> Pending | Finished:
+        status = self.client.status(ref["status_url"])
+        state = status.get("status")
+        if state == "IN_QUEUE":
+            position = status.get("queue_position")
+            return Pending(progress=0.0, detail=f"queued at fal (position {position})" if position is not None
+                           else "queued at fal")
+        if state == "IN_PROGRESS":
+            return Pending(detail="generating at fal")
+        if state != "COMPLETED":
+            raise TransientError(f"fal reported an unknown status {state!r}", code="bad_response")
+        if status.get("error") or status.get("error_type"):
+            raise self._completed_with_error(ref, status)
+        result = self.client.result(ref["response_url"])
+        video = (result or {}).get("video") or {}
+        if not video.get("url"):
+            raise TransientError("fal completed without a video URL", code="bad_response")
+        return Finished(
+            video=self.client.download(video["url"]), content_type=video.get("content_type") or "video/mp4",
+            meta={"seed": result.get("seed"), "inference_time": (status.get("metrics") or {}).get("inference_time")},
+        )
+
+    def _completed_with_error(self, ref: dict, status: dict) -> ProviderError:
+        """A COMPLETED request that failed: its result holds the model's error (422 → input error)."""
+        error_type = status.get("error_type") or ""
+        try:
+            self.client.result(ref["response_url"])
+        except PermanentError as exc:
+            return exc
+        except ProviderError:
+            pass  # the status already says it failed; its own words follow
+        message = f"fal: {status.get('error') or 'request failed'}" + (f" ({error_type})" if error_type else "")
+        if error_type and error_type not in TRANSIENT_ERROR_TYPES and error_type.startswith("content_policy"):
+            return PermanentError(message, code=error_type)
+        return TransientError(message, code=error_type or "fal_error")
+
+    def cancel(self, ref: dict) -> None:
+        try:
+            self.client.cancel(ref["cancel_url"])
+        except (ProviderError, KeyError) as exc:
+            log.warning("fal cancel of %s failed: %s", ref.get("request_id"), exc)

@@ -1,0 +1,101 @@
+"""Shared fixtures: users and clients, isolated media storage, and the simulated outside world."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from providers.simulators.fal import FalSimulator
+from providers.simulators.media import make_image
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def user(db):
+    return get_user_model().objects.create_user("alice", password="alice-password-1")
+
+
+@pytest.fixture
+def other_user(db):
+    return get_user_model().objects.create_user("bob", password="bob-password-1")
+
+
+@pytest.fixture
+def api(user):
+    client = APIClient()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def fal_sim(settings):
+    """A simulated fal queue on a real port; the settings point the provider at it."""
+    sim = FalSimulator(key=settings.FAL_KEY, queue_seconds=0.1, run_seconds=0.2).start()
+    settings.FAL_QUEUE_URL = sim.url
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def png():
+    return make_image()
+
+
+@pytest.fixture
+def qcluster(settings, media_root, tmp_path):
+    """Starts real `manage.py qcluster` processes on the test database; stops them at teardown.
+
+    The cluster is a separate process (not sync mode, not forked from pytest), so tests using it
+    need `django_db(transaction=True)` for it to see their rows.
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from django.db import connection
+
+    processes = []
+
+    def start(**extra_env):
+        db = connection.settings_dict
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "genhub.test_settings",
+            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "MEDIA_ROOT": str(media_root),
+            "FAL_QUEUE_URL": settings.FAL_QUEUE_URL,
+            "VAST_API_URL": settings.VAST_API_URL,
+            "Q_POLL": "0.2",
+            **{key: str(value) for key, value in extra_env.items()},
+        }
+        log = open(tmp_path / f"qcluster-{len(processes)}.log", "w")
+        process = subprocess.Popen([sys.executable, "manage.py", "qcluster"], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, cwd=settings.BASE_DIR)
+        processes.append((process, log))
+        return process
+
+    yield start
+    for process, log in processes:
+        # SIGTERM to the main process only: a group signal can deadlock django-q2 (guide §A.4.4).
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def wait_for(predicate, *, timeout: float, interval: float = 0.25, message: str = "condition"):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")

@@ -1,0 +1,127 @@
+"""The fal pump in-process against the simulated fal: submission, polling, artifacts, retries."""
+
+import io
+
+import av
+import pytest
+from django_q.models import OrmQ
+
+from jobs.dispatch import provider_pump
+from jobs.models import Job
+from tests.jobs.factories import make_batch
+
+S = Job.Status
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def quick_pump(settings):
+    settings.GENHUB_PUMP_SECONDS = 15
+    settings.FAL_POLL_INTERVAL = 0.05
+
+
+def test_a_batch_finishes_with_stored_checked_videos_posters_and_costs(user, fal_sim):
+    batch = make_batch(user, count=3, params={"num_frames": 33, "fps": 16, "resolution": "720p"})
+
+    provider_pump(provider_name="fal")
+
+    jobs = list(batch.jobs.all())
+    assert [j.status for j in jobs] == [S.SUCCEEDED] * 3
+    for job in jobs:
+        with job.output_video.open("rb") as handle, av.open(io.BytesIO(handle.read())) as container:
+            assert sum(1 for _ in container.decode(video=0)) == 33
+        assert (job.video_frames, job.video_fps, job.video_codec) == (33, 16.0, "h264")
+        assert job.poster.name.endswith(".jpg")
+        # 33 frames are 2.0625 s at fal's 16-fps billing rate, at $0.08/s for 720p.
+        assert str(job.cost_usd) == "0.1650"
+        assert job.external_id and job.provider_ref["status_url"].endswith("/status")
+        assert job.attempts == 1
+
+
+def test_it_never_has_more_than_the_configured_concurrency_in_flight(user, fal_sim, settings):
+    settings.FAL_MAX_IN_FLIGHT = 2
+    fal_sim.run_seconds = 0.3
+    seen = []
+    original = fal_sim._submit
+
+    def spy(request, endpoint):
+        seen.append(sum(1 for r in fal_sim.requests.values() if not r.get("fetched")))  # submitted, unsettled
+        return original(request, endpoint)
+
+    fal_sim._submit = spy
+    batch = make_batch(user, count=5)
+
+    provider_pump(provider_name="fal")
+
+    assert batch.jobs.filter(status=S.SUCCEEDED).count() == 5
+    assert max(seen) <= 1  # at most one other request in flight when a second one is submitted
+
+
+def test_a_bad_video_is_retried_and_never_a_success(user, fal_sim):
+    fal_sim.inject("bad_video")
+    job = make_batch(user).jobs.get()
+
+    provider_pump(provider_name="fal")
+
+    job.refresh_from_db()
+    assert job.status == S.SUCCEEDED
+    assert job.attempts == 2
+    assert job.video_frames == 17
+
+
+def test_a_bad_video_on_every_attempt_fails_the_job(user, fal_sim):
+    fal_sim.inject("bad_video", 3)
+    job = make_batch(user).jobs.get()
+
+    provider_pump(provider_name="fal")
+
+    job.refresh_from_db()
+    assert (job.status, job.error_code, job.attempts) == (S.FAILED, "bad_output", 3)
+    assert not job.output_video
+
+
+def test_an_input_error_fails_the_job_without_retrying(user, fal_sim):
+    fal_sim.inject("validation_error")
+    job = make_batch(user).jobs.get()
+
+    provider_pump(provider_name="fal")
+
+    job.refresh_from_db()
+    assert (job.status, job.error_code, job.attempts) == (S.FAILED, "invalid_input", 1)
+    assert "image_url" in job.error_message
+
+
+def test_a_second_pump_steps_aside_while_one_holds_the_lease(user, fal_sim):
+    from genhub.leases import lease_acquire
+
+    make_batch(user)
+    assert lease_acquire(name="pump:fal", seconds=60)
+
+    assert provider_pump(provider_name="fal").startswith("skipped")
+
+
+def test_the_pump_hands_over_to_a_new_task_when_its_time_is_up(user, fal_sim, settings):
+    settings.GENHUB_PUMP_SECONDS = 0
+    fal_sim.queue_seconds = 30
+    make_batch(user)
+
+    provider_pump(provider_name="fal")
+
+    assert [row.task["func"] for row in OrmQ.objects.all()] == ["jobs.tasks.pump"]
+
+
+def test_a_job_cancelled_at_fal_time_is_cancelled_there(user, fal_sim, settings, django_capture_on_commit_callbacks):
+    from jobs import services
+    from jobs.tasks import cancel_remote
+
+    settings.GENHUB_PUMP_SECONDS = 0
+    fal_sim.queue_seconds = 30
+    job = make_batch(user).jobs.get()
+    provider_pump(provider_name="fal")
+    job.refresh_from_db()
+    assert job.status == S.RUNNING and job.external_id
+
+    services.job_cancel(job=job)
+    cancel_remote(job.pk)
+
+    assert fal_sim.requests[job.external_id]["cancelled"]
