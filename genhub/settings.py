@@ -200,3 +200,34 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
     },
 }
+
+# --- the vast.ai GPU instance ---
+# Callables of the jobs app the orchestrator needs, by dotted path (imports only point down).
+GENHUB_GPU_HOOKS = {
+    "demand": "jobs.selectors.gpu_demand",
+    "instance_lost": "jobs.services.jobs_requeue_for_instance",
+}
+VAST_GPU_NAMES = env.list("VAST_GPU_NAMES", default=["H100 SXM", "H100 PCIE", "H100 NVL", "H200", "H200 NVL",
+                                                     "A100 SXM4", "A100 PCIE", "A100X"])
+VAST_MIN_CUDA = env("VAST_MIN_CUDA", default="12.8")
+VAST_MIN_RELIABILITY = env.float("VAST_MIN_RELIABILITY", default=0.98)
+VAST_VERIFIED_ONLY = env.bool("VAST_VERIFIED_ONLY", default=True)
+VAST_DISK_GB = env.int("VAST_DISK_GB", default=100)
+VAST_MIN_DISK_GB = env.int("VAST_MIN_DISK_GB", default=VAST_DISK_GB)
+VAST_MIN_INET_DOWN_MBPS = env.float("VAST_MIN_INET_DOWN_MBPS", default=500)
+VAST_MAX_DPH = env.float("VAST_MAX_DPH", default=3.0)
+# Jobs on the instance at once: one generating and one queued inside SwarmUI, so the GPU never idles.
+VAST_MAX_IN_FLIGHT = env.int("VAST_MAX_IN_FLIGHT", default=2)
+VAST_DISPATCH_INTERVAL = env.float("VAST_DISPATCH_INTERVAL", default=1.0)
+VAST_BOOT_DEADLINE_SECONDS = env.int("VAST_BOOT_DEADLINE_SECONDS", default=1800)
+# Hysteresis: act only after this many consecutive failed probes spread over at least this long.
+VAST_HEALTH_FAILURES = env.int("VAST_HEALTH_FAILURES", default=3)
+VAST_HEALTH_MIN_SECONDS = env.int("VAST_HEALTH_MIN_SECONDS", default=60)
+VAST_HEALTH_TIMEOUT_SECONDS = env.float("VAST_HEALTH_TIMEOUT_SECONDS", default=10)
+VAST_AVOID_MACHINE_HOURS = env.int("VAST_AVOID_MACHINE_HOURS", default=24)
+# One reconcile task makes short steps this far apart for at most this long, then hands over.
+GENHUB_RECONCILE_SECONDS = env.float("GENHUB_RECONCILE_SECONDS", default=50)
+GENHUB_RECONCILE_INTERVAL = env.float("GENHUB_RECONCILE_INTERVAL", default=5)
+# vast.ai enforces minimum intervals per endpoint; the client paces itself at these × this factor
+# (0 only against the simulator).
+VAST_PACING_SCALE = env.float("VAST_PACING_SCALE", default=1.0)

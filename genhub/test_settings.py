@@ -9,6 +9,11 @@ os.environ.setdefault("VAST_API_KEY", "test-vast-key")
 os.environ.setdefault("FAL_POLL_INTERVAL", "0.2")
 os.environ.setdefault("HTTP_BACKOFF_SECONDS", "0.05")
 os.environ.setdefault("GENHUB_PUMP_SECONDS", "20")
+os.environ.setdefault("VAST_PACING_SCALE", "0")
+os.environ.setdefault("VAST_DISPATCH_INTERVAL", "0.1")
+os.environ.setdefault("GENHUB_RECONCILE_INTERVAL", "0.1")
+os.environ.setdefault("GENHUB_RECONCILE_SECONDS", "20")
+os.environ.setdefault("SWARMUI_IMAGE", "genhub/swarmui:test")
 
 from genhub.settings import *  # noqa: E402,F403
 

@@ -1,6 +1,8 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils.html import format_html
 
 from gpu_instances.models import GpuInstance, InstanceEvent
+from gpu_instances.orchestrator import VastAIOrchestrator
 
 
 class InstanceEventInline(admin.TabularInline):
@@ -15,18 +17,32 @@ class InstanceEventInline(admin.TabularInline):
 @admin.register(GpuInstance)
 class GpuInstanceAdmin(admin.ModelAdmin):
     list_display = ("__str__", "vast_id", "state", "gpu_name", "dph_usd", "created_at", "ready_at", "last_health_at",
-                    "health_failures", "destroyed_at")
+                    "health_failures", "destroyed_at", "jobs_link")
     list_filter = ("state", "gpu_name")
     search_fields = ("vast_id", "label", "gpu_name", "end_reason")
     # The SwarmUI token is a credential: it is excluded from every admin page.
     exclude = ("swarmui_token",)
     inlines = [InstanceEventInline]
+    actions = ["destroy_instances"]
 
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in GpuInstance._meta.fields if f.name != "swarmui_token"]
+        return [f.name for f in GpuInstance._meta.fields if f.name != "swarmui_token"] + ["jobs_link"]
+
+    @admin.display(description="jobs")
+    def jobs_link(self, obj):
+        # A link, not an inline: this app sits below `jobs` and does not import it.
+        return format_html('<a href="/admin/jobs/job/?instance__id__exact={}">jobs on this instance</a>', obj.pk)
 
     def has_add_permission(self, request):
         return False
+
+    @admin.action(description="Destroy (its jobs go back to the queue)")
+    def destroy_instances(self, request, queryset):
+        orchestrator = VastAIOrchestrator()
+        for instance in queryset:
+            orchestrator.destroy(instance, f"operator: destroyed from the admin by {request.user}")
+            instance.refresh_from_db()
+            self.message_user(request, f"{instance}: {instance.state}", messages.INFO)
 
 
 @admin.register(InstanceEvent)

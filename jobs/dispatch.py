@@ -194,6 +194,13 @@ def job_run_dispatched(*, job_id: int, dispatch_token: str) -> str:
         return "skipped: duplicate delivery, or the job is no longer running"
     job = Job.objects.get(pk=job_id)
     provider = get_provider(job.provider)
+    try:
+        placement = provider.placement()
+    except ProviderError as exc:
+        _settle(job, exc)
+        return "no capacity: requeued"
+    # Recorded before the work starts, so a dying instance can hand its jobs back to the queue.
+    services.job_place(job_id=job.pk, attempt=job.attempts, instance_id=placement.get("instance_id"))
     last_beat = 0.0
 
     def on_progress(fraction: float) -> None:
@@ -203,7 +210,8 @@ def job_run_dispatched(*, job_id: int, dispatch_token: str) -> str:
             services.job_heartbeat(job_ids=[job.pk], progress=fraction)
 
     try:
-        outcome = _inspected(provider.submit(generation_request(job), on_progress=on_progress), job)
+        outcome = _inspected(provider.submit(generation_request(job), on_progress=on_progress, placement=placement),
+                             job)
     except ProviderError as exc:
         outcome = exc
     _settle(job, outcome)
@@ -226,18 +234,19 @@ def _settle(job: Job, outcome) -> None:
     if isinstance(outcome, ProviderError):
         log.info("job %s failed (%s, %s): %s", job.uuid, outcome.code,
                  "permanent" if outcome.permanent else "transient", outcome.message)
-        services.job_fail(job_id=job.pk, code=outcome.code, message=outcome.message, permanent=outcome.permanent)
+        services.job_fail(job_id=job.pk, code=outcome.code, message=outcome.message, permanent=outcome.permanent,
+                          attempt=job.attempts)
         return
     finished, facts = outcome
     meta = finished.meta
     video_name, poster_name = artifacts.store_output(job_uuid=str(job.uuid), video=finished.video, facts=facts)
     succeeded = services.job_succeed(
-        job_id=job.pk, output_video=video_name, poster=poster_name, video_frames=facts.frames,
+        job_id=job.pk, attempt=job.attempts, output_video=video_name, poster=poster_name, video_frames=facts.frames,
         video_fps=facts.fps, video_duration=round(facts.duration, 3), video_codec=facts.codec,
         cost_usd=costs.job_cost(provider=job.provider, params=job.params, meta=meta),
         generation_seconds=meta.get("generation_seconds"), instance_id=meta.get("instance_id"),
     )
-    if not succeeded:  # cancelled while it ran: nothing points at these files
+    if not succeeded:  # cancelled or handed to another attempt while it ran: nothing points at these files
         artifacts.discard(video_name, poster_name)
 
 

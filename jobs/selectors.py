@@ -68,3 +68,8 @@ def batch_progress(batch: BatchRun, jobs=None) -> float:
 
 def batch_cost(batch: BatchRun) -> Decimal:
     return batch.cost_so_far or Decimal("0")
+
+
+def gpu_demand() -> int:
+    """vastai jobs that need the GPU now or soon (the orchestrator's reason to keep an instance)."""
+    return Job.objects.filter(provider="vastai", status__in=Job.ACTIVE).count()

@@ -99,13 +99,24 @@ def job_heartbeat(*, job_ids, progress: float | None = None) -> int:
     return Job.objects.filter(pk__in=list(job_ids), status=S.RUNNING).update(**fields)
 
 
-def job_succeed(*, job_id: int, **fields) -> bool:
-    return Job.objects.filter(pk=job_id, status=S.RUNNING).update(
+def job_place(*, job_id: int, attempt: int, instance_id: int | None) -> bool:
+    return Job.objects.filter(pk=job_id, status=S.RUNNING, attempts=attempt).update(instance_id=instance_id) == 1
+
+
+def _running(job_id: int, attempt: int | None):
+    """The job, if it is still running this attempt. A report from an attempt that was already
+    given up on (its instance died, the sweep requeued it) must not touch the job's new attempt."""
+    running = Job.objects.filter(pk=job_id, status=S.RUNNING)
+    return running if attempt is None else running.filter(attempts=attempt)
+
+
+def job_succeed(*, job_id: int, attempt: int | None = None, **fields) -> bool:
+    return _running(job_id, attempt).update(
         status=S.SUCCEEDED, progress=1.0, finished_at=timezone.now(), error_code="", error_message="", **fields
     ) == 1
 
 
-def job_fail(*, job_id: int, code: str, message: str, permanent: bool) -> str | None:
+def job_fail(*, job_id: int, code: str, message: str, permanent: bool, attempt: int | None = None) -> str | None:
     """A running job failed. Transient failures go back to the queue while attempts remain.
 
     Returns the new status, or None when the job was no longer running (cancelled meanwhile, or a
@@ -113,7 +124,7 @@ def job_fail(*, job_id: int, code: str, message: str, permanent: bool) -> str | 
     """
     now = timezone.now()
     message = message[:2000]
-    running = Job.objects.filter(pk=job_id, status=S.RUNNING)
+    running = _running(job_id, attempt)
     if not permanent:
         requeued = running.filter(attempts__lt=F("max_attempts")).update(
             status=S.QUEUED, error_code=code, error_message=message, progress=0.0, heartbeat_at=None,
@@ -134,6 +145,12 @@ def jobs_requeue_lost(*, job_ids, code: str, message: str) -> int:
         if job_fail(job_id=job_id, code=code, message=message, permanent=False):
             count += 1
     return count
+
+
+def jobs_requeue_for_instance(*, instance_id: int, reason: str) -> int:
+    """The instance these jobs ran on is gone: back to the queue (attempt counted) or failed."""
+    ids = Job.objects.filter(status=S.RUNNING, instance_id=instance_id).values_list("pk", flat=True)
+    return jobs_requeue_lost(job_ids=list(ids), code="instance_lost", message=f"the GPU instance was lost: {reason}")
 
 
 def job_cancel(*, job: Job) -> bool:

@@ -52,8 +52,14 @@ class Provider:
     name: str = ""
     polled: bool = False
 
-    def submit(self, request: GenerationRequest, *, on_progress: ProgressCallback | None = None) -> "Submitted | Finished":
+    def submit(self, request: GenerationRequest, *, on_progress: ProgressCallback | None = None,
+               placement: dict | None = None) -> "Submitted | Finished":
         raise NotImplementedError
+
+    def placement(self) -> dict:
+        """Blocking providers: where the next job will run ({"instance_id": …}), recorded on the job
+        before it starts. Raises ProviderError when there is nowhere to run it."""
+        return {}
 
     def check(self, ref: dict) -> "Pending | Finished":
         """Follow one submitted request. Raises ProviderError when it failed."""

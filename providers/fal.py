@@ -141,7 +141,7 @@ class FalProvider(Provider):
             payload["negative_prompt"] = request.negative_prompt
         return payload
 
-    def submit(self, request: GenerationRequest, *, on_progress=None) -> Submitted:
+    def submit(self, request: GenerationRequest, *, on_progress=None, placement=None) -> Submitted:
         data = self.client.submit(self.endpoint, self.payload(request))
         ref = {key: data[key] for key in ("request_id", "status_url", "response_url", "cancel_url")}
         return Submitted(ref=ref, external_id=data["request_id"])

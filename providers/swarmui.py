@@ -61,6 +61,16 @@ class Readiness:
     reason: str
 
 
+class _NoDebugLogger(logging.LoggerAdapter):
+    """websockets logs every handshake header, `Authorization` included, at DEBUG: never let it."""
+
+    def isEnabledFor(self, level):
+        return level > logging.DEBUG and self.logger.isEnabledFor(level)
+
+
+_WS_LOGGER = _NoDebugLogger(logging.getLogger("websockets.client"), {})
+
+
 class _SessionExpired(Exception):
     """SwarmUI no longer knows our session id (HTTP 401 / WS error with `invalid_session_id`)."""
 
@@ -182,6 +192,8 @@ class SwarmUIClient:
         Prefers the WebSocket route for progress; falls back to the blocking HTTP route only when the
         WebSocket route is unusable before the request could start. A generation is never sent twice
         over HTTP: a lost answer is a transient error for the caller to handle, not a silent re-run.
+        `on_progress` gets fractions 0..1; an exception it raises abandons the wait (the server may
+        still finish the job).
         """
         try:
             path, request_id = self._generate_ws(params, on_progress)
@@ -218,7 +230,8 @@ class SwarmUIClient:
         try:
             # Previews and inline (`donotsave`) results can exceed websockets' 1 MiB default.
             ws = connect(url, additional_headers=self._auth, user_agent_header="genhub/1.0",
-                         open_timeout=self.ws_open_timeout, close_timeout=1, max_size=128 * 2**20)
+                         open_timeout=self.ws_open_timeout, close_timeout=1, max_size=128 * 2**20,
+                         logger=_WS_LOGGER)
         except InvalidStatus as exc:
             if exc.response.status_code == 401:
                 raise PermanentError("SwarmUI: WebSocket handshake refused with HTTP 401 (Authorization)",
@@ -296,7 +309,8 @@ class SwarmUIClient:
         try:
             return self._post(route, {**body, "session_id": session_id}, read_timeout=read_timeout)
         except _SessionExpired:
-            raise TransientError(f"SwarmUI: {route} refused a fresh session as invalid", code="invalid_session") from None
+            raise TransientError(f"SwarmUI: {route} refused a fresh session as invalid",
+                                 code="invalid_session") from None
 
     def _session(self) -> str:
         with self._session_lock:
@@ -334,7 +348,7 @@ class SwarmUIClient:
             raise PermanentError(f"SwarmUI: POST /API/{route} returned HTTP 401: the instance token was refused",
                                  code="unauthorized", status=401)
         if not isinstance(data, dict):
-            raise TransientError(f"SwarmUI: POST /API/{route} answered HTTP {response.status_code} without a JSON object",
+            raise TransientError(f"SwarmUI: POST /API/{route} answered HTTP {response.status_code} without JSON",
                                  code="bad_response", status=response.status_code)
         if "error" in data or "error_id" in data:  # HTTP 200 with an error is still a failure (§2.2)
             raise _route_error(route, data)

@@ -21,16 +21,15 @@ from providers.swarmui_contract import SWARMUI_PORT, SWARMUI_TOKEN_ENV, VAST_RUN
 log = logging.getLogger(__name__)
 
 # Exact vast spellings (spaces, not underscores; §2 "GPU name spelling"): the GPUs that run Wan 2.2 A14B well.
-DEFAULT_GPU_NAMES = ("H100 SXM", "H100 PCIE", "H100 NVL", "H200", "A100 SXM4", "A100 PCIE", "A100X")
+DEFAULT_GPU_NAMES = ("H100 SXM", "H100 PCIE", "H100 NVL", "H200", "H200 NVL", "A100 SXM4", "A100 PCIE", "A100X")
 
 # Minimum seconds between two calls to one endpoint. vast enforces per-endpoint minimum intervals (create 4.5,
 # show 2.0, list 1.0, destroy 3.0) and 10 searches a minute (§5 "Rate limiting"); we stay ~10% above them
 # because we space departures while vast measures arrivals.
 DEFAULT_MIN_INTERVALS = {"search": 6.5, "create": 5.0, "show": 2.2, "list": 1.2, "destroy": 3.3}
 
-# §4 actual_status: still coming up / vast says the container or its host is gone. `unknown` (no recent heartbeat)
-# is neither: it can be transient at runtime, so callers apply their own deadline to it.
-PENDING_STATUSES = frozenset({None, "created", "loading", "rebooting", "restarting"})
+# §4 actual_status values after which the container never serves again. Not `unknown` (no recent heartbeat),
+# which can be transient at runtime: callers give it, like the pending states, their own deadline.
 DEAD_STATUSES = frozenset({"exited", "offline", "stopped", "frozen"})
 # Tokens vast's own CLI self-test treats as a failed container in `status_msg` (§6, "Vast's own reference loop").
 STATUS_MSG_ERROR_TOKENS = ("error", "failed", "failure", "exception", "traceback", "oci runtime", "permission denied")
@@ -191,7 +190,8 @@ class Instance:
     def dead_reason(self) -> str | None:
         """Why vast says this instance will never serve (§4, §9.5), or None while it may still come up or runs."""
         if self.actual_status in DEAD_STATUSES:
-            return f"vast reports actual_status={self.actual_status}" + (f": {self.status_msg}" if self.status_msg else "")
+            detail = f": {self.status_msg}" if self.status_msg else ""
+            return f"vast reports actual_status={self.actual_status}{detail}"
         # An outbid or unschedulable contract sits stopped on every axis (dstack `update_provisioning_data`).
         if self.cur_state == self.intended_status == self.next_state == "stopped":
             return "vast stopped the contract (unschedulable or outbid)"
@@ -301,8 +301,8 @@ class VastAIClient:
         # or a timeout. Every other status comes back here, because its body decides what happened.
         response = self._call("create", "PUT", path, json=body, idempotent=False, ok_statuses=_ERRORS_EXCEPT_429)
         data = _json_or_empty(response)
-        ok = 200 <= response.status_code < 300 and data.get("success") is True
         contract = data.get("new_contract")
+        ok = 200 <= response.status_code < 300 and data.get("success") is not False and not data.get("error")
         if ok and contract:
             return int(contract)
         if contract:

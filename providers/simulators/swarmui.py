@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import math
+import queue
 import secrets
 import socket
 import struct
@@ -49,6 +50,7 @@ INT_PARAMS = {
 }
 MODEL_PARAMS = {"model": "Model", "videomodel": "Video Model", "videoswapmodel": "Video Swap Model"}
 ARCHITECTURE = "wan-2_2-image2video-14b"
+_INVALID_SESSION = {"error": "Invalid session ID. You may need to refresh the page.", "error_id": "invalid_session_id"}
 
 
 class _Killed(Exception):
@@ -151,7 +153,7 @@ class SwarmUISimulator(Simulator):
         self._connections.add(request.connection)
         try:
             self._alive()
-            # Always drain the body: an unread body would be parsed as the next request on a kept-alive connection.
+            # Always drain the body: left unread, it would be parsed as the next request on the connection.
             body = request.read_body()
             authorized = request.headers.get("Authorization") == self.token
             with self._lock:
@@ -401,6 +403,7 @@ class SwarmUISimulator(Simulator):
                     return f"Invalid value for parameter {name}: '{body[key]}' must be an integer from {low} to {high}"
         if not body.get("model"):
             return "No model input given. Did your UI load properly?"
+        # Exact names only: stricter than SwarmUI's fuzzy matching (§3.1), to catch a client sending wrong ones.
         for key, name in MODEL_PARAMS.items():
             if key in body and body[key] not in self.models:
                 return (f"Invalid value for parameter {name}: Invalid model value for param {name} - "
@@ -447,10 +450,9 @@ class SwarmUISimulator(Simulator):
             return ws.fail(_INVALID_SESSION)
         if route != "generatetext2imagews":
             if route in self._http_routes():
-                return ws.fail({"error_id": "bad_request_method", "error": "API route needs HTTP, request is websocket"})
+                return ws.fail({"error_id": "bad_request_method",
+                                "error": "API route needs HTTP, request is websocket"})
             return ws.fail({"error": "Unknown API route.", "error_id": "bad_route"})
-        ws.serve_control_frames_in_background()
-        # Further requests on the same socket (allowed by SwarmUI) are not simulated.
         self._generate(body, ws.send_json, transport="ws")
         ws.send_json({"socket_intention": "close"})
         if not ws.closed.wait(self.close_wait_seconds):  # the client normally closes first
@@ -458,14 +460,12 @@ class SwarmUISimulator(Simulator):
             ws.close()
 
 
-_INVALID_SESSION = {"error": "Invalid session ID. You may need to refresh the page.", "error_id": "invalid_session_id"}
-
-
 class _WebSocket:
     """The server side of one RFC 6455 connection, on the socket of an http.server handler.
 
     Server frames are sent unmasked, client frames must be masked (§5.1); no extensions are
-    negotiated, so the client's permessage-deflate offer is declined by omission (§9.1).
+    negotiated, so the client's permessage-deflate offer is declined by omission (§9.1). A reader
+    thread answers pings and the client's close while the handler thread streams messages.
     """
 
     def __init__(self, request: SimulatorHandler, pause):
@@ -473,7 +473,9 @@ class _WebSocket:
         self._pause = pause
         self._send_lock = threading.Lock()
         self._close_sent = False
+        self._messages: queue.Queue[str | None] = queue.Queue()
         self.closed = threading.Event()
+        threading.Thread(target=self._read, name="swarmui-ws-reader", daemon=True).start()
 
     @classmethod
     def accept(cls, request: SimulatorHandler, *, pause) -> "_WebSocket | None":
@@ -491,31 +493,17 @@ class _WebSocket:
         return cls(request, pause)
 
     def receive_json(self, *, timeout: float):
-        """The first message, parsed (a non-object when it is not JSON); None when the client left."""
-        self._request.connection.settimeout(timeout)
+        """The first message, parsed (a non-object when it is not JSON); None when none came."""
         try:
-            message = self._next_message()
-        except (OSError, EOFError, ValueError):
+            message = self._messages.get(timeout=timeout)
+        except queue.Empty:
             return None
-        finally:
-            self._request.connection.settimeout(None)
         if message is None:
             return None
         try:
             return json.loads(message)
         except ValueError:
             return []
-
-    def serve_control_frames_in_background(self):
-        """Answer pings and the client's close while the handler thread streams messages."""
-        def serve():
-            try:
-                while self._next_message() is not None:
-                    pass  # more generation requests on one socket: not simulated
-            except (OSError, EOFError, ValueError, _Killed):
-                pass
-            self.closed.set()
-        threading.Thread(target=serve, name="swarmui-ws-reader", daemon=True).start()
 
     def send_json(self, payload: dict):
         if not self._close_sent:
@@ -532,7 +520,7 @@ class _WebSocket:
                 return
             self._close_sent = True
         self._send(OP_CLOSE, struct.pack("!H", code))
-        self.closed.wait(5)  # the client's close frame, read by the background reader if any
+        self.closed.wait(5)  # the client's close frame
 
     def _send(self, opcode: int, payload: bytes):
         with self._send_lock:
@@ -540,6 +528,16 @@ class _WebSocket:
                 self._request.wfile.write(_frame(opcode, payload))
             except OSError:
                 self.closed.set()
+
+    def _read(self):
+        # Later messages would be further generation requests on the same socket: not simulated.
+        try:
+            while (message := self._next_message()) is not None:
+                self._messages.put(message)
+        except (OSError, EOFError, ValueError, _Killed):
+            pass
+        self.closed.set()
+        self._messages.put(None)
 
     def _next_message(self) -> str | None:
         """The next text message; control frames are answered on the way. None after a close."""
@@ -555,7 +553,6 @@ class _WebSocket:
                     self._close_sent = True
                 if echo:
                     self._send(OP_CLOSE, payload[:2])
-                self.closed.set()
                 return None
             elif opcode in (OP_TEXT, OP_CONTINUATION):
                 parts.append(payload)

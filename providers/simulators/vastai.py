@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 from providers.simulators.server import Simulator
+from providers.simulators.swarmui import SwarmUISimulator
 from providers.swarmui_contract import SWARMUI_PORT, SWARMUI_TOKEN_ENV
 
 CONTROL_METHODS = ("kill_instance", "hang_instance", "fail_health", "rate_limit", "server_error", "vanish_offer",
@@ -56,7 +57,9 @@ OPS = {
 LIST_FILTERABLE = {"id", "label", "actual_status", "intended_status", "cur_state", "gpu_name", "verification",
                    "machine_id"}
 LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT = 5, 25
-RUNTYPES = {"args", "ssh", "ssh_proxy", "ssh_direct", "jupyter", "jupyter_proxy", "jupyter_direct"}
+# Space-separated combinations are allowed; the CLI spells the direct ones `ssh_direc`/`jupyter_direc` (§3).
+RUNTYPES = {"args", "ssh", "ssh_proxy", "ssh_direct", "ssh_direc", "jupyter", "jupyter_proxy", "jupyter_direct",
+            "jupyter_direc"}
 
 ASK_PATH = re.compile(r"^/api/v0/asks/(\d+)/$")
 INSTANCE_PATH = re.compile(r"^/api/v0/instances/(\d+)/$")
@@ -67,6 +70,7 @@ def make_offer(offer_id: int, machine_id: int, gpu_name: str, dph_base: float, *
     offer = {
         "id": offer_id, "ask_contract_id": offer_id, "bundle_id": offer_id * 10, "machine_id": machine_id,
         "host_id": machine_id + 50000, "gpu_name": gpu_name, "num_gpus": 1, "gpu_ram": 81559, "gpu_total_ram": 81559,
+        # compute_cap: Ampere for the A100s, Hopper otherwise.
         "compute_cap": 800 if gpu_name.startswith("A") else 900, "cuda_max_good": 12.8, "driver_version": "570.133.07",
         "cpu_cores": 64, "cpu_cores_effective": 16.0, "cpu_ram": 257000, "disk_space": 500.0, "disk_bw": 2000.0,
         "inet_down": 2000.0, "inet_up": 1500.0, "direct_port_count": 100, "dph_base": dph_base,
@@ -124,8 +128,8 @@ class SimInstance:
     destroyed: bool = False
 
     def record(self) -> dict:
-        return {"id": self.id, "label": self.label, "offer_id": self.offer["id"], "machine_id": self.offer["machine_id"],
-                "state": self.state, "destroyed": self.destroyed, "env": dict(self.env),
+        return {"id": self.id, "label": self.label, "offer_id": self.offer["id"],
+                "machine_id": self.offer["machine_id"], "state": self.state, "destroyed": self.destroyed, "env": dict(self.env),
                 "swarmui_url": self.swarmui.url if self.swarmui else None}
 
 
@@ -398,8 +402,8 @@ class VastAISimulator(Simulator):
                 if status == 404:
                     return 404, {"success": False, "error": "invalid_args", "msg":
                                  f"error 404/3603: no_such_ask Instance type by id {offer_id} is not available."}
-                return status, {"success": False, "error": "no_such_ask",
-                                "msg": f"error {status}/3907: no_such_ask Instance type {offer_id} is no longer available."}
+                return status, {"success": False, "error": "no_such_ask", "msg":
+                                f"error {status}/3907: no_such_ask Instance type {offer_id} is no longer available."}
             inst = SimInstance(
                 id=self._next_id, offer=offer, label=str(body.get("label") or ""), image=body["image"],
                 env=dict(body.get("env") or {}), disk=float(body.get("disk", 10)), runtype=body.get("runtype"),
@@ -430,8 +434,7 @@ class VastAISimulator(Simulator):
             return "disk must be a number of GB, at least 8"
         if len(str(body.get("label") or "")) > 256:
             return "label too long (max 256)"
-        if body.get("runtype") is not None and not set(str(body["runtype"]).split()) <= RUNTYPES | {
-                "ssh_direc", "jupyter_direc"}:
+        if body.get("runtype") is not None and not set(str(body["runtype"]).split()) <= RUNTYPES:
             return f"invalid runtype {body['runtype']!r}"
         if body.get("args") is not None and not isinstance(body["args"], list):
             return "args must be a list of strings"
@@ -439,8 +442,6 @@ class VastAISimulator(Simulator):
 
     def _finish_boot(self, inst: SimInstance):
         """The container is up: its SwarmUI starts on a port of its own, its backend still loading models."""
-        from providers.simulators.swarmui import SwarmUISimulator  # imported when first needed
-
         with self._lock:
             if inst.state != "booting" or self._closed:
                 return

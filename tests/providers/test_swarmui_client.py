@@ -16,7 +16,7 @@ from websockets.sync.client import connect
 
 from providers.errors import PermanentError, ProviderError, TransientError
 from providers.simulators.media import make_image
-from providers.simulators.swarmui import SwarmUISimulator
+from providers.simulators.swarmui import SwarmUISimulator, _WebSocket
 from providers.swarmui import SwarmUIClient, build_video_params
 from providers.swarmui_contract import (
     LIGHTX2V_LORA,
@@ -184,14 +184,15 @@ def test_it_maps_a_websocket_error_message_to_a_job_error(swarmui_sim, client):
 
 
 def test_a_failed_generation_is_a_transient_error(swarmui_sim, client):
-    swarmui_sim.fail_next_generation("ComfyUI execution error: CUDA out of memory")
+    failure = "ComfyUI execution error: CUDA out of memory"
+    swarmui_sim.fail_next_generation(failure)
 
     with pytest.raises(ProviderError) as error:
         client.generate_video(video_params())
 
     assert not error.value.permanent
     assert "CUDA out of memory" in str(error.value)
-    assert [generation.error for generation in swarmui_sim.generations] == ["ComfyUI execution error: CUDA out of memory"]
+    assert [generation.error for generation in swarmui_sim.generations] == [failure]
     assert client.generate_video(video_params()).video
 
 
@@ -212,6 +213,17 @@ def test_it_falls_back_to_http_when_websocket_is_refused(swarmui_sim, client):
     video = client.generate_video(video_params(), on_progress=lambda fraction: None)
 
     assert video.path == swarmui_sim.generations[0].output_path
+    assert [generation.transport for generation in swarmui_sim.generations] == ["http"]
+
+
+def test_it_falls_back_to_http_when_the_websocket_drops_before_any_message(swarmui_sim, client, monkeypatch):
+    def accept_then_drop(request, route):  # e.g. a proxy that upgrades but does not relay frames
+        request.close_connection = True
+        _WebSocket.accept(request, pause=lambda: None)
+
+    monkeypatch.setattr(swarmui_sim, "_websocket", accept_then_drop)
+
+    assert client.generate_video(video_params()).video
     assert [generation.transport for generation in swarmui_sim.generations] == ["http"]
 
 

@@ -120,6 +120,16 @@ def test_calls_to_one_endpoint_are_spaced_across_threads(vast_sim):
     assert time.monotonic() - started >= 0.6  # three shows need two full intervals
 
 
+def test_default_pacing_stays_within_the_limits_vast_enforces(vast_sim):
+    vast_sim.enforce_rate_limits()  # show: one call per 2.0 s, or 429
+    client = VastAIClient(vast_sim.url, vast_sim.api_key)  # the production intervals
+
+    client.show_instance(1)
+    client.show_instance(2)
+
+    assert vast_sim.paths() == ["GET /api/v0/instances/1/", "GET /api/v0/instances/2/"]  # no 429 to repeat
+
+
 def test_it_pages_the_v1_list_by_label(vast_sim_factory, settings):
     offers = [make_offer(200 + n, 7000 + n, "H100 SXM", 1.5) for n in range(31)]
     sim = vast_sim_factory(offers=offers, boot_seconds=60)  # stays booting: no SwarmUI needed here

@@ -1,0 +1,39 @@
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from gpu_instances.models import GpuInstance
+from gpu_instances.orchestrator import VastAIOrchestrator
+
+
+class Command(BaseCommand):
+    help = "Get or create the persistent GPU instance; with --wait, follow it until ready (or fail with the reason)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--wait", action="store_true", help="block until the instance is ready")
+        parser.add_argument("--timeout", type=float, default=None,
+                            help="seconds to wait (default: the boot deadline plus a minute)")
+
+    def handle(self, *args, wait, timeout, **options):
+        if not settings.VAST_API_KEY:
+            raise CommandError("VAST_API_KEY is not set")
+        orchestrator = VastAIOrchestrator()
+        instance, created = orchestrator.get_or_create_instance()
+        self.stdout.write(f"{'requested a new' if created else 'found the'} instance: {instance}")
+        if not wait:
+            return
+        timeout = timeout or settings.VAST_BOOT_DEADLINE_SECONDS + 60
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            # Steps run under the reconcile lease: if the cluster is reconciling, we just watch.
+            outcome = orchestrator.reconcile(max_seconds=0)
+            current = GpuInstance.objects.get(pk=instance.pk)
+            self.stdout.write(f"  [{current.state}] {outcome}")
+            if current.state == GpuInstance.State.READY:
+                self.stdout.write(self.style.SUCCESS(f"ready: {current.gpu_name} at {current.base_url}"))
+                return
+            if not current.is_active:
+                raise CommandError(f"the instance did not become ready: {current.end_reason or current.state}")
+            time.sleep(settings.GENHUB_RECONCILE_INTERVAL)
+        raise CommandError(f"not ready after {timeout:.0f}s; last state: {GpuInstance.objects.get(pk=instance.pk)}")

@@ -1,0 +1,73 @@
+"""The `vastai` provider: jobs run one by one on the persistent SwarmUI instance.
+
+It is a blocking provider: a worker streams one generation over SwarmUI's WebSocket, relaying
+progress. The in-flight limit (default 2: one generating, one queued inside SwarmUI) keeps the GPU
+busy between jobs while little work is at risk when the instance dies.
+"""
+
+import time
+from decimal import Decimal
+
+from django.conf import settings
+
+from gpu_instances.models import GpuInstance
+from gpu_instances.orchestrator import VastAIOrchestrator, swarmui_for
+from providers.base import Finished, GenerationRequest, Provider
+from providers.errors import TransientError
+from providers.swarmui import build_video_params
+
+
+class VastAIProvider(Provider):
+    name = "vastai"
+    polled = False
+
+    def capacity(self) -> int | None:
+        orchestrator = VastAIOrchestrator()
+        if orchestrator.ready():
+            return settings.VAST_MAX_IN_FLIGHT
+        _, created = orchestrator.get_or_create_instance()
+        if created:
+            from gpu_instances.tasks import reconcile as reconcile_task
+
+            reconcile_task.enqueue()
+        return None
+
+    def placement(self) -> dict:
+        instance = VastAIOrchestrator().ready()
+        if instance is None:
+            raise TransientError("no GPU instance is ready", code="instance_not_ready")
+        return {"instance_id": instance.pk}
+
+    def submit(self, request: GenerationRequest, *, on_progress=None, placement: dict | None = None) -> Finished:
+        instance = GpuInstance.objects.get(pk=(placement or self.placement())["instance_id"])
+        if instance.state != GpuInstance.State.READY:
+            raise TransientError(f"instance vast #{instance.vast_id} is {instance.state}", code="instance_not_ready")
+        params = request.params
+        swarm_params = build_video_params(
+            image=request.image, image_content_type=request.image_content_type, prompt=request.prompt,
+            negative_prompt=request.negative_prompt, seed=request.seed, num_frames=params["num_frames"],
+            fps=params["fps"], width=params["width"], height=params["height"], steps=params["steps"],
+            cfg=params["cfg"],
+        )
+        submitted = time.monotonic()
+        gpu_started = None
+
+        def relay(fraction: float) -> None:
+            # The GPU is ours from the first step of *this* job, not from when it joined SwarmUI's queue
+            # behind the previous one: that wait is not billed to the job.
+            nonlocal gpu_started
+            if gpu_started is None and fraction > 0:
+                gpu_started = time.monotonic()
+            if on_progress:
+                on_progress(fraction)
+
+        video = swarmui_for(instance).generate_video(swarm_params, on_progress=relay)
+        seconds = time.monotonic() - (gpu_started or submitted)
+        return Finished(video=video.video, meta={
+            "instance_id": instance.pk, "generation_seconds": round(seconds, 3),
+            "dph_usd": instance.dph_usd if instance.dph_usd is not None else Decimal("0"),
+            "swarmui_path": video.path,
+        })
+
+    def poll_interval(self) -> float:
+        return settings.VAST_DISPATCH_INTERVAL

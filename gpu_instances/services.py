@@ -1,0 +1,36 @@
+"""Facts about instances for operators: age, what they cost so far, how they are doing."""
+
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.utils import timezone
+
+from gpu_instances.models import GpuInstance
+
+
+def instance_age_seconds(instance: GpuInstance) -> float:
+    end = instance.destroyed_at or timezone.now()
+    return max(0.0, (end - instance.created_at).total_seconds())
+
+
+def instance_cost_so_far(instance: GpuInstance) -> Decimal:
+    """What vast bills for the instance: its hourly price from creation to destruction (or now)."""
+    if instance.dph_usd is None:
+        return Decimal("0")
+    hours = Decimal(str(round(instance_age_seconds(instance), 3))) / Decimal(3600)
+    return (instance.dph_usd * hours).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
+
+
+def instance_summary(instance: GpuInstance) -> dict:
+    return {
+        "vast_id": instance.vast_id,
+        "state": instance.state,
+        "gpu": instance.gpu_name or "?",
+        "address": instance.base_url or "—",
+        "dph_usd": instance.dph_usd,
+        "age_seconds": round(instance_age_seconds(instance)),
+        "cost_so_far_usd": instance_cost_so_far(instance),
+        "last_health": (f"{'ok' if instance.last_health_ok else 'FAILED'} at {instance.last_health_at:%H:%M:%S}"
+                        if instance.last_health_at else "never"),
+        "health_failures": instance.health_failures,
+        "end_reason": instance.end_reason,
+    }

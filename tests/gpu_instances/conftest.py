@@ -1,0 +1,10 @@
+import pytest
+
+from tests.providers.conftest import vast_sim, vast_sim_client, vast_sim_factory  # noqa: F401  (shared fixtures)
+
+
+@pytest.fixture(autouse=True)
+def quick_reconcile(settings):
+    settings.GENHUB_RECONCILE_INTERVAL = 0.05
+    settings.VAST_HEALTH_MIN_SECONDS = 0.3
+    settings.VAST_HEALTH_TIMEOUT_SECONDS = 1.0
