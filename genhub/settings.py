@@ -126,7 +126,7 @@ SPECTACULAR_SETTINGS = {
 Q_CLUSTER = {
     "name": "genhub",
     "orm": "default",
-    "workers": env.int("Q_WORKERS", default=4),
+    "workers": env.int("Q_WORKERS", default=6),
     # Hard cap per task. Generation tasks stream one clip; pumps loop for at most GENHUB_PUMP_SECONDS.
     "timeout": env.int("Q_TIMEOUT", default=900),
     # Few locked-but-waiting rows: their redelivery clock (`retry`) is already running (guide §A.1.1).
@@ -220,6 +220,8 @@ VAST_MAX_DPH = env.float("VAST_MAX_DPH", default=3.0)
 VAST_MAX_IN_FLIGHT = env.int("VAST_MAX_IN_FLIGHT", default=2)
 VAST_DISPATCH_INTERVAL = env.float("VAST_DISPATCH_INTERVAL", default=1.0)
 VAST_BOOT_DEADLINE_SECONDS = env.int("VAST_BOOT_DEADLINE_SECONDS", default=1800)
+# A just-created contract may briefly be unknown to `show`; only after this long does that mean "gone".
+VAST_NEW_INSTANCE_GRACE_SECONDS = env.float("VAST_NEW_INSTANCE_GRACE_SECONDS", default=30)
 # Hysteresis: act only after this many consecutive failed probes spread over at least this long.
 VAST_HEALTH_FAILURES = env.int("VAST_HEALTH_FAILURES", default=3)
 VAST_HEALTH_MIN_SECONDS = env.int("VAST_HEALTH_MIN_SECONDS", default=60)

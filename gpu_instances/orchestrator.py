@@ -159,7 +159,8 @@ class VastAIOrchestrator:
         # but it keeps a second buyer out even if something calls step() without the lease.
         token = secrets.token_urlsafe(32)
         claimed = GpuInstance.objects.filter(pk=instance.pk, state=State.PROVISIONING, vast_id__isnull=True,
-                                             swarmui_token="").update(swarmui_token=token)
+                                             swarmui_token="").update(swarmui_token=token,
+                                                                      state_changed_at=timezone.now())
         if not claimed:
             claimed_for = (timezone.now() - instance.state_changed_at).total_seconds()
             if claimed_for > STALE_PURCHASE_SECONDS:
@@ -191,11 +192,14 @@ class VastAIOrchestrator:
 
     def _follow_boot(self, instance: GpuInstance) -> str:
         remote = self._show(instance)
+        booted_for = (timezone.now() - instance.state_changed_at).total_seconds()
         if remote is None:
+            # vast can answer `{"instances": null}` for a contract created seconds ago (reference §5).
+            if booted_for < settings.VAST_NEW_INSTANCE_GRACE_SECONDS:
+                return "booting: vast does not list the new instance yet"
             return self._fail(instance, "vast no longer knows this instance (it vanished while booting)")
         if remote.dead_reason:
             return self._fail(instance, remote.dead_reason)
-        booted_for = (timezone.now() - instance.state_changed_at).total_seconds()
         if booted_for > settings.VAST_BOOT_DEADLINE_SECONDS:
             return self._fail(instance, f"not ready after {booted_for:.0f}s (deadline "
                                         f"{settings.VAST_BOOT_DEADLINE_SECONDS}s); trying another machine")
@@ -283,6 +287,10 @@ class VastAIOrchestrator:
     def _sweep_leaks(self) -> None:
         """Destroys any instance with our label that the database does not own (a crash between buying
         and recording, a second deployment, a manual rental with the same label)."""
+        purchase_since = timezone.now() - timedelta(seconds=STALE_PURCHASE_SECONDS)
+        if GpuInstance.objects.filter(label=self.label, state=State.PROVISIONING, vast_id__isnull=True,
+                                      state_changed_at__gte=purchase_since).exclude(swarmui_token="").exists():
+            return  # a purchase is under way: its new instance is not recorded yet and is no leak
         owned = set(GpuInstance.objects.filter(label=self.label, vast_id__isnull=False)
                     .exclude(state__in=(State.DESTROYED, State.FAILED)).values_list("vast_id", flat=True))
         try:

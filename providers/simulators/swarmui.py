@@ -173,7 +173,13 @@ class SwarmUISimulator(Simulator):
         path = request.path_only
         if request.headers.get("Upgrade", "").lower() == "websocket" and not self._refuse_ws \
                 and path.lower().startswith("/api/"):
-            self._websocket(request, path[len("/api/"):].lower())
+            try:
+                self._websocket(request, path[len("/api/"):].lower())
+            finally:
+                # The server closes the TCP connection first (RFC 6455 §7.1.1); this also ends the
+                # session's reader thread, which would otherwise keep the handler from finishing.
+                request.close_connection = True
+                _drop(request.connection)
         elif request.command == "POST" and path.lower().startswith("/api/"):
             self._api(request, path[len("/api/"):].lower(), body)
         elif request.command != "GET":
@@ -435,7 +441,6 @@ class SwarmUISimulator(Simulator):
     def _websocket(self, request: SimulatorHandler, route: str):
         """The WS side of API.cs HandleAsyncRequest: accept, read one JSON request (within 1 minute),
         then the same session/route checks as HTTP, answered as a message followed by a close (§2.2)."""
-        request.close_connection = True
         ws = _WebSocket.accept(request, pause=self._alive)
         if ws is None:
             return

@@ -1,7 +1,5 @@
 import pytest
 
-from tests.providers.conftest import vast_sim, vast_sim_client, vast_sim_factory  # noqa: F401  (shared fixtures)
-
 
 @pytest.fixture(autouse=True)
 def quick_reconcile(settings):

@@ -218,7 +218,6 @@ def test_it_falls_back_to_http_when_websocket_is_refused(swarmui_sim, client):
 
 def test_it_falls_back_to_http_when_the_websocket_drops_before_any_message(swarmui_sim, client, monkeypatch):
     def accept_then_drop(request, route):  # e.g. a proxy that upgrades but does not relay frames
-        request.close_connection = True
         _WebSocket.accept(request, pause=lambda: None)
 
     monkeypatch.setattr(swarmui_sim, "_websocket", accept_then_drop)

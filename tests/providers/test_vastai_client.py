@@ -14,7 +14,7 @@ from providers.errors import ProviderError, TransientError
 from providers.simulators.vastai import make_offer
 from providers.swarmui_contract import SWARMUI_TOKEN_ENV
 from providers.vastai import OfferFilters, OfferUnavailable, VastAIClient, build_create_request
-from tests.providers.conftest import VAST_SIM_MIN_INTERVALS
+from tests.conftest import VAST_SIM_MIN_INTERVALS
 
 LABEL = "genhub-test-1a2b3c4d"
 
