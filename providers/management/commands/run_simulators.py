@@ -1,7 +1,7 @@
 """Runs the simulated outside world on fixed local ports until SIGINT/SIGTERM.
 
-Point genhub at it with the printed URLs (e.g. VAST_API_URL). Each simulator is one row of SIMULATORS:
-its name, the port option, the default port, and a factory that builds it from the parsed options.
+Point genhub at it with the printed URLs (FAL_QUEUE_URL, VAST_API_URL). Each simulator is one row of
+SIMULATORS: its name, its option prefix, its default port, the key it accepts, and a factory.
 """
 
 import signal
@@ -10,40 +10,43 @@ import threading
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from providers.simulators.fal import FalSimulator
 from providers.simulators.vastai import VastAISimulator
 
-
-def _vast(port: int, options: dict):
-    return VastAISimulator(options["vast_key"], port=port)
-
-
 SIMULATORS = [
-    ("vast.ai", "vast_port", 8701, _vast),
+    # name, option prefix, default port, default key, factory(port, key)
+    ("fal", "fal", 8702, lambda: settings.FAL_KEY or "sim-fal-key:secret",
+     lambda port, key: FalSimulator(key, port=port, queue_seconds=1.0, run_seconds=4.0)),
+    ("vast.ai", "vast", 8701, lambda: settings.VAST_API_KEY or "sim-vast-key",
+     lambda port, key: VastAISimulator(key, port=port, boot_seconds=3.0, loading_seconds=3.0,
+                                       swarmui_generation_seconds=4.0)),
 ]
 
 
 class Command(BaseCommand):
-    help = "Run the simulated vast.ai cloud (and the other simulators) on local ports until interrupted."
+    help = ("Run the simulated fal.ai queue and vast.ai cloud on local ports until interrupted. "
+            "Give --fal-port and/or --vast-port to run only those; with neither, both run on their default ports.")
 
     def add_arguments(self, parser):
-        for name, option, port, _ in SIMULATORS:
-            parser.add_argument(f"--{option.replace('_', '-')}", type=int, default=port,
-                                help=f"port of the {name} simulator (default {port})")
-        parser.add_argument("--vast-key", default=settings.VAST_API_KEY or "sim-vast-key",
-                            help="the API key the vast.ai simulator accepts (default: VAST_API_KEY or sim-vast-key)")
+        for name, prefix, port, _, _ in SIMULATORS:
+            parser.add_argument(f"--{prefix}-port", type=int, help=f"run the {name} simulator on this port "
+                                                                   f"(default {port})")
+            parser.add_argument(f"--{prefix}-key", help=f"the key the {name} simulator accepts")
 
     def handle(self, *args, **options):
+        chosen = [row for row in SIMULATORS if options[f"{row[1]}_port"]] or SIMULATORS
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
         running = []
         try:
-            for name, option, _, factory in SIMULATORS:
-                simulator = factory(options[option], options).start()
+            for name, prefix, default_port, default_key, factory in chosen:
+                port = options[f"{prefix}_port"] or default_port
+                simulator = factory(port, options[f"{prefix}_key"] or default_key()).start()
                 running.append(simulator)
-                # The URL only: the accepted key may be a real VAST_API_KEY and must not be printed.
+                # The URL only: the accepted key may be a real one and must not be printed.
                 self.stdout.write(f"{name} simulator: {simulator.url}")
-            self.stdout.write("Press Ctrl+C to stop.")
+            self.stdout.flush()
             while not stop.wait(timeout=1.0):  # a timed wait lets the signal handler run promptly
                 pass
         finally:
