@@ -233,3 +233,15 @@ GENHUB_RECONCILE_INTERVAL = env.float("GENHUB_RECONCILE_INTERVAL", default=5)
 # vast.ai enforces minimum intervals per endpoint; the client paces itself at these × this factor
 # (0 only against the simulator).
 VAST_PACING_SCALE = env.float("VAST_PACING_SCALE", default=1.0)
+
+# --- web app (issue 5): dry-run estimates and ZIP uploads ---
+# Planning numbers for the dry run on the new-batch page only; what a job really cost is measured per job.
+# fal runs up to FAL_MAX_IN_FLIGHT (above) clips at once, so its time estimate divides by that.
+FAL_ESTIMATED_SECONDS_PER_CLIP = env.int("FAL_ESTIMATED_SECONDS_PER_CLIP", default=90)
+# One rented GPU makes one clip at a time: time = items × seconds, cost = that time at the typical $/h.
+VAST_ESTIMATED_SECONDS_PER_CLIP = env.int("VAST_ESTIMATED_SECONDS_PER_CLIP", default=60)
+VAST_ESTIMATED_DPH = Decimal(env("VAST_ESTIMATED_DPH", default="1.50"))
+# Uploaded ZIPs are unpacked in memory: what all archives of one request may unpack to, and the
+# largest compression ratio a member may have (images hardly compress; a far higher ratio is a zip bomb).
+GENHUB_MAX_ARCHIVE_BYTES = env.int("GENHUB_MAX_ARCHIVE_BYTES", default=1024 * 1024 * 1024)
+GENHUB_MAX_ARCHIVE_RATIO = env.int("GENHUB_MAX_ARCHIVE_RATIO", default=100)

@@ -102,6 +102,18 @@ class VastAIOrchestrator:
         record(instance, "provision", "an instance was requested")
         return instance, True
 
+    def report_trouble(self, instance: GpuInstance, reason: str) -> None:
+        """A job could not talk to the instance. Stop sending it work until a probe says otherwise.
+
+        Only `unhealthy`, never failed: the hysteresis of the health checks decides whether it dies.
+        Without this the pump would keep dispatching to a dead machine that the database still calls
+        ready, and every job would burn its attempts in seconds before reconcile notices.
+        """
+        if transition(instance, State.UNHEALTHY, f"a job could not reach SwarmUI: {reason}"):
+            from gpu_instances.tasks import reconcile as reconcile_task
+
+            reconcile_task.enqueue()
+
     # --- reconcile --------------------------------------------------------------------------
 
     def reconcile(self, *, max_seconds: float | None = None, say=None) -> str:

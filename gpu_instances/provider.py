@@ -17,6 +17,10 @@ from providers.errors import TransientError
 from providers.swarmui import build_video_params
 
 
+# Failures that say the machine, not the job, is in trouble.
+UNREACHABLE_CODES = {"connection_error", "timeout", "http_502", "http_503", "http_504"}
+
+
 class VastAIProvider(Provider):
     name = "vastai"
     polled = False
@@ -61,7 +65,12 @@ class VastAIProvider(Provider):
             if on_progress:
                 on_progress(fraction)
 
-        video = swarmui_for(instance).generate_video(swarm_params, on_progress=relay)
+        try:
+            video = swarmui_for(instance).generate_video(swarm_params, on_progress=relay)
+        except TransientError as exc:
+            if exc.code in UNREACHABLE_CODES:
+                VastAIOrchestrator().report_trouble(instance, exc.message)
+            raise
         seconds = time.monotonic() - (gpu_started or submitted)
         return Finished(video=video.video, meta={
             "instance_id": instance.pk, "generation_seconds": round(seconds, 3),

@@ -14,7 +14,8 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from jobs import selectors, services
-from jobs.intake import BatchValidationError, UploadedFile, build_batch
+from jobs.forms import batch_spec_from_upload, parse_params_json, parse_seeds_per_image, read_text_upload
+from jobs.intake import BatchValidationError, UploadedFile
 from jobs.models import Provider
 
 
@@ -126,7 +127,7 @@ def _batch_with_jobs(batch, request) -> dict:
 def _text_field(request, name: str) -> str:
     """A form field that may also come as an uploaded file (e.g. a CSV of per-item rows)."""
     if name in request.FILES:
-        return request.FILES[name].read().decode("utf-8-sig", errors="replace")
+        return read_text_upload(request.FILES[name])
     value = request.data.get(name, "")
     return value if isinstance(value, str) else json.dumps(value)
 
@@ -135,7 +136,8 @@ class BatchCreateInputSerializer(serializers.Serializer):
     """For the schema: the multipart fields `POST /api/batches/` takes."""
 
     provider = serializers.ChoiceField(choices=Provider.values)
-    images = serializers.ListField(child=serializers.FileField(), help_text="one or more PNG/JPEG/WebP files")
+    images = serializers.ListField(child=serializers.FileField(),
+                                   help_text="one or more PNG/JPEG/WebP files, or ZIPs of them")
     prompt = serializers.CharField(required=False, help_text="for every item without its own prompt")
     name = serializers.CharField(required=False)
     preset = serializers.CharField(required=False, help_text="draft, standard or hd")
@@ -157,31 +159,16 @@ class BatchListCreateApi(APIView):
 
     @extend_schema(request={"multipart/form-data": BatchCreateInputSerializer}, responses={201: BatchOutputSerializer})
     def post(self, request):
-        errors = []
-        raw_params = request.data.get("params") or {}
-        if isinstance(raw_params, str):
-            try:
-                raw_params = json.loads(raw_params) if raw_params.strip() else {}
-            except json.JSONDecodeError as exc:
-                errors.append({"field": "params", "message": f"not valid JSON: {exc.msg}"})
-                raw_params = {}
-        seeds = request.data.get("seeds_per_image") or 1
-        try:
-            seeds = int(seeds)
-        except (TypeError, ValueError):
-            errors.append({"field": "seeds_per_image", "message": "must be an integer between 1 and 16"})
-            seeds = 1
+        raw_params, errors = parse_params_json(request.data.get("params"))
+        seeds, seed_errors = parse_seeds_per_image(request.data.get("seeds_per_image"))
         files = [UploadedFile(f.name, f.read()) for f in request.FILES.getlist("images")]
-        try:
-            spec = build_batch(
-                provider=str(request.data.get("provider", "")), name=str(request.data.get("name", "")),
-                preset=request.data.get("preset") or None, params=raw_params, prompt=str(request.data.get("prompt", "")),
-                files=files, rows_text=_text_field(request, "items"), seeds_per_image=seeds,
-            )
-        except BatchValidationError as exc:
-            raise BatchValidationError(errors + exc.errors) from None
-        if errors:
-            raise BatchValidationError(errors)
+        # Unpacks ZIPs among `images` and raises one BatchValidationError with every problem.
+        spec = batch_spec_from_upload(
+            files=files, errors=errors + seed_errors,
+            provider=str(request.data.get("provider", "")), name=str(request.data.get("name", "")),
+            preset=request.data.get("preset") or None, params=raw_params, prompt=str(request.data.get("prompt", "")),
+            rows_text=_text_field(request, "items"), seeds_per_image=seeds,
+        )
         batch = services.batch_create(owner=request.user, spec=spec)
         batch = selectors.batch_get(user=request.user, batch_uuid=batch.uuid)
         return Response(_batch_with_jobs(batch, request), status=status.HTTP_201_CREATED)

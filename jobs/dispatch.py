@@ -197,8 +197,9 @@ def job_run_dispatched(*, job_id: int, dispatch_token: str) -> str:
     try:
         placement = provider.placement()
     except ProviderError as exc:
-        _settle(job, exc)
-        return "no capacity: requeued"
+        # The GPU went away between dispatch and start: nothing ran, so no attempt is used up.
+        services.job_release(job_id=job.pk, attempt=job.attempts, reason=exc.message)
+        return "no capacity: back to the queue"
     # Recorded before the work starts, so a dying instance can hand its jobs back to the queue.
     services.job_place(job_id=job.pk, attempt=job.attempts, instance_id=placement.get("instance_id"))
     last_beat = 0.0

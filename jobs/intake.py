@@ -7,7 +7,9 @@ import csv
 import hashlib
 import io
 import json
+import posixpath
 import random
+import zipfile
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -90,6 +92,105 @@ def check_image(upload: UploadedFile) -> tuple[InputImage | None, str | None]:
     content_type, extension = IMAGE_FORMATS[image_format]
     return InputImage(upload.name, upload.data, hashlib.sha256(upload.data).hexdigest(), content_type, extension,
                       width, height), None
+
+
+ARCHIVE_SUFFIX = ".zip"
+# Files that archivers and desktops add on their own; nobody means them as batch items.
+ARCHIVE_JUNK_NAMES = {"thumbs.db", "desktop.ini"}
+
+
+def _archive_member_is_junk(path: str) -> bool:
+    parts = [part for part in path.split("/") if part]
+    return (not parts or parts[0] == "__MACOSX" or any(part.startswith(".") for part in parts)
+            or parts[-1].lower() in ARCHIVE_JUNK_NAMES)
+
+
+def _archive_members(upload: UploadedFile, budget: int, errors: list[dict]) -> list[tuple[str, UploadedFile]]:
+    """The usable members of one ZIP as (path inside the archive, file named by its base name).
+
+    The whole archive is refused before anything is read when it declares more than the request's
+    remaining `budget` of unpacked bytes, so a zip bomb costs only its central directory.
+    """
+    max_items, max_bytes = settings.GENHUB_MAX_BATCH_ITEMS, settings.GENHUB_MAX_IMAGE_BYTES
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(upload.data))
+        infos = [info for info in archive.infolist()
+                 if not info.is_dir() and not _archive_member_is_junk(info.filename)]
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError):
+        errors.append(_error("images", "not a readable ZIP archive", upload.name))
+        return []
+    if not infos:
+        errors.append(_error("images", "the archive holds no files", upload.name))
+        return []
+    if len(infos) > max_items:
+        errors.append(_error("images", f"the archive holds {len(infos)} files, the limit is {max_items} per batch",
+                             upload.name))
+        return []
+    declared = sum(info.file_size for info in infos)
+    if declared > budget:
+        errors.append(_error("images", f"the archive unpacks to {declared} bytes, more than the "
+                                       f"{settings.GENHUB_MAX_ARCHIVE_BYTES} bytes all archives of a batch may hold",
+                             upload.name))
+        return []
+
+    members = []
+    for info in infos:
+        base = posixpath.basename(info.filename)
+        where = f"{upload.name}: {info.filename}"
+        if base.lower().endswith(ARCHIVE_SUFFIX):
+            errors.append(_error("images", f"{where} is an archive inside the archive; nested archives are not "
+                                           "expanded", base))
+        elif info.flag_bits & 0x1:
+            errors.append(_error("images", f"{where} is encrypted; upload it without a password", base))
+        elif info.file_size > max_bytes:
+            errors.append(_error("images", f"{where} is too large: {info.file_size} bytes, the limit is "
+                                           f"{max_bytes} bytes", base))
+        elif info.file_size > 1024 * 1024 and info.file_size > settings.GENHUB_MAX_ARCHIVE_RATIO * max(
+                1, info.compress_size):
+            errors.append(_error("images", f"{where} expands {info.file_size // max(1, info.compress_size)}-fold; "
+                                           "that looks like a zip bomb, not an image", base))
+        else:
+            try:
+                # zipfile stops at the declared size and checks the CRC, so a lying header cannot inflate this.
+                with archive.open(info) as member:
+                    data = member.read(max_bytes + 1)
+            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, RuntimeError) as exc:
+                errors.append(_error("images", f"{where} could not be read: {exc}", base))
+                continue
+            members.append((info.filename, UploadedFile(base, data)))
+    return members
+
+
+def expand_archives(files: list[UploadedFile]) -> tuple[list[UploadedFile], list[dict]]:
+    """Replaces each uploaded ZIP by the files inside it → (files, errors).
+
+    Members are named by their base name, because names are what CSV rows pair with; two members
+    (or a member and a directly uploaded file) with the same name are reported, naming both
+    places, and only the first is kept so the same clash is not reported twice downstream.
+    Directories, `__MACOSX/` and hidden files are skipped. Non-ZIP files pass through unchanged.
+    """
+    errors: list[dict] = []
+    expanded: list[UploadedFile] = []
+    origin: dict[str, str] = {}  # name → where the kept file of that name came from
+    budget = settings.GENHUB_MAX_ARCHIVE_BYTES
+
+    def keep(file: UploadedFile, here: str) -> None:
+        if origin.get(file.name, here) != here:
+            errors.append(_error("images", f"two files are named {file.name} ({origin[file.name]}; {here}); "
+                                           "names pair files with rows, so rename one", file.name))
+            return
+        origin[file.name] = here
+        expanded.append(file)
+
+    for upload in files:
+        if not upload.name.lower().endswith(ARCHIVE_SUFFIX):
+            # Two direct uploads of one name pass through: build_batch reports that clash itself.
+            keep(upload, "uploaded directly")
+            continue
+        for path, member in _archive_members(upload, budget, errors):
+            budget -= len(member.data)
+            keep(member, f"{upload.name}: {path}")
+    return expanded, errors
 
 
 def parse_rows(text: str) -> tuple[list[dict], list[dict]]:

@@ -67,7 +67,8 @@ def batch_progress(batch: BatchRun, jobs=None) -> float:
 
 
 def batch_cost(batch: BatchRun) -> Decimal:
-    return batch.cost_so_far or Decimal("0")
+    # SQLite sums decimals as floats; quantizing keeps the API's figure exact on every database.
+    return Decimal(batch.cost_so_far or 0).quantize(Decimal("0.0001"))
 
 
 def gpu_demand() -> int:

@@ -99,6 +99,17 @@ def job_heartbeat(*, job_ids, progress: float | None = None) -> int:
     return Job.objects.filter(pk__in=list(job_ids), status=S.RUNNING).update(**fields)
 
 
+def job_release(*, job_id: int, attempt: int, reason: str) -> bool:
+    """Hands a claimed job back untouched (nowhere to run it after all): the attempt does not count."""
+    released = _running(job_id, attempt).update(
+        status=S.QUEUED, attempts=F("attempts") - 1, progress=0.0, heartbeat_at=None, dispatch_token="",
+        error_code="", error_message=reason[:2000], instance=None)
+    if released:
+        job = Job.objects.only("provider").get(pk=job_id)
+        _enqueue_pump(job.provider)
+    return released == 1
+
+
 def job_place(*, job_id: int, attempt: int, instance_id: int | None) -> bool:
     return Job.objects.filter(pk=job_id, status=S.RUNNING, attempts=attempt).update(instance_id=instance_id) == 1
 

@@ -11,6 +11,7 @@
 # - Extra container arguments (vast.ai `args`) are passed on to SwarmUI.
 set -euo pipefail
 
+# Both directories are fixed in the image; the overrides let the test suite run this script as is.
 readonly swarm_dir="${SWARMUI_DIR:-/SwarmUI}"
 readonly seed_dir="${SWARMUI_SEED_DIR:-/opt/genhub/swarmui}"
 readonly port=7801

@@ -11,8 +11,8 @@
 #
 # Environment: SMOKE_PORT (7801), SMOKE_GPUS (all), SMOKE_READY_TIMEOUT seconds (1800),
 # SMOKE_FRAMES (33), SMOKE_CLIPS (1; the first clip includes model loading), SMOKE_MODEL
-# (default: the contract's VIDEO_MODEL), SMOKE_OUT_DIR (default: a new directory under /tmp), SMOKE_KEEP=1 to leave
-# the container running for inspection.
+# (default: the contract's VIDEO_MODEL), SMOKE_OUT_DIR (default: a new directory under /tmp),
+# SMOKE_KEEP=1 to leave the container running for inspection.
 set -euo pipefail
 
 image="${1:-${SWARMUI_IMAGE:-genhub-swarmui:latest}}"
@@ -52,6 +52,7 @@ cleanup() {
     fi
     if [ "${SMOKE_KEEP:-0}" = 1 ]; then
         say "container ${name} left running (SMOKE_KEEP=1); remove it with: docker rm -f ${name}"
+        say "its token: docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' ${name} | grep ^SWARMUI_AUTH_TOKEN="
     else
         docker rm -f "$name" >/dev/null 2>&1 || true
     fi

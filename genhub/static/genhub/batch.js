@@ -1,0 +1,93 @@
+// The batch page, live: every 2 s it reads the batch from the JSON API (the same data the API
+// serves to scripts) and updates the summary and each job card in place, until the batch is finished.
+(() => {
+  const summary = document.getElementById("batch-summary");
+  if (!summary) return;
+  const api = summary.dataset.batchApi;
+  const labels = JSON.parse(document.getElementById("status-labels").textContent);
+  const FINISHED = new Set(["succeeded", "failed", "cancelled", "completed_with_failures"]);
+  const ACTIVE = new Set(["queued", "waiting_for_gpu", "running"]);
+  const EVERY_MS = 2000;
+
+  const percent = (value) => `${Math.round(value * 100)}%`;
+  const money = (value, places) => `$${Number(value).toFixed(places)}`;
+
+  function setBadge(badge, status) {
+    if (badge.textContent !== (labels[status] || status)) badge.textContent = labels[status] || status;
+    badge.className = `badge status-${status}`;
+  }
+
+  function setProgress(root, name, value) {
+    const bar = root.querySelector(`[data-field="${name}"]`);
+    const text = root.querySelector(`[data-field="${name}-text"]`);
+    if (bar) bar.value = value;
+    if (text) text.textContent = percent(value);
+  }
+
+  function showWhen(root, conditions) {
+    root.querySelectorAll("[data-when]").forEach((el) => { el.hidden = !conditions[el.dataset.when]; });
+  }
+
+  function updateCard(job) {
+    const card = document.getElementById(`job-${job.id}`);
+    if (!card) return;
+    card.className = `card status-${job.status}`;
+    setBadge(card.querySelector('[data-field="status"]'), job.status);
+    setProgress(card, "progress", job.progress);
+    card.querySelector('[data-field="attempts"]').textContent = `${job.attempts} of ${job.max_attempts}`;
+    card.querySelector('[data-field="cost"]').textContent = job.cost_usd === null ? "—" : money(job.cost_usd, 4);
+    const error = card.querySelector('[data-field="error"]');
+    error.textContent = job.error ? job.error.message : "";
+    error.hidden = !job.error;
+    const media = card.querySelector('[data-field="media"]');
+    if (job.output_url && !media.querySelector("video")) {
+      const video = document.createElement("video");
+      video.controls = true;
+      video.preload = "none";
+      video.playsInline = true;
+      if (job.poster_url) video.poster = job.poster_url;
+      video.src = job.output_url;
+      video.setAttribute("aria-label", `Video made from ${job.input_name}`);
+      media.replaceChildren(video);
+    }
+    showWhen(card, {
+      active: ACTIVE.has(job.status),
+      retryable: job.status === "failed" || job.status === "cancelled",
+      video: Boolean(job.output_url),
+    });
+  }
+
+  function updateSummary(batch) {
+    setBadge(summary.querySelector('[data-summary="status"]'), batch.status);
+    setProgress(summary, "batch-progress", batch.progress);
+    summary.querySelector('[data-summary="cost"]').textContent = money(batch.cost_usd, 4);
+    Object.entries(batch.counts).forEach(([status, n]) => {
+      const count = summary.querySelector(`[data-count="${status}"]`);
+      if (count) count.textContent = n;
+    });
+    showWhen(summary, {
+      succeeded: batch.counts.succeeded > 0,
+      failed: batch.counts.failed > 0,
+      active: [...ACTIVE].some((status) => batch.counts[status] > 0),
+    });
+    summary.dataset.finished = String(FINISHED.has(batch.status));
+  }
+
+  async function poll() {
+    try {
+      const response = await fetch(api, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" });
+      if ([401, 403, 404].includes(response.status)) return;  // logged out or gone: stop asking
+      if (response.ok) {
+        const batch = await response.json();
+        batch.jobs.forEach(updateCard);
+        updateSummary(batch);
+        if (FINISHED.has(batch.status)) return;
+      }
+    } catch (error) {
+      // A dropped request: the next tick tries again.
+    }
+    setTimeout(poll, EVERY_MS);
+  }
+
+  if (summary.dataset.finished !== "true") setTimeout(poll, EVERY_MS);
+})();

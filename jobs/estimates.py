@@ -1,0 +1,96 @@
+"""The dry run: how a validated batch pairs images with prompts, and what it would cost and how
+long it would take on each provider.
+
+These are planning numbers from settings, not promises: a job's real cost is measured when it
+finishes (`jobs.costs`).
+"""
+
+import math
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.conf import settings
+
+from jobs.costs import CENT_FRACTION, fal_cost
+from jobs.intake import BatchSpec, ItemSpec, parse_rows
+from jobs.models import Provider
+
+
+@dataclass(frozen=True)
+class Estimate:
+    provider: str
+    label: str
+    items: int
+    cost_usd: Decimal
+    seconds: int
+    basis: str  # how the numbers were reached, shown next to them
+
+    @property
+    def duration_text(self) -> str:
+        return duration_text(self.seconds)
+
+
+def duration_text(seconds: float) -> str:
+    """'45 s', '12 min', '3 h 20 min': rough on purpose, like the estimate itself."""
+    seconds = int(round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    minutes = math.ceil(seconds / 60)
+    if minutes < 120:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def estimate_fal(items: list[ItemSpec]) -> Estimate:
+    """fal bills each clip by its length; clips run in parallel up to the in-flight limit."""
+    per_clip = settings.FAL_ESTIMATED_SECONDS_PER_CLIP
+    parallel = max(1, settings.FAL_MAX_IN_FLIGHT)
+    return Estimate(
+        provider=Provider.FAL, label=Provider.FAL.label, items=len(items),
+        cost_usd=sum((fal_cost(item.params) for item in items), Decimal("0")),
+        seconds=math.ceil(len(items) / parallel) * per_clip,
+        basis=f"fal's price per video-second; about {per_clip} s per clip, {parallel} at a time",
+    )
+
+
+def estimate_vastai(items: list[ItemSpec]) -> Estimate:
+    """One rented GPU makes one clip after another; we pay its hourly price for that time."""
+    per_clip, dph = settings.VAST_ESTIMATED_SECONDS_PER_CLIP, Decimal(settings.VAST_ESTIMATED_DPH)
+    cost = Decimal(len(items)) * Decimal(per_clip) * dph / Decimal(3600)
+    return Estimate(
+        provider=Provider.VASTAI, label=Provider.VASTAI.label, items=len(items),
+        cost_usd=cost.quantize(CENT_FRACTION, rounding=ROUND_HALF_UP),
+        seconds=len(items) * per_clip,
+        basis=f"about {per_clip} s per clip, one at a time, at ${dph}/h; plus the boot time when no GPU is ready",
+    )
+
+
+def estimate_batch(items: list[ItemSpec]) -> list[Estimate]:
+    """The same items on every provider, so the user can compare before choosing."""
+    return [estimate_fal(items), estimate_vastai(items)]
+
+
+@dataclass(frozen=True)
+class PreviewRow:
+    number: int
+    file: str
+    prompt: str
+    negative_prompt: str
+    seed: int | None  # None: drawn at random, and drawn again when the batch is created
+    width: int
+    height: int
+
+
+def preview_rows(spec: BatchSpec, rows_text: str = "") -> list[PreviewRow]:
+    """The pairing build_batch made, item by item. A seed nobody gave (no batch seed, no seed in
+    the file's row) was drawn at random for this preview only, so it is shown as random."""
+    rows, _ = parse_rows(rows_text)
+    seeded_files = {str(row.get("file") or "").strip() for row in rows if str(row.get("seed") or "").strip()}
+    fixed = "seed" in spec.params
+    return [
+        PreviewRow(number, item.image.name, item.prompt, item.negative_prompt,
+                   item.seed if fixed or item.image.name in seeded_files else None,
+                   item.params["width"], item.params["height"])
+        for number, item in enumerate(spec.items, start=1)
+    ]

@@ -1,0 +1,148 @@
+"""Parsing a submitted batch: the new-batch page's form, and the field parsing it shares with the API.
+
+Neither decides what a valid batch is: that is `jobs.intake.build_batch` (and `jobs.params`).
+These only turn submitted fields into its arguments, and every problem into its error format
+(`{"field", "item"?, "message"}`), so the page and the API report the same problems the same way.
+"""
+
+import json
+
+from django import forms
+
+from jobs import params as gen_params
+from jobs.intake import BatchSpec, BatchValidationError, UploadedFile, build_batch, expand_archives
+from jobs.models import Provider
+
+# --- shared with the API ------------------------------------------------------------------
+
+
+def read_text_upload(upload) -> str:
+    """An uploaded text file (CSV/TSV/JSON rows); a spreadsheet's BOM is dropped."""
+    return upload.read().decode("utf-8-sig", errors="replace")
+
+
+def parse_params_json(raw) -> tuple[dict, list[dict]]:
+    """`params` as sent: a JSON object as text (multipart) or already parsed (JSON body)."""
+    raw = raw or {}
+    if isinstance(raw, str):
+        try:
+            return (json.loads(raw) if raw.strip() else {}), []
+        except json.JSONDecodeError as exc:
+            return {}, [{"field": "params", "message": f"not valid JSON: {exc.msg}"}]
+    return raw, []
+
+
+def parse_seeds_per_image(raw) -> tuple[int, list[dict]]:
+    """The range itself is build_batch's to check; this only needs an integer."""
+    try:
+        return int(raw or 1), []
+    except (TypeError, ValueError):
+        return 1, [{"field": "seeds_per_image", "message": "must be an integer between 1 and 16"}]
+
+
+def batch_spec_from_upload(*, files: list[UploadedFile], errors: list[dict] = (), **fields) -> BatchSpec:
+    """Unpacks uploaded ZIPs and validates the batch; raises one error listing every problem,
+    the ones found while parsing the request (`errors`) first."""
+    files, archive_errors = expand_archives(files)
+    errors = [*errors, *archive_errors]
+    try:
+        spec = build_batch(files=files, **fields)
+    except BatchValidationError as exc:
+        raise BatchValidationError(errors + exc.errors) from None
+    if errors:
+        raise BatchValidationError(errors)
+    return spec
+
+
+# --- the new-batch page -------------------------------------------------------------------
+
+PAIRING_PROMPT, PAIRING_ROWS, PAIRING_SEEDS = "prompt", "rows", "seeds"
+PAIRING_CHOICES = [
+    (PAIRING_PROMPT, "One prompt for every image"),
+    (PAIRING_ROWS, "One row per image, from a CSV/TSV"),
+    (PAIRING_SEEDS, "Several seeds per image"),
+]
+# Form fields that are generation parameters, under their `params` names.
+PARAM_FIELDS = ("num_frames", "fps", "resolution", "steps", "cfg", "seed", "negative_prompt")
+# Where each error of build_batch is shown on the page: `params.fps` next to the fps input, etc.
+ERROR_ANCHORS = {"items": "rows", "params": "params"}
+
+
+def _preset_label(name: str) -> str:
+    preset = gen_params.PRESETS[name]
+    return f"{name.capitalize()} — {preset['num_frames']} frames at {preset['fps']} fps, {preset['resolution']}"
+
+
+def _number(**attrs):
+    return forms.NumberInput(attrs={"inputmode": "decimal", **attrs})
+
+
+class BatchForm(forms.Form):
+    """Values stay text: ranges and choices are checked once, by build_batch, for page and API alike."""
+
+    name = forms.CharField(required=False, label="Batch name",
+                           widget=forms.TextInput(attrs={"maxlength": 200, "placeholder": "e.g. spring catalogue"}))
+    provider = forms.CharField(initial=Provider.FAL, label="Provider",
+                               widget=forms.RadioSelect(choices=Provider.choices))
+    pairing = forms.ChoiceField(choices=PAIRING_CHOICES, initial=PAIRING_PROMPT, label="How images get prompts",
+                                widget=forms.RadioSelect)
+    prompt = forms.CharField(required=False, label="Prompt", widget=forms.Textarea(attrs={"rows": 3}),
+                             help_text="Used for every image that has no prompt of its own.")
+    rows_file = forms.FileField(required=False, label="CSV/TSV file",
+                                widget=forms.FileInput(attrs={"accept": ".csv,.tsv,.txt,.json,text/csv"}))
+    rows_text = forms.CharField(required=False, label="…or paste the rows",
+                                widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false",
+                                                             "placeholder": "file,prompt,negative_prompt,seed\n"
+                                                                            "cat.png,the cat turns its head,,42"}))
+    seeds_per_image = forms.CharField(required=False, initial="4", label="Seeds per image",
+                                      widget=_number(min=1, max=16, step=1))
+    preset = forms.CharField(initial=gen_params.DEFAULT_PRESET, label="Preset", widget=forms.Select(
+        choices=[(name, _preset_label(name)) for name in gen_params.PRESETS]))
+    num_frames = forms.CharField(required=False, label="Frames",
+                                 widget=_number(min=gen_params.MIN_FRAMES, max=gen_params.MAX_FRAMES, step=4),
+                                 help_text=f"{gen_params.MIN_FRAMES}–{gen_params.MAX_FRAMES}, of the form 4n+1")
+    fps = forms.CharField(required=False, label="Frames per second", widget=_number(min=4, max=60, step=1))
+    resolution = forms.CharField(required=False, label="Resolution", widget=forms.Select(
+        choices=[("", "From the preset")] + [(name, name) for name in gen_params.RESOLUTIONS]))
+    steps = forms.CharField(required=False, label="Steps", widget=_number(min=2, max=40, step=1))
+    cfg = forms.CharField(required=False, label="Guidance (CFG)", widget=_number(min=1, max=10, step=0.5))
+    seed = forms.CharField(required=False, label="Seed", widget=_number(min=0, step=1),
+                           help_text="Blank: a random seed per item.")
+    negative_prompt = forms.CharField(required=False, label="Negative prompt",
+                                      widget=forms.Textarea(attrs={"rows": 2}))
+
+    def batch_fields(self) -> tuple[dict, list[dict]]:
+        """build_batch's arguments (all but the files) and the problems found before it runs."""
+        errors = [{"field": field, "message": message} for field, messages in self.errors.items()
+                  for message in messages]
+        data = self.cleaned_data if hasattr(self, "cleaned_data") else {}
+        pairing = data.get("pairing") or PAIRING_PROMPT
+        params = {name: value.strip() for name in PARAM_FIELDS if (value := (data.get(name) or "")).strip()}
+
+        rows_text = ""
+        if pairing == PAIRING_ROWS:
+            rows_text = read_text_upload(data["rows_file"]) if data.get("rows_file") else data.get("rows_text", "")
+            if not rows_text.strip():
+                errors.append({"field": "items", "message": "this pairing needs rows: choose a CSV/TSV file or "
+                                                            "paste them"})
+        seeds = 1
+        if pairing == PAIRING_SEEDS:
+            seeds, seed_errors = parse_seeds_per_image(data.get("seeds_per_image"))
+            errors += seed_errors
+        fields = {"provider": data.get("provider", ""), "name": data.get("name", ""),
+                  "preset": data.get("preset") or None, "params": params, "prompt": data.get("prompt", ""),
+                  "rows_text": rows_text, "seeds_per_image": seeds}
+        return fields, errors
+
+
+def errors_by_anchor(errors: list[dict]) -> dict[str, list[dict]]:
+    """Groups errors under the form field they are shown next to; the item (a file name) is kept
+    apart so the page can put it first, unless the message already names it."""
+    grouped: dict[str, list[dict]] = {}
+    for error in errors:
+        field = error["field"]
+        anchor = field.split(".", 1)[1] if field.startswith("params.") else ERROR_ANCHORS.get(field, field)
+        item = error.get("item")
+        grouped.setdefault(anchor, []).append(
+            {"item": None if item is None or item in error["message"] else item, "message": error["message"]})
+    return grouped

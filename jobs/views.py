@@ -1,0 +1,174 @@
+"""The web pages for batches and jobs.
+
+Thin on purpose: they parse the request, call the same intake, services and selectors as the JSON
+API, and render. Live updates on the batch page come from the API itself (`static/genhub/batch.js`).
+"""
+
+import mimetypes
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import content_disposition_header
+from django.views.decorators.http import require_POST
+
+from jobs import estimates, exports, selectors, services
+from jobs import params as gen_params
+from jobs.forms import BatchForm, batch_spec_from_upload, errors_by_anchor
+from jobs.intake import BatchValidationError, UploadedFile
+from jobs.models import Job, Provider
+
+BATCHES_PER_PAGE = 20
+PREVIEW_ROWS = 200  # the dry run lists this many items; the counts and estimates cover all of them
+STATUS_LABELS = {
+    "queued": "Queued", "waiting_for_gpu": "Waiting for GPU", "running": "Running", "succeeded": "Succeeded",
+    "failed": "Failed", "cancelled": "Cancelled", "completed_with_failures": "Finished with failures",
+}
+FINISHED_BATCH_STATUSES = ("succeeded", "failed", "cancelled", "completed_with_failures")
+
+
+def _batch_summary(batch, jobs=None) -> dict:
+    counts = selectors.batch_counts(batch)
+    status = selectors.batch_status(batch)
+    return {
+        "batch": batch, "status": status, "status_label": STATUS_LABELS.get(status, status),
+        "finished": status in FINISHED_BATCH_STATUSES,
+        "counts": [{"status": name, "label": STATUS_LABELS[name], "n": counts[name]} for name in Job.Status.values],
+        "active": sum(counts[name] for name in Job.ACTIVE), "n_failed": counts[Job.Status.FAILED],
+        "n_succeeded": counts[Job.Status.SUCCEEDED],
+        "progress": selectors.batch_progress(batch, jobs), "cost": selectors.batch_cost(batch),
+        "provider_label": Provider(batch.provider).label,
+    }
+
+
+@login_required
+def batch_list(request):
+    page = Paginator(selectors.batch_list(user=request.user), BATCHES_PER_PAGE).get_page(request.GET.get("page"))
+    return render(request, "batches/list.html", {"page": page, "rows": [_batch_summary(batch) for batch in page]})
+
+
+def _new_batch_page(request, form, *, errors=(), dry_run=None, status=200):
+    grouped = errors_by_anchor(list(errors))
+    for name in grouped:
+        if name in form.fields:
+            form.fields[name].widget.attrs["aria-invalid"] = "true"
+    return render(request, "batches/new.html", {
+        "form": form, "errors": grouped, "error_count": len(errors), "dry_run": dry_run,
+        "files_were_sent": bool(request.FILES.getlist("images")),
+        "limits": {"items": settings.GENHUB_MAX_BATCH_ITEMS,
+                   "image_mb": settings.GENHUB_MAX_IMAGE_BYTES // (1024 * 1024)},
+        "defaults": {"presets": gen_params.PRESETS, "providers": gen_params.PROVIDER_DEFAULTS},
+    }, status=status)
+
+
+@login_required
+def batch_new(request):
+    """GET: the form. POST with action=estimate: the dry run (nothing is created). POST: create."""
+    if request.method != "POST":
+        return _new_batch_page(request, BatchForm())
+    form = BatchForm(request.POST, request.FILES)
+    form.is_valid()  # only the pairing choice is checked here; build_batch checks the rest
+    fields, errors = form.batch_fields()
+    files = [UploadedFile(upload.name, upload.read()) for upload in request.FILES.getlist("images")]
+    try:
+        spec = batch_spec_from_upload(files=files, errors=errors, **fields)
+    except BatchValidationError as exc:
+        return _new_batch_page(request, form, errors=exc.errors, status=400)
+
+    if request.POST.get("action") == "estimate":
+        rows = estimates.preview_rows(spec, fields["rows_text"])
+        return _new_batch_page(request, form, dry_run={
+            "items": len(spec.items), "images": len({item.image.name for item in spec.items}),
+            "estimates": estimates.estimate_batch(spec.items), "provider": spec.provider,
+            "provider_label": Provider(spec.provider).label,
+            "rows": rows[:PREVIEW_ROWS], "hidden_rows": max(0, len(rows) - PREVIEW_ROWS),
+        })
+
+    batch = services.batch_create(owner=request.user, spec=spec)
+    messages.success(request, f"Batch created: {len(spec.items)} job(s) on {Provider(spec.provider).label}.")
+    url = reverse("web:batch-detail", args=[batch.uuid])
+    if request.headers.get("X-Requested-With") == "fetch":
+        # The page's script submitted the form; it navigates itself (a redirect would be fetched twice).
+        return HttpResponse(status=201, headers={"Location": url})
+    return redirect(url)
+
+
+@login_required
+def batch_detail(request, batch_id):
+    batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
+    jobs = list(selectors.batch_jobs(batch=batch))
+    for job in jobs:
+        job.status_label = STATUS_LABELS[job.status]
+    return render(request, "batches/detail.html", {
+        "summary": _batch_summary(batch, jobs), "batch": batch, "jobs": jobs, "status_labels": STATUS_LABELS,
+        "finished_statuses": list(FINISHED_BATCH_STATUSES),
+    })
+
+
+@login_required
+@require_POST
+def batch_cancel(request, batch_id):
+    batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
+    cancelled = services.batch_cancel(batch=batch)
+    messages.info(request, f"Cancelled {cancelled} unfinished job(s)." if cancelled else "Nothing was left to cancel.")
+    return redirect("web:batch-detail", batch.uuid)
+
+
+@login_required
+@require_POST
+def batch_retry(request, batch_id):
+    batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
+    retried = services.batch_retry_failed(batch=batch)
+    messages.info(request, f"Retrying {retried} failed job(s)." if retried else "No failed jobs to retry.")
+    return redirect("web:batch-detail", batch.uuid)
+
+
+@login_required
+def batch_download(request, batch_id):
+    """Every finished video of the batch and a CSV manifest of all its jobs, as one streamed ZIP."""
+    batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
+    response = StreamingHttpResponse(exports.batch_zip_stream(list(selectors.batch_jobs(batch=batch))),
+                                     content_type="application/zip")
+    response["Content-Disposition"] = content_disposition_header(True, exports.export_filename(batch))
+    return response
+
+
+def _job_redirect(job):
+    return redirect(reverse("web:batch-detail", args=[job.batch.uuid]) + f"#job-{job.uuid}")
+
+
+@login_required
+@require_POST
+def job_cancel(request, job_id):
+    job = selectors.job_get(user=request.user, job_uuid=job_id)
+    if services.job_cancel(job=job):
+        messages.info(request, f"Cancelled {job.input_name} (seed {job.seed}).")
+    else:
+        messages.warning(request, f"{job.input_name} had already finished; nothing to cancel.")
+    return _job_redirect(job)
+
+
+@login_required
+@require_POST
+def job_retry(request, job_id):
+    job = selectors.job_get(user=request.user, job_uuid=job_id)
+    if services.job_retry(job=job):
+        messages.info(request, f"Retrying {job.input_name} (seed {job.seed}).")
+    else:
+        messages.warning(request, f"{job.input_name} is {STATUS_LABELS[job.status].lower()}: only failed or "
+                                  "cancelled jobs can be retried.")
+    return _job_redirect(job)
+
+
+@login_required
+def job_input_image(request, job_id):
+    """The job's input picture, for its card while the video is not there yet (owner only, like all media)."""
+    job = selectors.job_get(user=request.user, job_uuid=job_id)
+    response = FileResponse(job.input_image.open("rb"),
+                            content_type=mimetypes.guess_type(job.input_image.name)[0] or "application/octet-stream")
+    response["Cache-Control"] = "private, max-age=86400"  # stored by content hash: it never changes
+    return response
