@@ -42,5 +42,6 @@ def instance_panel(request):
     # this app still imports nothing from the layer above it.
     waiting = import_string(settings.GENHUB_GPU_HOOKS["demand"])()
     return render(request, "instance/panel.html", {
-        "active": _instance_row(active, None) if active else None, "history": rows, "waiting": waiting,
+        "active": _instance_row(active, None) if active else None, "waiting": waiting,
+        "history": [row for row in rows if row["instance"] != active],  # the active one is shown above
     })

@@ -70,7 +70,8 @@ ERROR_ANCHORS = {"items": "rows", "params": "params"}
 
 def _preset_label(name: str) -> str:
     preset = gen_params.PRESETS[name]
-    return f"{name.capitalize()} — {preset['num_frames']} frames at {preset['fps']} fps, {preset['resolution']}"
+    title = name.upper() if len(name) <= 2 else name.capitalize()  # "HD", "Draft"
+    return f"{title} — {preset['num_frames']} frames at {preset['fps']} fps, {preset['resolution']}"
 
 
 def _number(**attrs):
@@ -136,13 +137,14 @@ class BatchForm(forms.Form):
 
 
 def errors_by_anchor(errors: list[dict]) -> dict[str, list[dict]]:
-    """Groups errors under the form field they are shown next to; the item (a file name) is kept
-    apart so the page can put it first, unless the message already names it."""
+    """Groups errors under the form field they are shown next to. `name` is the item (a file name)
+    the error is about; `item` is the same, unless the message already names it (so it is not said twice)."""
     grouped: dict[str, list[dict]] = {}
     for error in errors:
         field = error["field"]
         anchor = field.split(".", 1)[1] if field.startswith("params.") else ERROR_ANCHORS.get(field, field)
         item = error.get("item")
-        grouped.setdefault(anchor, []).append(
-            {"item": None if item is None or item in error["message"] else item, "message": error["message"]})
+        grouped.setdefault(anchor, []).append({
+            "name": item, "message": error["message"],
+            "item": None if item is None or item in error["message"] else item})
     return grouped

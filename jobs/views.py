@@ -31,13 +31,18 @@ STATUS_LABELS = {
 FINISHED_BATCH_STATUSES = ("succeeded", "failed", "cancelled", "completed_with_failures")
 
 
+def _lower_first(label: str) -> str:
+    return label[:1].lower() + label[1:]  # "Waiting for GPU" → "waiting for GPU", inside a sentence
+
+
 def _batch_summary(batch, jobs=None) -> dict:
     counts = selectors.batch_counts(batch)
     status = selectors.batch_status(batch)
     return {
         "batch": batch, "status": status, "status_label": STATUS_LABELS.get(status, status),
         "finished": status in FINISHED_BATCH_STATUSES,
-        "counts": [{"status": name, "label": STATUS_LABELS[name], "n": counts[name]} for name in Job.Status.values],
+        "counts": [{"status": name, "label": _lower_first(STATUS_LABELS[name]), "n": counts[name]}
+                   for name in Job.Status.values],
         "active": sum(counts[name] for name in Job.ACTIVE), "n_failed": counts[Job.Status.FAILED],
         "n_succeeded": counts[Job.Status.SUCCEEDED],
         "progress": selectors.batch_progress(batch, jobs), "cost": selectors.batch_cost(batch),

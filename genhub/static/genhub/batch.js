@@ -51,6 +51,7 @@
       media.replaceChildren(video);
     }
     showWhen(card, {
+      progress: job.status !== "failed" && job.status !== "cancelled",  // a stopped job's bar would mislead
       active: ACTIVE.has(job.status),
       retryable: job.status === "failed" || job.status === "cancelled",
       video: Boolean(job.output_url),

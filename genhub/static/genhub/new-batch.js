@@ -50,19 +50,24 @@
     head.append(clear);
     list.append(head);
     const ul = document.createElement("ul");
+    const tagFor = (file) => {
+      const tag = document.createElement("span");
+      tag.className = "file-tag";
+      tag.textContent = file.name.toLowerCase().endsWith(".zip") ? "ZIP" : "?";
+      return tag;
+    };
     files.slice(0, MAX_LISTED).forEach((file, index) => {
       const li = document.createElement("li");
+      li.dataset.name = file.name;
       if (file.type.startsWith("image/")) {
         const img = document.createElement("img");
         img.src = URL.createObjectURL(file);
         img.alt = "";
+        img.addEventListener("error", () => img.replaceWith(tagFor(file)));  // named .png, but is not one
         thumbnails.push(img.src);
         li.append(img);
       } else {
-        const tag = document.createElement("span");
-        tag.className = "file-tag";
-        tag.textContent = file.name.toLowerCase().endsWith(".zip") ? "ZIP" : "?";
-        li.append(tag);
+        li.append(tagFor(file));
       }
       const name = document.createElement("span");
       name.className = "file-name";
@@ -82,6 +87,18 @@
       more.textContent = `…and ${files.length - MAX_LISTED} more.`;
       list.append(more);
     }
+    markProblems();
+  }
+
+  // The server names the files it refused (data-item in the errors next to the images): mark them.
+  function markProblems() {
+    const problems = new Map();
+    document.querySelectorAll("#err-images [data-item]").forEach((p) => problems.set(p.dataset.item, p.textContent.trim()));
+    list.querySelectorAll("li[data-name]").forEach((li) => {
+      const problem = problems.get(li.dataset.name);
+      li.classList.toggle("bad", Boolean(problem));
+      li.title = problem || "";
+    });
   }
 
   input.addEventListener("change", () => add(input.files));
@@ -127,7 +144,7 @@
     form.setAttribute("aria-busy", "true");
     status.textContent = `${creating ? "Creating the batch" : "Checking"}: uploading ${chosen.files.length} file(s)…`;
     try {
-      const response = await fetch(form.action, {
+      const response = await fetch(form.getAttribute("action"), {
         method: "POST", body: data, credentials: "same-origin", headers: { "X-Requested-With": "fetch" },
       });
       if (response.status === 201) {
@@ -141,6 +158,7 @@
       }
       window.genhub.swapRegions(await response.text());
       document.querySelectorAll(".files-again").forEach((note) => note.remove());  // the files were kept
+      markProblems();
       const summary = document.querySelector(".error-summary");
       const dryRun = document.querySelector(".dry-run");
       status.textContent = summary ? "Not created: see the problems listed above." : "Dry run ready below.";

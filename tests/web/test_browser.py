@@ -1,0 +1,212 @@
+"""The web app in real headless Chromium, against the live server, a real django-q2 cluster and the
+simulated vast.ai cloud: what a person does, start to finish."""
+
+import csv
+import io
+import re
+import zipfile
+
+import pytest
+from playwright.sync_api import expect
+
+from jobs.models import BatchRun, Job
+from providers.simulators.media import make_image
+from tests.jobs.factories import make_batch
+from tests.web.helpers import finish_job
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+PASSWORD = "alice-password-1"  # the `user` fixture's
+ROWS = [
+    ("harbour.png", "boats rock gently in the harbour", "", "101"),
+    ("forest.png", "sunlight moves through the trees", "people", "202"),
+    ("city.png", "traffic flows at dusk", "", "303"),
+]
+
+
+def nav(page, name):
+    return page.get_by_role("navigation", name="Main").get_by_role("link", name=name, exact=True)
+
+
+def log_in(page, username="alice"):
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/accounts/login/"))
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Batches", exact=True)).to_be_visible()
+
+
+def write_images(folder, names):
+    paths = []
+    for number, name in enumerate(names):
+        path = folder / name
+        path.write_bytes(make_image(color=(40 + number * 70, 120, 200 - number * 60)))
+        paths.append(path)
+    return paths
+
+
+def assert_fits_a_narrow_screen(page):
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page is {overflow}px wider than a narrow screen"
+
+
+@pytest.mark.cluster
+def test_three_images_paired_by_csv_become_videos_on_the_simulated_gpu(page, user, vast_sim_factory, qcluster,
+                                                                       settings, tmp_path, screenshot):
+    settings.GENHUB_SIMULATED = True
+    vast_sim_factory(swarmui_generation_seconds=0.3)
+    qcluster(GENHUB_RECONCILE_INTERVAL="0.2")  # boots while the user fills in the form
+    images = write_images(tmp_path, [name for name, *_ in ROWS])
+    rows_csv = tmp_path / "pairs.csv"
+    rows_csv.write_text("file,prompt,negative_prompt,seed\n" + "".join(",".join(row) + "\n" for row in ROWS))
+
+    page.goto("/")
+    screenshot(page, "01-login")
+    log_in(page)
+    expect(page.get_by_text("Simulated cloud.")).to_be_visible()
+    screenshot(page, "02-batches-empty")
+
+    nav(page, "New batch").click()
+    page.get_by_label("Images or ZIP archives of images").set_input_files(images)
+    expect(page.locator("#file-list li")).to_have_count(3)
+    page.get_by_label("One row per image, from a CSV/TSV").check()
+    page.get_by_label("CSV/TSV file").set_input_files(rows_csv)
+    page.get_by_label("vast.ai GPU").check()
+    page.get_by_label("Frames", exact=True).fill("17")
+    page.get_by_label("Batch name").fill("Three places")
+
+    page.get_by_role("button", name="Preview pairing and estimate").click()
+    dry_run = page.locator(".dry-run")
+    expect(dry_run).to_contain_text("Dry run: 3 items from 3 images")
+    preview = dry_run.locator("table.preview tbody tr")
+    expect(preview).to_have_count(3)
+    for row, (name, prompt, negative, seed) in zip(preview.all(), ROWS):
+        expect(row).to_contain_text(name)
+        expect(row).to_contain_text(prompt)
+        expect(row).to_contain_text(seed)
+    expect(dry_run.locator("tr.chosen")).to_contain_text("vast.ai GPU")
+    assert BatchRun.objects.count() == 0
+    screenshot(page, "03-new-batch-dry-run")
+
+    dry_run.get_by_role("button", name="Create 3 jobs on vast.ai GPU").click()
+    expect(page).to_have_url(re.compile(r"/batches/[0-9a-f-]{36}/$"))
+    expect(page.locator(".message")).to_contain_text("Batch created: 3 job(s) on vast.ai GPU.")
+    page.evaluate("window.stillTheSamePage = true")  # gone if anything reloads the page
+    screenshot(page, "04a-batch-just-created")
+
+    expect(page.locator(".card .badge.status-succeeded")).to_have_count(3, timeout=120_000)
+    expect(page.locator('[data-summary="status"]')).to_have_text("Succeeded")
+    expect(page.locator('[data-field="batch-progress-text"]')).to_have_text("100%")
+    assert page.evaluate("window.stillTheSamePage") is True, "the cards must update without a reload"
+    expect(page.get_by_role("link", name="Download finished videos (ZIP)")).to_be_visible()
+    expect(page.get_by_role("button", name="Cancel the batch")).to_be_hidden()
+    page.wait_for_timeout(1000)  # Chromium's video controls show a spinner for their first moment
+    screenshot(page, "04-batch-finished")
+
+    video = page.locator(".card video").first
+    played = video.evaluate("""async (video) => {
+        video.muted = true;
+        await video.play();
+        await new Promise((resolve) => setTimeout(resolve, 600));
+        return {time: video.currentTime, width: video.videoWidth, error: video.error && video.error.code};
+    }""")
+    assert played["error"] is None and played["width"] > 0 and played["time"] > 0, played
+
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Download finished videos (ZIP)").click()
+    download = download_info.value
+    assert download.suggested_filename.startswith("three-places-") and download.suggested_filename.endswith(".zip")
+    archive = zipfile.ZipFile(download.path())
+    manifest = list(csv.DictReader(io.StringIO(archive.read("manifest.csv").decode())))
+    jobs = {job.input_name: job for job in Job.objects.all()}
+    assert [(r["input_file"], r["prompt"], r["negative_prompt"], r["seed"], r["status"]) for r in manifest] == [
+        (name, prompt, negative, seed, "succeeded") for name, prompt, negative, seed in ROWS]
+    for row in manifest:
+        assert row["output_file"] in archive.namelist() and archive.getinfo(row["output_file"]).file_size > 0
+        assert row["cost_usd"] == str(jobs[row["input_file"]].cost_usd)
+
+    nav(page, "Batches").click()
+    listed = page.locator("table.batches tbody tr")
+    expect(listed).to_have_count(1)
+    expect(listed).to_contain_text("Three places")
+    expect(listed).to_contain_text("vast.ai GPU")
+    expect(listed).to_contain_text("3 succeeded")
+    expect(listed).to_contain_text("100%")
+    screenshot(page, "05-batches-list")
+
+    nav(page, "GPU instance").click()
+    expect(page.locator("#active-title + .facts-grid")).to_contain_text("ready")
+    screenshot(page, "06-gpu-instance")
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    for path, name in (("/", "07-narrow-batches-list"), (page.url, "08-narrow-gpu-instance"),
+                       ("/batches/new/", "09-narrow-new-batch")):
+        page.goto(path)
+        assert_fits_a_narrow_screen(page)
+        screenshot(page, name)
+    page.goto(f"/batches/{BatchRun.objects.get().uuid}/")
+    assert_fits_a_narrow_screen(page)
+    screenshot(page, "10-narrow-batch")
+
+
+def test_a_bad_file_is_named_next_to_the_images_and_the_chosen_files_stay(page, user, tmp_path, screenshot):
+    good, = write_images(tmp_path, ["good.png"])
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"these are meeting notes, not a picture")
+    log_in(page)
+    page.goto("/batches/new/")
+
+    page.get_by_label("Images or ZIP archives of images").set_input_files([good, bad])
+    page.get_by_label("Prompt", exact=True).fill("the camera slowly orbits")
+    page.get_by_role("button", name="Create batch").click()
+
+    expect(page.locator("#err-images")).to_have_text("notes.png: not an image (PNG, JPEG or WebP expected)")
+    expect(page.locator("#field-images")).to_have_class(re.compile(r"\bhas-error\b"))
+    expect(page.locator("#file-list li.bad")).to_have_text(re.compile(r"^\?notes.png"))
+    expect(page.locator(".error-summary")).to_be_focused()
+    expect(page.locator(".error-summary")).to_contain_text("Nothing was created.")
+    assert page.locator("#id_images").evaluate("input => input.files.length") == 2, "the chosen files were lost"
+    assert BatchRun.objects.count() == 0
+    screenshot(page, "11-new-batch-bad-file")
+
+    page.get_by_role("button", name="Remove notes.png").click()
+    page.get_by_role("button", name="Create batch").click()
+    expect(page).to_have_url(re.compile(r"/batches/[0-9a-f-]{36}/$"))
+    assert [job.input_name for job in Job.objects.all()] == ["good.png"]
+
+
+def test_the_new_batch_form_is_reachable_with_the_keyboard_alone(page, user):
+    log_in(page)
+    page.goto("/batches/new/")
+
+    reached = set()
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        reached.add(page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()"))
+    assert {"id_images", "id_name", "id_pairing_0", "id_prompt", "id_provider_0", "id_preset", "id_num_frames",
+            "id_cfg", "id_negative_prompt", "Preview pairing and estimate", "Create batch"} <= reached
+
+    page.keyboard.press("Shift+Tab")  # back from wherever it got to; now choose a mode with the arrow keys
+    page.focus("#id_pairing_0")
+    page.keyboard.press("ArrowDown")
+    expect(page.locator("#id_pairing_1")).to_be_checked()
+    expect(page.get_by_label("CSV/TSV file")).to_be_visible()
+
+
+def test_one_job_is_retried_and_another_cancelled_from_their_cards(page, user, screenshot):
+    batch = make_batch(user, name="Mixed results", count=3)
+    done, failed, waiting = batch.jobs.all()
+    finish_job(done, cost="0.0425")
+    finish_job(failed, status=Job.Status.FAILED, error="SwarmUI: CUDA out of memory while decoding the video")
+    log_in(page)
+    page.goto(f"/batches/{batch.uuid}/")
+    expect(page.locator(f"#job-{failed.uuid}")).to_contain_text("CUDA out of memory")
+    screenshot(page, "12-batch-with-a-failure")
+
+    page.locator(f"#job-{failed.uuid}").get_by_role("button", name="Retry").click()
+    expect(page.locator(".message")).to_contain_text("Retrying img1.png")
+    expect(page.locator(f"#job-{failed.uuid} [data-field=status]")).to_have_text("Queued")
+    page.locator(f"#job-{waiting.uuid}").get_by_role("button", name="Cancel").click()
+    expect(page.locator(f"#job-{waiting.uuid} [data-field=status]")).to_have_text("Cancelled")
+    assert list(batch.jobs.values_list("status", flat=True)) == ["succeeded", "queued", "cancelled"]
