@@ -167,6 +167,10 @@ FAL_BILLING_FPS = 16
 VAST_API_KEY = env("VAST_API_KEY", default="")
 VAST_API_URL = env("VAST_API_URL", default="https://console.vast.ai")
 SWARMUI_IMAGE = env("SWARMUI_IMAGE", default="")
+# The models the image bakes in (providers/swarmui_contract.py); the swap (low-noise) model only when the
+# image was built with WITH_LOW_NOISE=1.
+SWARMUI_VIDEO_MODEL = env("SWARMUI_VIDEO_MODEL", default="Wan2.2-I2V-A14B-HighNoise-Q4_K_M.gguf")
+SWARMUI_SWAP_MODEL = env("SWARMUI_SWAP_MODEL", default="")
 GENHUB_INSTANCE_LABEL = env("GENHUB_INSTANCE_LABEL", default="genhub")
 
 # --- HTTP seam ---

@@ -27,6 +27,7 @@ from gpu_instances.models import GpuInstance, InstanceEvent
 from providers.errors import ProviderError
 from providers.http import HttpClient
 from providers.swarmui import SwarmUIClient
+from providers.swarmui_contract import LIGHTX2V_LORA, LIGHTX2V_LORA_LOW
 from providers.vastai import DEFAULT_MIN_INTERVALS, OfferFilters, VastAIClient, build_create_request
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,13 @@ def swarmui_for(instance: GpuInstance, *, health: bool = False) -> SwarmUIClient
         return SwarmUIClient(instance.base_url, instance.swarmui_token, http=http,
                              status_timeout=settings.VAST_HEALTH_TIMEOUT_SECONDS)
     return SwarmUIClient(instance.base_url, instance.swarmui_token)
+
+
+def readiness(instance: GpuInstance):
+    """SwarmUI answers, its backend runs, and the models genhub will ask for are listed."""
+    models = tuple(name for name in (settings.SWARMUI_VIDEO_MODEL, settings.SWARMUI_SWAP_MODEL) if name)
+    loras = (LIGHTX2V_LORA, LIGHTX2V_LORA_LOW) if settings.SWARMUI_SWAP_MODEL else (LIGHTX2V_LORA,)
+    return swarmui_for(instance, health=True).is_ready(required_models=models, required_loras=loras)
 
 
 def record(instance: GpuInstance, kind: str, message: str, *, to_state: str = "") -> None:
@@ -221,9 +229,9 @@ class VastAIOrchestrator:
         if url != instance.base_url:
             GpuInstance.objects.filter(pk=instance.pk).update(base_url=url)
             instance.base_url = url
-        readiness = swarmui_for(instance, health=True).is_ready()
-        if not readiness.ready:
-            return f"booting: {readiness.reason}"
+        ready = readiness(instance)
+        if not ready.ready:
+            return f"booting: {ready.reason}"
         now = timezone.now()
         transition(instance, State.READY, f"SwarmUI ready at {url} after {booted_for:.0f}s", ready_at=now,
                    last_health_at=now, last_health_ok=True, health_failures=0, first_health_failure_at=None)
@@ -236,8 +244,8 @@ class VastAIOrchestrator:
             return self._fail(instance, "vast no longer knows this instance (it vanished)")
         if remote.dead_reason:
             return self._fail(instance, remote.dead_reason)
-        readiness = swarmui_for(instance, health=True).is_ready()
-        if readiness.ready:
+        probe = readiness(instance)
+        if probe.ready:
             GpuInstance.objects.filter(pk=instance.pk).update(
                 last_health_at=now, last_health_ok=True, health_failures=0, first_health_failure_at=None)
             if instance.state == State.UNHEALTHY:
@@ -248,17 +256,17 @@ class VastAIOrchestrator:
         GpuInstance.objects.filter(pk=instance.pk).update(
             last_health_at=now, last_health_ok=False, health_failures=failures, first_health_failure_at=first)
         if instance.state == State.READY:
-            transition(instance, State.UNHEALTHY, f"health probe failed: {readiness.reason}")
+            transition(instance, State.UNHEALTHY, f"health probe failed: {probe.reason}")
         else:
-            record(instance, "health", f"health probe failed ({failures}): {readiness.reason}")
+            record(instance, "health", f"health probe failed ({failures}): {probe.reason}")
         # Hysteresis: several failures spread over a minimum time, so one dropped probe never kills
         # a healthy (and paid-for, model-loaded) instance.
         failing_for = (now - first).total_seconds()
         if failures >= settings.VAST_HEALTH_FAILURES and failing_for >= settings.VAST_HEALTH_MIN_SECONDS:
             instance.refresh_from_db()
             return self._fail(instance, f"unhealthy: {failures} failed probes over {failing_for:.0f}s "
-                                        f"({readiness.reason})")
-        return f"unhealthy ({failures} failure(s) over {failing_for:.0f}s): {readiness.reason}"
+                                        f"({probe.reason})")
+        return f"unhealthy ({failures} failure(s) over {failing_for:.0f}s): {probe.reason}"
 
     def _show(self, instance: GpuInstance):
         return self.vast.show_instance(instance.vast_id) if instance.vast_id else None

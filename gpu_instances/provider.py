@@ -51,7 +51,7 @@ class VastAIProvider(Provider):
             image=request.image, image_content_type=request.image_content_type, prompt=request.prompt,
             negative_prompt=request.negative_prompt, seed=request.seed, num_frames=params["num_frames"],
             fps=params["fps"], width=params["width"], height=params["height"], steps=params["steps"],
-            cfg=params["cfg"],
+            cfg=params["cfg"], video_model=settings.SWARMUI_VIDEO_MODEL, swap_model=settings.SWARMUI_SWAP_MODEL or None,
         )
         submitted = time.monotonic()
         gpu_started = None

@@ -122,7 +122,9 @@ class BatchForm(forms.Form):
 
         rows_text = ""
         if pairing == PAIRING_ROWS:
-            rows_text = read_text_upload(data["rows_file"]) if data.get("rows_file") else data.get("rows_text", "")
+            rows_text = read_text_upload(data["rows_file"]) if data.get("rows_file") else ""
+            if not rows_text.strip():
+                rows_text = data.get("rows_text", "")
             if not rows_text.strip():
                 errors.append({"field": "items", "message": "this pairing needs rows: choose a CSV/TSV file or "
                                                             "paste them"})

@@ -109,8 +109,9 @@ def batch_detail(request, batch_id):
     for job in jobs:
         job.status_label = STATUS_LABELS[job.status]
     return render(request, "batches/detail.html", {
-        "summary": _batch_summary(batch, jobs), "batch": batch, "jobs": jobs, "status_labels": STATUS_LABELS,
-        "finished_statuses": list(FINISHED_BATCH_STATUSES),
+        "summary": _batch_summary(batch, jobs), "batch": batch, "jobs": jobs,
+        # What the live-update script needs to know, from the same constants the page was rendered with.
+        "live_config": {"labels": STATUS_LABELS, "finished": FINISHED_BATCH_STATUSES, "active": Job.ACTIVE},
     })
 
 

@@ -46,6 +46,16 @@ def write_images(folder, names):
     return paths
 
 
+def drop_file(page, selector, name, text, mime):
+    """What the browser does when a file is dragged from the desktop onto the element."""
+    page.evaluate("""([selector, name, text, mime]) => {
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([text], name, {type: mime}));
+        document.querySelector(selector).dispatchEvent(
+            new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+    }""", [selector, name, text, mime])
+
+
 def assert_fits_a_narrow_screen(page):
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"the page is {overflow}px wider than a narrow screen"
@@ -157,7 +167,9 @@ def test_a_bad_file_is_named_next_to_the_images_and_the_chosen_files_stay(page, 
     log_in(page)
     page.goto("/batches/new/")
 
-    page.get_by_label("Images or ZIP archives of images").set_input_files([good, bad])
+    page.get_by_label("Images or ZIP archives of images").set_input_files([good])
+    drop_file(page, "[data-dropzone]", "notes.png", bad.read_text(), "image/png")  # adds to the picked one
+    expect(page.locator("#file-list li")).to_have_count(2)
     page.get_by_label("Prompt", exact=True).fill("the camera slowly orbits")
     page.get_by_role("button", name="Create batch").click()
 

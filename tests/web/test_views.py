@@ -477,3 +477,10 @@ def test_the_instance_panel_shows_failures_and_the_replacement_in_the_history(we
     assert "Ended: vast reports the instance exited" in history and "Replaced by vast #2" in history
     assert "2 events, 1 problem" in history
     assert '<li class="problem">' in page and "ready → destroying" in history
+
+
+def test_a_pasted_table_is_used_when_the_chosen_rows_file_is_empty(web):
+    web.post(NEW, form_data(pairing="rows", rows_file=SimpleUploadedFile("empty.csv", b""),
+                            rows_text="file,prompt\na.png,from the paste\nb.png,also pasted\n"))
+
+    assert sorted(Job.objects.values_list("prompt", flat=True)) == ["also pasted", "from the paste"]

@@ -4,9 +4,10 @@
   const summary = document.getElementById("batch-summary");
   if (!summary) return;
   const api = summary.dataset.batchApi;
-  const labels = JSON.parse(document.getElementById("status-labels").textContent);
-  const FINISHED = new Set(["succeeded", "failed", "cancelled", "completed_with_failures"]);
-  const ACTIVE = new Set(["queued", "waiting_for_gpu", "running"]);
+  const config = JSON.parse(document.getElementById("batch-live-config").textContent);
+  const labels = config.labels;
+  const FINISHED = new Set(config.finished);  // batch statuses after which nothing changes by itself
+  const ACTIVE = new Set(config.active);  // job statuses that can still be cancelled
   const EVERY_MS = 2000;
 
   const percent = (value) => `${Math.round(value * 100)}%`;
