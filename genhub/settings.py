@@ -183,6 +183,8 @@ HTTP_BACKOFF_SECONDS = env.float("HTTP_BACKOFF_SECONDS", default=1.0)
 GENHUB_JOB_MAX_ATTEMPTS = env.int("GENHUB_JOB_MAX_ATTEMPTS", default=3)
 # A running job whose heartbeat is older than this is presumed lost with its worker.
 GENHUB_STALE_JOB_SECONDS = env.int("GENHUB_STALE_JOB_SECONDS", default=300)
+# A worker holding a job beats this often (well inside the stale threshold).
+GENHUB_HEARTBEAT_SECONDS = env.float("GENHUB_HEARTBEAT_SECONDS", default=30)
 # How long one pump task keeps looping before handing over to a fresh task (well under Q_CLUSTER timeout).
 GENHUB_PUMP_SECONDS = env.float("GENHUB_PUMP_SECONDS", default=60.0)
 # Output check: how far the stored video may be from what was asked.

@@ -13,12 +13,14 @@ for up to GENHUB_PUMP_SECONDS and hands over to a fresh task while work remains.
 
 import logging
 import mimetypes
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from genhub.leases import lease_acquire, lease_release, lease_renew
@@ -210,13 +212,42 @@ def job_run_dispatched(*, job_id: int, dispatch_token: str) -> str:
             last_beat = time.monotonic()
             services.job_heartbeat(job_ids=[job.pk], progress=fraction)
 
-    try:
-        outcome = _inspected(provider.submit(generation_request(job), on_progress=on_progress, placement=placement),
-                             job)
-    except ProviderError as exc:
-        outcome = exc
+    with _Heartbeat(job.pk, job.attempts):
+        try:
+            outcome = _inspected(
+                provider.submit(generation_request(job), on_progress=on_progress, placement=placement), job)
+        except ProviderError as exc:
+            outcome = exc
     _settle(job, outcome)
     return Job.objects.values_list("status", flat=True).get(pk=job_id)
+
+
+class _Heartbeat:
+    """Beats for a job while this worker holds it, whether or not the provider reports progress.
+
+    A job queued inside SwarmUI behind a long generation hears nothing for minutes; without its own
+    beat the stale sweep would take it for lost and run it a second time.
+    """
+
+    def __init__(self, job_id: int, attempt: int):
+        self.job_id, self.attempt = job_id, attempt
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+
+    def _run(self):
+        try:
+            while not self.stop.wait(settings.GENHUB_HEARTBEAT_SECONDS):
+                services.job_heartbeat(job_ids=[self.job_id], attempt=self.attempt)
+        finally:
+            connection.close()  # this thread's own connection
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop.set()
+        self.thread.join()
 
 
 # --- shared ------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ class BatchForm(forms.Form):
 
     name = forms.CharField(required=False, label="Batch name",
                            widget=forms.TextInput(attrs={"maxlength": 200, "placeholder": "e.g. spring catalogue"}))
-    provider = forms.CharField(initial=Provider.FAL, label="Provider",
+    provider = forms.CharField(required=False, initial=Provider.FAL, label="Provider",
                                widget=forms.RadioSelect(choices=Provider.choices))
     pairing = forms.ChoiceField(choices=PAIRING_CHOICES, initial=PAIRING_PROMPT, label="How images get prompts",
                                 widget=forms.RadioSelect)
@@ -97,7 +97,7 @@ class BatchForm(forms.Form):
                                                                             "cat.png,the cat turns its head,,42"}))
     seeds_per_image = forms.CharField(required=False, initial="4", label="Seeds per image",
                                       widget=_number(min=1, max=16, step=1))
-    preset = forms.CharField(initial=gen_params.DEFAULT_PRESET, label="Preset", widget=forms.Select(
+    preset = forms.CharField(required=False, initial=gen_params.DEFAULT_PRESET, label="Preset", widget=forms.Select(
         choices=[(name, _preset_label(name)) for name in gen_params.PRESETS]))
     num_frames = forms.CharField(required=False, label="Frames",
                                  widget=_number(min=gen_params.MIN_FRAMES, max=gen_params.MAX_FRAMES, step=4),
@@ -113,10 +113,14 @@ class BatchForm(forms.Form):
                                       widget=forms.Textarea(attrs={"rows": 2}))
 
     def batch_fields(self) -> tuple[dict, list[dict]]:
-        """build_batch's arguments (all but the files) and the problems found before it runs."""
+        """build_batch's arguments (all but the files) and the problems found before it runs.
+
+        Only the pairing mode is checked by the form itself; everything else is build_batch's to judge.
+        """
+        self.is_valid()
         errors = [{"field": field, "message": message} for field, messages in self.errors.items()
                   for message in messages]
-        data = self.cleaned_data if hasattr(self, "cleaned_data") else {}
+        data = self.cleaned_data
         pairing = data.get("pairing") or PAIRING_PROMPT
         params = {name: value.strip() for name in PARAM_FIELDS if (value := (data.get(name) or "")).strip()}
 

@@ -92,11 +92,14 @@ def job_record_submission(*, job_id: int, external_id: str, ref: dict) -> bool:
         external_id=external_id, provider_ref=ref, heartbeat_at=timezone.now()) == 1
 
 
-def job_heartbeat(*, job_ids, progress: float | None = None) -> int:
+def job_heartbeat(*, job_ids, progress: float | None = None, attempt: int | None = None) -> int:
     fields = {"heartbeat_at": timezone.now()}
     if progress is not None:
         fields["progress"] = max(0.0, min(1.0, progress))
-    return Job.objects.filter(pk__in=list(job_ids), status=S.RUNNING).update(**fields)
+    running = Job.objects.filter(pk__in=list(job_ids), status=S.RUNNING)
+    if attempt is not None:
+        running = running.filter(attempts=attempt)
+    return running.update(**fields)
 
 
 def job_release(*, job_id: int, attempt: int, reason: str) -> bool:

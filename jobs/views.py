@@ -29,6 +29,8 @@ STATUS_LABELS = {
     "failed": "Failed", "cancelled": "Cancelled", "completed_with_failures": "Finished with failures",
 }
 FINISHED_BATCH_STATUSES = ("succeeded", "failed", "cancelled", "completed_with_failures")
+# Error anchors that stand for more than one input (the rows come as a file or pasted).
+ANCHOR_CONTROLS = {"rows": ("rows_file", "rows_text")}
 
 
 def _lower_first(label: str) -> str:
@@ -58,9 +60,10 @@ def batch_list(request):
 
 def _new_batch_page(request, form, *, errors=(), dry_run=None, status=200):
     grouped = errors_by_anchor(list(errors))
-    for name in grouped:
-        if name in form.fields:
-            form.fields[name].widget.attrs["aria-invalid"] = "true"
+    for anchor in grouped:
+        for name in ANCHOR_CONTROLS.get(anchor, (anchor,)):
+            if name in form.fields:
+                form.fields[name].widget.attrs["aria-invalid"] = "true"
     return render(request, "batches/new.html", {
         "form": form, "errors": grouped, "error_count": len(errors), "dry_run": dry_run,
         "files_were_sent": bool(request.FILES.getlist("images")),
@@ -76,7 +79,6 @@ def batch_new(request):
     if request.method != "POST":
         return _new_batch_page(request, BatchForm())
     form = BatchForm(request.POST, request.FILES)
-    form.is_valid()  # only the pairing choice is checked here; build_batch checks the rest
     fields, errors = form.batch_fields()
     files = [UploadedFile(upload.name, upload.read()) for upload in request.FILES.getlist("images")]
     try:

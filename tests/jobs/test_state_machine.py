@@ -178,3 +178,21 @@ def test_the_sweep_leaves_fresh_jobs_and_fal_jobs_the_poller_follows(user, setti
 
     assert services.jobs_sweep_stale() == 0
     assert (status_of(fresh), status_of(followed)) == (S.RUNNING, S.RUNNING)
+
+
+@pytest.mark.django_db(transaction=True)  # the beat writes from its own thread and connection
+def test_a_worker_keeps_beating_for_a_job_that_reports_no_progress(job, settings):
+    """A job queued inside SwarmUI behind another hears nothing; its worker's beat keeps the sweep away."""
+    import time
+
+    from jobs.dispatch import _Heartbeat
+
+    settings.GENHUB_HEARTBEAT_SECONDS = 0.05
+    services.job_claim(job_id=job.pk)
+    Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+
+    with _Heartbeat(job.pk, attempt=1):
+        time.sleep(0.3)
+
+    job.refresh_from_db()
+    assert timezone.now() - job.heartbeat_at < timedelta(seconds=5)

@@ -484,3 +484,12 @@ def test_a_pasted_table_is_used_when_the_chosen_rows_file_is_empty(web):
                             rows_text="file,prompt\na.png,from the paste\nb.png,also pasted\n"))
 
     assert sorted(Job.objects.values_list("prompt", flat=True)) == ["also pasted", "from the paste"]
+
+
+def test_a_missing_provider_is_reported_once_next_to_the_provider(web):
+    data = form_data()
+    del data["provider"]
+
+    response = web.post(NEW, data)
+
+    assert errors_next_to(response, "provider") == "unknown provider ''; choose one of fal, vastai"
