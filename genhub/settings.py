@@ -212,6 +212,7 @@ LOGGING = {
 GENHUB_GPU_HOOKS = {
     "demand": "jobs.selectors.gpu_demand",
     "instance_lost": "jobs.services.jobs_requeue_for_instance",
+    "release_reason": "jobs.gpu_policy.gpu_release_reason",
 }
 VAST_GPU_NAMES = env.list("VAST_GPU_NAMES", default=["H100 SXM", "H100 PCIE", "H100 NVL", "H200", "H200 NVL",
                                                      "A100 SXM4", "A100 PCIE", "A100X"])
@@ -251,3 +252,21 @@ VAST_ESTIMATED_DPH = Decimal(env("VAST_ESTIMATED_DPH", default="1.50"))
 # largest compression ratio a member may have (images hardly compress; a far higher ratio is a zip bomb).
 GENHUB_MAX_ARCHIVE_BYTES = env.int("GENHUB_MAX_ARCHIVE_BYTES", default=1024 * 1024 * 1024)
 GENHUB_MAX_ARCHIVE_RATIO = env.int("GENHUB_MAX_ARCHIVE_RATIO", default=100)
+
+# --- spend control ---
+# Monthly cap across both providers (USD, unset = none). fal jobs count their price; vast instances their
+# whole billed time. When spend reaches it, new work pauses; running work finishes.
+GENHUB_MONTHLY_BUDGET_USD = env("GENHUB_MONTHLY_BUDGET_USD", default=None)
+if GENHUB_MONTHLY_BUDGET_USD is not None:
+    GENHUB_MONTHLY_BUDGET_USD = Decimal(GENHUB_MONTHLY_BUDGET_USD)
+# Destroy the GPU after this many idle minutes with no vastai job waiting or running (0 = never: the
+# instance is persistent by default).
+GENHUB_IDLE_SHUTDOWN_MINUTES = env.float("GENHUB_IDLE_SHUTDOWN_MINUTES", default=0)
+# Alerts: the GPU unavailable this long while vastai jobs wait; a batch with no progress this long.
+GENHUB_ALERT_INSTANCE_DOWN_MINUTES = env.float("GENHUB_ALERT_INSTANCE_DOWN_MINUTES", default=15)
+GENHUB_ALERT_STALLED_MINUTES = env.float("GENHUB_ALERT_STALLED_MINUTES", default=30)
+# Alerts are POSTed here as JSON, signed with HMAC-SHA256 of "<timestamp>.<body>" under the secret.
+GENHUB_ALERT_WEBHOOK_URL = env("GENHUB_ALERT_WEBHOOK_URL", default="")
+GENHUB_ALERT_WEBHOOK_SECRET = env("GENHUB_ALERT_WEBHOOK_SECRET", default="")
+GENHUB_ALERT_WEBHOOK_TIMEOUT = env.float("GENHUB_ALERT_WEBHOOK_TIMEOUT", default=5)
+GENHUB_ALERT_WEBHOOK_MAX_ATTEMPTS = env.int("GENHUB_ALERT_WEBHOOK_MAX_ATTEMPTS", default=5)

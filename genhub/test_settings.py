@@ -5,6 +5,9 @@ import os
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/genhub")
 os.environ.setdefault("SECRET_KEY", "test-only-key")
 os.environ.setdefault("FAL_KEY", "test-fal-key:secret")
+# Tests talk to simulators on 127.0.0.1 only: until a test starts one, the outside world is a closed local port.
+os.environ.setdefault("FAL_QUEUE_URL", "http://127.0.0.1:9")
+os.environ.setdefault("VAST_API_URL", "http://127.0.0.1:9")
 os.environ.setdefault("VAST_API_KEY", "test-vast-key")
 os.environ.setdefault("FAL_POLL_INTERVAL", "0.2")
 os.environ.setdefault("HTTP_BACKOFF_SECONDS", "0.05")

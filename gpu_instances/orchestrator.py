@@ -126,6 +126,8 @@ class VastAIOrchestrator:
 
     def reconcile(self, *, max_seconds: float | None = None, say=None) -> str:
         """Runs short steps under the lease while there is something to follow, at most `max_seconds`."""
+        if not settings.VAST_API_KEY:
+            return "vast.ai is not configured (VAST_API_KEY is unset)"
         say = say or (lambda message: None)
         max_seconds = settings.GENHUB_RECONCILE_SECONDS if max_seconds is None else max_seconds
         lease_seconds = max_seconds + 300
@@ -163,6 +165,11 @@ class VastAIOrchestrator:
             return self._follow_boot(instance), True
         outcome = self._check_health(instance)
         active = self.active()
+        if active and active.state == State.READY and not demand:
+            reason = _hook("release_reason")(instance_id=active.pk, ready_at=active.ready_at)
+            if reason:
+                self.destroy(active, reason)
+                return reason, False
         return outcome, bool(demand) or active is None or active.state != State.READY
 
     def _provision(self, instance: GpuInstance) -> str:
@@ -336,4 +343,5 @@ class VastAIOrchestrator:
         since = timezone.now() - timedelta(hours=settings.VAST_AVOID_MACHINE_HOURS)
         return list(GpuInstance.objects.filter(created_at__gte=since, machine_id__isnull=False)
                     .exclude(end_reason="").exclude(end_reason__startswith="operator")
+                    .exclude(end_reason__startswith="released")
                     .exclude(end_reason__startswith="leak").values_list("machine_id", flat=True).distinct())

@@ -1,6 +1,6 @@
 """Reads about the rented GPU: the active instance and the history of what we paid for."""
 
-from gpu_instances.models import GpuInstance
+from gpu_instances.models import GpuInstance, InstanceEvent
 
 
 def instance_active() -> GpuInstance | None:
@@ -9,3 +9,16 @@ def instance_active() -> GpuInstance | None:
 
 def instance_history(*, limit: int = 10):
     return GpuInstance.objects.prefetch_related("events").order_by("-created_at")[:limit]
+
+
+def gpu_unavailable_since():
+    """Since when no instance has been ready (None while one is): the end of the last ready period,
+    or, if none was ever ready, when the first instance still pending was requested."""
+    if GpuInstance.objects.filter(state=GpuInstance.State.READY).exists():
+        return None
+    last_ready_end = (InstanceEvent.objects.filter(from_state=GpuInstance.State.READY)
+                      .order_by("-at").values_list("at", flat=True).first())
+    if last_ready_end:
+        return last_ready_end
+    first_request = GpuInstance.objects.order_by("created_at").values_list("created_at", flat=True).first()
+    return first_request

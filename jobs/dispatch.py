@@ -24,7 +24,7 @@ from django.db import connection
 from django.utils import timezone
 
 from genhub.leases import lease_acquire, lease_release, lease_renew
-from jobs import artifacts, costs, services
+from jobs import artifacts, budget, costs, services
 from jobs.models import Job
 from providers.base import Finished, GenerationRequest, Pending, Provider, Submitted
 from providers.errors import ProviderError, TransientError
@@ -67,10 +67,14 @@ def provider_pump(*, provider_name: str) -> str:
 
 
 def pumps_restart() -> list[str]:
-    """Enqueues a pump for every provider with unfinished jobs (the scheduled safety net)."""
+    """Enqueues a pump for every provider with unfinished jobs (the scheduled safety net).
+
+    Paused jobs count: a pass re-checks the caps, so a raised cap or a new month resumes them.
+    """
     from jobs.tasks import pump as pump_task
 
-    started = [name for name in provider_names() if _has_unfinished(name)]
+    started = [name for name in provider_names()
+               if Job.objects.filter(provider=name, status__in=Job.UNFINISHED).exists()]
     for name in started:
         pump_task.enqueue(name)
     return started
@@ -81,6 +85,7 @@ def _has_unfinished(provider_name: str) -> bool:
 
 
 def _pump_pass(provider: Provider) -> bool:
+    budget.apply_caps(provider_name=provider.name)
     if provider.polled:
         _submit_queued(provider)
         _follow_in_flight(provider)
@@ -180,6 +185,7 @@ def _dispatch_to_workers(provider: Provider) -> None:
     if capacity is None:
         # No GPU ready: park the queue; the provider has been asked for capacity.
         Job.objects.filter(provider=provider.name, status=S.QUEUED).update(status=S.WAITING_FOR_GPU)
+        services.jobs_fall_back_while_gpu_unavailable(provider_name=provider.name)
         return
     Job.objects.filter(provider=provider.name, status=S.WAITING_FOR_GPU).update(status=S.QUEUED)
     from jobs.tasks import run_job as run_job_task

@@ -89,7 +89,7 @@ class BatchForm(forms.Form):
                                 widget=forms.RadioSelect)
     prompt = forms.CharField(required=False, label="Prompt", widget=forms.Textarea(attrs={"rows": 3}),
                              help_text="Used for every image that has no prompt of its own.")
-    rows_file = forms.FileField(required=False, label="CSV/TSV file",
+    rows_file = forms.FileField(required=False, allow_empty_file=True, label="CSV/TSV file",
                                 widget=forms.FileInput(attrs={"accept": ".csv,.tsv,.txt,.json,text/csv"}))
     rows_text = forms.CharField(required=False, label="…or paste the rows",
                                 widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false",

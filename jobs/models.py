@@ -21,6 +21,16 @@ class BatchRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
 
+    class Fallback(models.TextChoices):
+        NEVER = "never"
+        UNRECOVERABLE = "unrecoverable"  # after the vast GPU has been unavailable for `fallback_after` minutes
+        ATTEMPTS = "attempts"  # per job, after `fallback_after` failed vast attempts
+
+    # Spend control: the batch's own cap (USD, optional) and what to do when the GPU lets it down.
+    budget_usd = models.DecimalField(max_digits=10, decimal_places=2, null=True, blank=True)
+    fallback_policy = models.CharField(max_length=16, choices=Fallback.choices, default=Fallback.NEVER)
+    fallback_after = models.PositiveIntegerField(null=True, blank=True)
+
     class Meta:
         ordering = ["-created_at", "-id"]
 
@@ -38,9 +48,12 @@ class Job(models.Model):
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         CANCELLED = "cancelled"
+        PAUSED = "paused"  # held back by a budget cap; resumes when the cap allows
 
     TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+    # Work a pump or the GPU has to do now.
     ACTIVE = (Status.QUEUED, Status.WAITING_FOR_GPU, Status.RUNNING)
+    UNFINISHED = ACTIVE + (Status.PAUSED,)
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     batch = models.ForeignKey(BatchRun, on_delete=models.CASCADE, related_name="jobs")
@@ -80,6 +93,10 @@ class Job(models.Model):
 
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
+    paused_reason = models.CharField(max_length=300, blank=True)
+    # Set when the batch's fallback policy moved the job from the GPU to fal.
+    fallback_from = models.CharField(max_length=16, blank=True)
+    fallback_reason = models.CharField(max_length=300, blank=True)
     cost_usd = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
     generation_seconds = models.FloatField(null=True, blank=True)
 
@@ -102,3 +119,37 @@ class Job(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL
+
+
+class Alert(models.Model):
+    """Something an operator or owner should know: the GPU down too long, a budget nearly spent, a stalled batch.
+
+    `key` identifies the condition (e.g. "instance_down", "batch:12:stalled"); at most one alert per key is
+    open at a time, so a condition that persists is reported once.
+    """
+
+    class Kind(models.TextChoices):
+        INSTANCE_DOWN = "instance_down"
+        BUDGET_WARNING = "budget_warning"  # 80 % of a cap
+        BUDGET_REACHED = "budget_reached"  # 100 %: new work is paused
+        BATCH_STALLED = "batch_stalled"
+
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    key = models.CharField(max_length=100)
+    message = models.TextField()
+    batch = models.ForeignKey(BatchRun, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    delivery_attempts = models.PositiveSmallIntegerField(default=0)
+    delivery_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["key"], condition=models.Q(resolved_at__isnull=True),
+                                    name="alert_one_open_per_key"),
+        ]
+
+    def __str__(self):
+        return f"{self.kind}: {self.message}"

@@ -1,5 +1,6 @@
 """Reads for pages and the API. Every query is scoped to what the user may see."""
 
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db.models import Count, Q, QuerySet, Sum
@@ -43,6 +44,8 @@ def batch_status(batch: BatchRun) -> str:
     counts = batch_counts(batch)
     if counts[S.RUNNING]:
         return "running"
+    if counts[S.PAUSED] and not (counts[S.QUEUED] or counts[S.WAITING_FOR_GPU]):
+        return S.PAUSED
     if counts[S.QUEUED] or counts[S.WAITING_FOR_GPU]:
         started = counts[S.SUCCEEDED] + counts[S.FAILED] + counts[S.CANCELLED]
         if started:
@@ -74,3 +77,31 @@ def batch_cost(batch: BatchRun) -> Decimal:
 def gpu_demand() -> int:
     """vastai jobs that need the GPU now or soon (the orchestrator's reason to keep an instance)."""
     return Job.objects.filter(provider="vastai", status__in=Job.ACTIVE).count()
+
+
+@dataclass(frozen=True)
+class CostComparison:
+    actual: Decimal
+    other_provider: str
+    other_estimate: Decimal
+    saving: Decimal  # what choosing this provider saved (negative: what it cost extra)
+    basis: str
+
+
+def batch_cost_comparison(batch: BatchRun) -> CostComparison:
+    """The batch's actual cost against what its finished clips would have cost on the other provider.
+
+    fal's side is exact (its price list); the GPU's side uses the measured GPU time per clip and the
+    rented $/h, and leaves out boot and idle time, which a busy persistent instance spreads thin.
+    """
+    from jobs.spend import Rates, job_estimate
+
+    rates = Rates.now()
+    other = "vastai" if batch.provider == "fal" else "fal"
+    finished = batch.jobs.filter(status=S.SUCCEEDED)
+    actual = Decimal(finished.aggregate(total=Sum("cost_usd"))["total"] or 0).quantize(Decimal("0.0001"))
+    estimate = sum((job_estimate(other, params, rates) for params in finished.values_list("params", flat=True)),
+                   Decimal("0")).quantize(Decimal("0.0001"))
+    basis = ("fal's price per video-second" if other == "fal" else
+             f"{rates.seconds_per_clip:.0f} s of GPU per clip at ${rates.dph}/h")
+    return CostComparison(actual, other, estimate, estimate - actual, basis)

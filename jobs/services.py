@@ -139,6 +139,10 @@ def job_fail(*, job_id: int, code: str, message: str, permanent: bool, attempt: 
     now = timezone.now()
     message = message[:2000]
     running = _running(job_id, attempt)
+    if not permanent and _falls_back_after_attempts(job_id):
+        if job_fall_back(job_id=job_id, from_states=(S.RUNNING,), attempt=attempt,
+                         reason=f"failed on the GPU: {message}"):
+            return S.QUEUED
     if not permanent:
         requeued = running.filter(attempts__lt=F("max_attempts")).update(
             status=S.QUEUED, error_code=code, error_message=message, progress=0.0, heartbeat_at=None,
@@ -150,6 +154,49 @@ def job_fail(*, job_id: int, code: str, message: str, permanent: bool, attempt: 
     failed = running.update(status=S.FAILED, error_code=code, error_message=message, finished_at=now,
                             dispatch_token="")
     return S.FAILED if failed else None
+
+
+# --- fallback from the GPU to fal -------------------------------------------------------------
+
+
+def _falls_back_after_attempts(job_id: int) -> bool:
+    job = Job.objects.select_related("batch").only(
+        "provider", "attempts", "batch__fallback_policy", "batch__fallback_after").get(pk=job_id)
+    batch = job.batch
+    return (job.provider == "vastai" and batch.fallback_policy == BatchRun.Fallback.ATTEMPTS
+            and job.attempts >= (batch.fallback_after or 1))
+
+
+def job_fall_back(*, job_id: int, from_states, reason: str, attempt: int | None = None) -> bool:
+    """Moves a vastai job to fal with fresh attempts, recording why. The caps still apply there."""
+    jobs = Job.objects.filter(pk=job_id, provider="vastai", status__in=from_states)
+    if attempt is not None:
+        jobs = jobs.filter(attempts=attempt)
+    moved = jobs.update(
+        provider="fal", status=S.QUEUED, attempts=0, progress=0.0, fallback_from="vastai",
+        fallback_reason=reason[:300], instance=None, external_id="", provider_ref={}, dispatch_token="",
+        heartbeat_at=None, error_code="", error_message="")
+    if moved:
+        _enqueue_pump("fal")
+    return moved == 1
+
+
+def jobs_fall_back_while_gpu_unavailable(*, provider_name: str) -> int:
+    """Batches with the `unrecoverable` policy leave the GPU once it has been unavailable long enough."""
+    from gpu_instances.selectors import gpu_unavailable_since
+
+    since = gpu_unavailable_since() if provider_name == "vastai" else None
+    if since is None:
+        return 0
+    down_minutes = (timezone.now() - since).total_seconds() / 60
+    moved = 0
+    waiting = Job.objects.filter(provider="vastai", status__in=(S.QUEUED, S.WAITING_FOR_GPU),
+                                 batch__fallback_policy=BatchRun.Fallback.UNRECOVERABLE)
+    for job_id, after in waiting.values_list("pk", "batch__fallback_after"):
+        if down_minutes >= (after or 0):
+            moved += job_fall_back(job_id=job_id, from_states=(S.QUEUED, S.WAITING_FOR_GPU),
+                                   reason=f"the GPU has been unavailable for {down_minutes:.0f} min")
+    return moved
 
 
 def jobs_requeue_lost(*, job_ids, code: str, message: str) -> int:
@@ -168,7 +215,7 @@ def jobs_requeue_for_instance(*, instance_id: int, reason: str) -> int:
 
 
 def job_cancel(*, job: Job) -> bool:
-    updated = Job.objects.filter(pk=job.pk, status__in=Job.ACTIVE).update(
+    updated = Job.objects.filter(pk=job.pk, status__in=Job.UNFINISHED).update(
         status=S.CANCELLED, finished_at=timezone.now(), dispatch_token="")
     if updated and job.external_id:
         from jobs.tasks import cancel_remote as cancel_remote_task
@@ -191,7 +238,7 @@ def batch_cancel(*, batch: BatchRun) -> int:
     with transaction.atomic():
         BatchRun.objects.filter(pk=batch.pk).update(cancel_requested_at=timezone.now())
         remote = list(batch.jobs.filter(status=S.RUNNING).exclude(external_id="").values_list("pk", flat=True))
-        cancelled = batch.jobs.filter(status__in=Job.ACTIVE).update(
+        cancelled = batch.jobs.filter(status__in=Job.UNFINISHED).update(
             status=S.CANCELLED, finished_at=timezone.now(), dispatch_token="")
         if remote:
             from jobs.tasks import cancel_remote as cancel_remote_task
@@ -208,6 +255,19 @@ def batch_retry_failed(*, batch: BatchRun) -> int:
         if count:
             _enqueue_pump(batch.provider)
     return count
+
+
+def batch_set_budget(*, batch: BatchRun, budget_usd) -> BatchRun:
+    """Sets (or, with None, removes) the batch's cap. The pump re-checks the caps at once: jobs that now
+    fit resume, and a lowered cap pauses what no longer fits."""
+    if budget_usd is not None and budget_usd < 0:
+        raise ApplicationError("budget_usd must not be negative")
+    with transaction.atomic():
+        BatchRun.objects.filter(pk=batch.pk).update(budget_usd=budget_usd)
+        for provider in set(batch.jobs.filter(status__in=Job.UNFINISHED).values_list("provider", flat=True)):
+            _enqueue_pump(provider)
+    batch.refresh_from_db()
+    return batch
 
 
 # --- stale-job sweep ----------------------------------------------------------------------

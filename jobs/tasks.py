@@ -37,3 +37,17 @@ def pump_all() -> None:
     from jobs.dispatch import pumps_restart
 
     pumps_restart()
+
+
+@task
+def check_alerts() -> list[str]:
+    from jobs.alerts import alerts_check
+
+    return alerts_check()
+
+
+@task
+def deliver_alert(alert_id: int) -> bool:
+    from jobs.alerts import alert_deliver
+
+    return alert_deliver(alert_id=alert_id)

@@ -24,11 +24,12 @@ from jobs.models import Job, Provider
 
 BATCHES_PER_PAGE = 20
 PREVIEW_ROWS = 200  # the dry run lists this many items; the counts and estimates cover all of them
-STATUS_LABELS = {
-    "queued": "Queued", "waiting_for_gpu": "Waiting for GPU", "running": "Running", "succeeded": "Succeeded",
-    "failed": "Failed", "cancelled": "Cancelled", "completed_with_failures": "Finished with failures",
-}
+# Every job status reads as the model names it; a status added later gets a label without a change here.
+STATUS_LABELS = {status.value: status.label.capitalize() for status in Job.Status} | {
+    "waiting_for_gpu": "Waiting for GPU", "completed_with_failures": "Finished with failures"}
 FINISHED_BATCH_STATUSES = ("succeeded", "failed", "cancelled", "completed_with_failures")
+# A job that has not reached a terminal state can still be cancelled (and still counts as work left).
+UNFINISHED_STATUSES = tuple(status for status in Job.Status.values if status not in Job.TERMINAL)
 # Error anchors that stand for more than one input (the rows come as a file or pasted).
 ANCHOR_CONTROLS = {"rows": ("rows_file", "rows_text")}
 
@@ -45,7 +46,7 @@ def _batch_summary(batch, jobs=None) -> dict:
         "finished": status in FINISHED_BATCH_STATUSES,
         "counts": [{"status": name, "label": _lower_first(STATUS_LABELS[name]), "n": counts[name]}
                    for name in Job.Status.values],
-        "active": sum(counts[name] for name in Job.ACTIVE), "n_failed": counts[Job.Status.FAILED],
+        "active": sum(counts[name] for name in UNFINISHED_STATUSES), "n_failed": counts[Job.Status.FAILED],
         "n_succeeded": counts[Job.Status.SUCCEEDED],
         "progress": selectors.batch_progress(batch, jobs), "cost": selectors.batch_cost(batch),
         "provider_label": Provider(batch.provider).label,
@@ -113,7 +114,7 @@ def batch_detail(request, batch_id):
     return render(request, "batches/detail.html", {
         "summary": _batch_summary(batch, jobs), "batch": batch, "jobs": jobs,
         # What the live-update script needs to know, from the same constants the page was rendered with.
-        "live_config": {"labels": STATUS_LABELS, "finished": FINISHED_BATCH_STATUSES, "active": Job.ACTIVE},
+        "live_config": {"labels": STATUS_LABELS, "finished": FINISHED_BATCH_STATUSES, "active": UNFINISHED_STATUSES},
     })
 
 

@@ -138,3 +138,41 @@ def vast_sim(vast_sim_factory):
 def vast_sim_client(vast_sim, settings):
     """A VastAIClient for `vast_sim`, built from the settings, without pacing."""
     return VastAIClient(settings.VAST_API_URL, settings.VAST_API_KEY, min_intervals=VAST_SIM_MIN_INTERVALS)
+
+
+@pytest.fixture
+def drain(settings):
+    """Runs queued django-q2 tasks in this process, oldest first, ticking the schedules as the cluster would.
+
+    For tests that follow a flow through pumps, workers and reconcile deterministically: each pump or
+    reconcile task makes one pass and hands over, so one thread can interleave them.
+    """
+    import time
+    from pydoc import locate
+
+    from django_q.models import OrmQ
+
+    from jobs.schedules import SCHEDULES
+
+    settings.GENHUB_PUMP_SECONDS = 0
+    settings.GENHUB_RECONCILE_SECONDS = 0
+    scheduled = [locate(fields["func"]) for fields in SCHEDULES.values()]
+
+    def run(*, until, timeout: float = 30.0):
+        deadline = time.monotonic() + timeout
+        ran = 0
+        while not until():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not reached in {timeout}s ({ran} tasks run)")
+            row = OrmQ.objects.order_by("id").first()
+            if row is None or ran % 5 == 0:
+                for func in scheduled:  # a scheduler tick
+                    func()
+            if row is not None:
+                task = row.task
+                row.delete()
+                locate(task["func"])(*task["args"], **task["kwargs"])
+            ran += 1
+            time.sleep(0.01)
+
+    return run

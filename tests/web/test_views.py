@@ -431,7 +431,8 @@ def test_the_download_is_a_zip_of_finished_videos_with_a_manifest_of_every_job(w
     archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
     assert archive.namelist() == ["manifest.csv", "videos/0001-a-seed5.mp4"]
     manifest = list(csv.DictReader(io.StringIO(archive.read("manifest.csv").decode())))
-    assert [(r["input_file"], r["prompt"], r["seed"], r["status"], r["output_file"], r["cost_usd"]) for r in manifest] == [
+    columns = ("input_file", "prompt", "seed", "status", "output_file", "cost_usd")
+    assert [tuple(row[column] for column in columns) for row in manifest] == [
         ("a.png", "a cat", "5", "succeeded", "videos/0001-a-seed5.mp4", "0.0200"),
         ("b.png", "a dog", "6", "failed", "", ""),
     ]

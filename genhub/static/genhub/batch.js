@@ -7,7 +7,7 @@
   const config = JSON.parse(document.getElementById("batch-live-config").textContent);
   const labels = config.labels;
   const FINISHED = new Set(config.finished);  // batch statuses after which nothing changes by itself
-  const ACTIVE = new Set(config.active);  // job statuses that can still be cancelled
+  const ACTIVE = new Set(config.active);  // unfinished job statuses: they can still be cancelled
   const EVERY_MS = 2000;
 
   const percent = (value) => `${Math.round(value * 100)}%`;

@@ -1,0 +1,130 @@
+"""Alerts: raised and resolved by a scheduled check, shown in the app and the admin, and POSTed
+(signed, with a timeout and retries) to a webhook when one is configured."""
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from gpu_instances.selectors import gpu_unavailable_since
+from jobs.models import Alert, BatchRun, Job
+from jobs.spend import batch_spend, monthly_spend
+from providers.errors import ProviderError
+from providers.http import HttpClient
+
+log = logging.getLogger(__name__)
+K = Alert.Kind
+WARNING_SHARE = Decimal("0.8")
+
+
+def alerts_check() -> list[str]:
+    """Raises alerts for the conditions that hold and resolves those that no longer do. Returns the open keys."""
+    wanted: dict[str, tuple] = {}  # key → (kind, message, batch)
+
+    since = gpu_unavailable_since()
+    waiting = Job.objects.filter(provider="vastai", status__in=(Job.Status.QUEUED, Job.Status.WAITING_FOR_GPU))
+    if since and waiting.exists():
+        down = (timezone.now() - since).total_seconds() / 60
+        if down >= settings.GENHUB_ALERT_INSTANCE_DOWN_MINUTES:
+            wanted["instance_down"] = (K.INSTANCE_DOWN, f"no GPU instance has been ready for {down:.0f} min while "
+                                                        f"{waiting.count()} vastai job(s) wait", None)
+
+    cap = settings.GENHUB_MONTHLY_BUDGET_USD
+    if cap is not None:
+        _budget_alerts(wanted, "monthly", "the monthly budget", monthly_spend(), Decimal(cap), None)
+    for batch in BatchRun.objects.filter(budget_usd__isnull=False, jobs__status__in=Job.UNFINISHED).distinct():
+        _budget_alerts(wanted, f"batch:{batch.pk}", f"batch “{batch}”", batch_spend(batch), batch.budget_usd, batch)
+
+    stalled_before = timezone.now() - timedelta(minutes=settings.GENHUB_ALERT_STALLED_MINUTES)
+    active_batches = BatchRun.objects.filter(jobs__status__in=Job.ACTIVE).distinct().annotate(
+        last_beat=Max("jobs__heartbeat_at"), last_end=Max("jobs__finished_at"))
+    for batch in active_batches:
+        last = max(filter(None, (batch.created_at, batch.last_beat, batch.last_end)))
+        if last < stalled_before:
+            wanted[f"batch:{batch.pk}:stalled"] = (
+                K.BATCH_STALLED, f"batch “{batch}” has made no progress for "
+                                 f"{(timezone.now() - last).total_seconds() / 60:.0f} min", batch)
+
+    open_alerts = {alert.key: alert for alert in Alert.objects.filter(resolved_at__isnull=True)}
+    for key, alert in open_alerts.items():
+        if key not in wanted:
+            Alert.objects.filter(pk=alert.pk).update(resolved_at=timezone.now())
+    for key, (kind, message, batch) in wanted.items():
+        if key not in open_alerts:
+            _raise(key=key, kind=kind, message=message, batch=batch)
+    _retry_undelivered()
+    return sorted(wanted)
+
+
+def _budget_alerts(wanted, key, label, spent: Decimal, cap: Decimal, batch):
+    if cap <= 0 or spent < cap * WARNING_SHARE:
+        return
+    if spent >= cap:
+        wanted[f"{key}:budget_100"] = (K.BUDGET_REACHED, f"{label}: ${spent} spent of ${cap}; new work is paused",
+                                       batch)
+    else:
+        wanted[f"{key}:budget_80"] = (K.BUDGET_WARNING, f"{label}: ${spent} spent of ${cap} (80 %)", batch)
+
+
+def _raise(*, key: str, kind: str, message: str, batch) -> None:
+    try:
+        with transaction.atomic():
+            alert = Alert.objects.create(key=key, kind=kind, message=message, batch=batch)
+    except IntegrityError:
+        return  # raised concurrently by another check: one open alert per key
+    log.warning("alert %s: %s", kind, message)
+    if settings.GENHUB_ALERT_WEBHOOK_URL:
+        from jobs.tasks import deliver_alert as deliver_alert_task
+
+        transaction.on_commit(lambda: deliver_alert_task.enqueue(alert.pk))
+
+
+def _retry_undelivered() -> None:
+    """Deliveries that failed are tried again on later checks, up to the attempt limit."""
+    if not settings.GENHUB_ALERT_WEBHOOK_URL:
+        return
+    from jobs.tasks import deliver_alert as deliver_alert_task
+
+    pending = Alert.objects.filter(delivered_at__isnull=True, delivery_attempts__gt=0,
+                                   delivery_attempts__lt=settings.GENHUB_ALERT_WEBHOOK_MAX_ATTEMPTS)
+    for alert_id in pending.values_list("pk", flat=True):
+        deliver_alert_task.enqueue(alert_id)
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """HMAC-SHA256 of "<timestamp>.<body>": the receiver recomputes it and rejects old timestamps."""
+    return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def alert_deliver(*, alert_id: int) -> bool:
+    alert = Alert.objects.select_related("batch").get(pk=alert_id)
+    if alert.delivered_at or not settings.GENHUB_ALERT_WEBHOOK_URL:
+        return bool(alert.delivered_at)
+    body = json.dumps({
+        "id": alert.pk, "kind": alert.kind, "key": alert.key, "message": alert.message,
+        "batch": str(alert.batch.uuid) if alert.batch else None, "created_at": alert.created_at.isoformat(),
+        "resolved_at": alert.resolved_at.isoformat() if alert.resolved_at else None,
+    }, sort_keys=True).encode()
+    timestamp = str(int(time.time()))
+    headers = {"Content-Type": "application/json", "X-Genhub-Timestamp": timestamp}
+    if settings.GENHUB_ALERT_WEBHOOK_SECRET:
+        headers["X-Genhub-Signature"] = "sha256=" + signature(settings.GENHUB_ALERT_WEBHOOK_SECRET, timestamp, body)
+    http = HttpClient("alert webhook", read_timeout=settings.GENHUB_ALERT_WEBHOOK_TIMEOUT,
+                      connect_timeout=settings.GENHUB_ALERT_WEBHOOK_TIMEOUT, max_tries=3)
+    try:
+        http.request("POST", settings.GENHUB_ALERT_WEBHOOK_URL, data=body, headers=headers)
+    except ProviderError as exc:
+        Alert.objects.filter(pk=alert.pk).update(delivery_attempts=alert.delivery_attempts + 1,
+                                                 delivery_error=exc.message[:1000])
+        return False
+    Alert.objects.filter(pk=alert.pk).update(delivered_at=timezone.now(), delivery_attempts=alert.delivery_attempts + 1,
+                                             delivery_error="")
+    return True

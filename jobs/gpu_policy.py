@@ -1,0 +1,30 @@
+"""When genhub lets the persistent GPU go although nothing is wrong with it (the orchestrator asks)."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Max
+from django.utils import timezone
+
+from jobs.models import Job
+from jobs.spend import monthly_cap_reached
+
+
+def gpu_release_reason(*, instance_id: int, ready_at) -> str | None:
+    """Called only while no vastai job waits or runs. A reason means: destroy the instance now.
+
+    - a budget cap holds vastai work back: an idle GPU would only add to the spend;
+    - idle shutdown (off by default, the instance is meant to persist): idle longer than the setting.
+    A new job brings a new instance up as usual.
+    """
+    if Job.objects.filter(provider="vastai", status=Job.Status.PAUSED).exists():
+        return "released: vastai work is paused by a budget cap"
+    if monthly_cap_reached():
+        return "released: the monthly budget is spent"
+    idle_minutes = settings.GENHUB_IDLE_SHUTDOWN_MINUTES
+    if idle_minutes and ready_at:
+        last_job = Job.objects.filter(instance_id=instance_id).aggregate(last=Max("finished_at"))["last"]
+        idle_since = max(filter(None, (ready_at, last_job)))
+        if timezone.now() - idle_since >= timedelta(minutes=idle_minutes):
+            return f"released: idle for {idle_minutes} min (GENHUB_IDLE_SHUTDOWN_MINUTES)"
+    return None
