@@ -213,6 +213,7 @@ GENHUB_GPU_HOOKS = {
     "demand": "jobs.selectors.gpu_demand",
     "instance_lost": "jobs.services.jobs_requeue_for_instance",
     "release_reason": "jobs.gpu_policy.gpu_release_reason",
+    "attributed_cost": "jobs.spend.instance_attributed",
 }
 VAST_GPU_NAMES = env.list("VAST_GPU_NAMES", default=["H100 SXM", "H100 PCIE", "H100 NVL", "H200", "H200 NVL",
                                                      "A100 SXM4", "A100 PCIE", "A100X"])

@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from gpu_instances import services
 from gpu_instances.models import GpuInstance, InstanceEvent
 from gpu_instances.orchestrator import VastAIOrchestrator
 
@@ -17,7 +18,7 @@ class InstanceEventInline(admin.TabularInline):
 @admin.register(GpuInstance)
 class GpuInstanceAdmin(admin.ModelAdmin):
     list_display = ("__str__", "vast_id", "state", "gpu_name", "dph_usd", "created_at", "ready_at", "last_health_at",
-                    "health_failures", "destroyed_at", "jobs_link")
+                    "health_failures", "destroyed_at", "cost", "jobs_link")
     list_filter = ("state", "gpu_name")
     search_fields = ("vast_id", "label", "gpu_name", "end_reason")
     # The SwarmUI token is a credential: it is excluded from every admin page.
@@ -26,7 +27,12 @@ class GpuInstanceAdmin(admin.ModelAdmin):
     actions = ["destroy_instances"]
 
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in GpuInstance._meta.fields if f.name != "swarmui_token"] + ["jobs_link"]
+        return [f.name for f in GpuInstance._meta.fields if f.name != "swarmui_token"] + ["cost", "jobs_link"]
+
+    @admin.display(description="billed / overhead (USD)")
+    def cost(self, obj):
+        total, _, overhead = services.instance_costs(obj)
+        return f"{total} / {overhead}"
 
     @admin.display(description="jobs")
     def jobs_link(self, obj):

@@ -3,7 +3,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from gpu_instances import selectors
+from gpu_instances import selectors, services
 
 
 class InstanceOutputSerializer(serializers.Serializer):
@@ -19,6 +19,15 @@ class InstanceOutputSerializer(serializers.Serializer):
     last_health_ok = serializers.BooleanField(allow_null=True)
     destroyed_at = serializers.DateTimeField(allow_null=True)
     end_reason = serializers.CharField()
+    cost_so_far_usd = serializers.SerializerMethodField()
+    overhead_usd = serializers.SerializerMethodField()
+
+    def get_cost_so_far_usd(self, instance) -> str:
+        return str(services.instance_costs(instance)[0])
+
+    def get_overhead_usd(self, instance) -> str:
+        """Billed time no job used: boot and idle."""
+        return str(services.instance_costs(instance)[2])
 
 
 class InstanceApi(APIView):

@@ -2,7 +2,9 @@
 
 from decimal import ROUND_HALF_UP, Decimal
 
+from django.conf import settings
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from gpu_instances.models import GpuInstance
 
@@ -20,7 +22,15 @@ def instance_cost_so_far(instance: GpuInstance) -> Decimal:
     return (instance.dph_usd * hours).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
 
 
+def instance_costs(instance: GpuInstance) -> tuple[Decimal, Decimal, Decimal]:
+    """(billed so far, attributed to jobs, overhead): boot and idle time are the overhead."""
+    total = instance_cost_so_far(instance)
+    attributed = import_string(settings.GENHUB_GPU_HOOKS["attributed_cost"])(instance_id=instance.pk)
+    return total, attributed, max(Decimal("0"), total - attributed)
+
+
 def instance_summary(instance: GpuInstance) -> dict:
+    total, attributed, overhead = instance_costs(instance)
     return {
         "vast_id": instance.vast_id,
         "state": instance.state,
@@ -28,7 +38,9 @@ def instance_summary(instance: GpuInstance) -> dict:
         "address": instance.base_url or "—",
         "dph_usd": instance.dph_usd,
         "age_seconds": round(instance_age_seconds(instance)),
-        "cost_so_far_usd": instance_cost_so_far(instance),
+        "cost_so_far_usd": total,
+        "attributed_usd": attributed,
+        "overhead_usd": overhead,
         "last_health": (f"{'ok' if instance.last_health_ok else 'FAILED'} at {instance.last_health_at:%H:%M:%S}"
                         if instance.last_health_at else "never"),
         "health_failures": instance.health_failures,

@@ -3,7 +3,7 @@ from django.db.models import Count, Q, Sum
 from django.utils.html import format_html
 
 from jobs import services
-from jobs.models import BatchRun, Job
+from jobs.models import Alert, BatchRun, Job
 
 S = Job.Status
 
@@ -32,8 +32,9 @@ class JobInline(ReadOnlyHistoryMixin, admin.TabularInline):
 
 @admin.register(BatchRun)
 class BatchRunAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
-    list_display = ("__str__", "owner", "provider", "created_at", "total", "succeeded", "failed", "active", "cost")
-    list_filter = ("provider", "created_at")
+    list_display = ("__str__", "owner", "provider", "created_at", "total", "succeeded", "failed", "active", "cost",
+                    "budget_usd", "fallback_policy")
+    list_filter = ("provider", "fallback_policy", "created_at")
     search_fields = ("name", "uuid", "owner__username")
     inlines = [JobInline]
     actions = ["cancel_batches", "retry_failed"]
@@ -42,7 +43,7 @@ class BatchRunAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
         return super().get_queryset(request).select_related("owner").annotate(
             _total=Count("jobs"), _succeeded=Count("jobs", filter=Q(jobs__status=S.SUCCEEDED)),
             _failed=Count("jobs", filter=Q(jobs__status=S.FAILED)),
-            _active=Count("jobs", filter=Q(jobs__status__in=Job.ACTIVE)), _cost=Sum("jobs__cost_usd"))
+            _active=Count("jobs", filter=Q(jobs__status__in=Job.UNFINISHED)), _cost=Sum("jobs__cost_usd"))
 
     @admin.display(ordering="_total")
     def total(self, obj):
@@ -79,7 +80,7 @@ class BatchRunAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
 class JobAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
     list_display = ("uuid", "batch", "owner", "provider", "status", "progress_pct", "attempts", "error_code",
                     "cost_usd", "instance", "created_at", "finished_at")
-    list_filter = ("status", "provider", "error_code", "created_at")
+    list_filter = ("status", "provider", "fallback_from", "error_code", "created_at")
     search_fields = ("uuid", "input_name", "prompt", "external_id", "batch__name", "owner__username")
     list_select_related = ("batch", "owner", "instance")
     actions = ["cancel_jobs", "retry_jobs"]
@@ -106,3 +107,11 @@ class JobAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
         count = sum(services.job_retry(job=job) for job in queryset)
         self.message_user(request, f"Requeued {count} job(s); others were not failed or cancelled.",
                           messages.SUCCESS)
+
+
+@admin.register(Alert)
+class AlertAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
+    list_display = ("created_at", "kind", "message", "batch", "resolved_at", "delivered_at", "delivery_attempts")
+    list_filter = ("kind", ("resolved_at", admin.EmptyFieldListFilter), ("delivered_at", admin.EmptyFieldListFilter))
+    search_fields = ("message", "key")
+    readonly_fields = [f.name for f in Alert._meta.fields]

@@ -146,3 +146,10 @@ class Gate:
 def monthly_cap_reached() -> bool:
     cap = settings.GENHUB_MONTHLY_BUDGET_USD
     return cap is not None and monthly_spend() >= Decimal(cap)
+
+
+def instance_attributed(*, instance_id: int) -> Decimal:
+    """The part of an instance's bill that its jobs' GPU time accounts for."""
+    total = Job.objects.filter(instance_id=instance_id, cost_usd__isnull=False).aggregate(
+        total=Sum("cost_usd"))["total"]
+    return Decimal(total or 0).quantize(CENT_FRACTION, rounding=ROUND_HALF_UP)
