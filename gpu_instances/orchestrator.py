@@ -332,12 +332,7 @@ class VastAIOrchestrator:
                 gpu_name=leaked.gpu_name or "", state=State.DESTROYING, end_reason="leak: not owned by genhub",
                 state_changed_at=timezone.now())
             record(row, "leak", f"vast #{leaked.id} carries our label but no record owns it; destroying")
-            try:
-                self.vast.destroy_and_verify(leaked.id)
-            except ProviderError as exc:
-                record(row, "destroy", f"destroy not confirmed yet: {exc.message}")
-                continue
-            transition(row, State.DESTROYED, "leaked instance destroyed (verified)", destroyed_at=timezone.now())
+            self._destroy(row)
 
     def _machines_to_avoid(self) -> list[int]:
         since = timezone.now() - timedelta(hours=settings.VAST_AVOID_MACHINE_HOURS)
