@@ -4,7 +4,7 @@ import json
 
 from django.http import FileResponse, Http404
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException
 from rest_framework.pagination import PageNumberPagination
@@ -53,6 +53,9 @@ class JobOutputSerializer(serializers.Serializer):
     seed = serializers.IntegerField()
     params = serializers.JSONField()
     error = serializers.SerializerMethodField()
+    paused_reason = serializers.CharField()
+    fallback_from = serializers.CharField()
+    fallback_reason = serializers.CharField()
     output_url = serializers.SerializerMethodField()
     poster_url = serializers.SerializerMethodField()
     video = serializers.SerializerMethodField()
@@ -100,6 +103,9 @@ class BatchOutputSerializer(serializers.Serializer):
     cost_usd = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
     cancel_requested_at = serializers.DateTimeField(allow_null=True)
+    budget_usd = serializers.DecimalField(max_digits=10, decimal_places=2, allow_null=True)
+    fallback = serializers.CharField(source="fallback_policy")
+    fallback_after = serializers.IntegerField(allow_null=True)
 
     def get_status(self, batch) -> str:
         return selectors.batch_status(batch)
@@ -114,11 +120,32 @@ class BatchOutputSerializer(serializers.Serializer):
         return str(selectors.batch_cost(batch))
 
 
+class CostComparisonSerializer(serializers.Serializer):
+    actual = serializers.DecimalField(max_digits=12, decimal_places=4)
+    other_provider = serializers.CharField()
+    other_estimate = serializers.DecimalField(max_digits=12, decimal_places=4)
+    saving = serializers.DecimalField(max_digits=12, decimal_places=4)
+    basis = serializers.CharField()
+
+
+class BatchDetailOutputSerializer(BatchOutputSerializer):
+    """One batch: its jobs, and what its finished clips cost against the other provider."""
+
+    costs = serializers.SerializerMethodField()
+    jobs = serializers.SerializerMethodField()
+
+    @extend_schema_field(CostComparisonSerializer)
+    def get_costs(self, batch) -> dict:
+        return CostComparisonSerializer(selectors.batch_cost_comparison(batch)).data
+
+    @extend_schema_field(JobOutputSerializer(many=True))
+    def get_jobs(self, batch) -> list:
+        return JobOutputSerializer(self.context["jobs"], many=True, context=self.context).data
+
+
 def _batch_with_jobs(batch, request) -> dict:
     jobs = list(selectors.batch_jobs(batch=batch))
-    data = BatchOutputSerializer(batch, context={"request": request, "jobs": jobs}).data
-    data["jobs"] = JobOutputSerializer(jobs, many=True, context={"request": request}).data
-    return data
+    return BatchDetailOutputSerializer(batch, context={"request": request, "jobs": jobs}).data
 
 
 # --- views -------------------------------------------------------------------------------
@@ -146,6 +173,12 @@ class BatchCreateInputSerializer(serializers.Serializer):
     items = serializers.CharField(required=False, help_text="CSV/TSV (header: file,prompt,negative_prompt,seed) "
                                                             "or a JSON list of such objects; text or a file")
     seeds_per_image = serializers.IntegerField(required=False, min_value=1, max_value=16)
+    budget_usd = serializers.DecimalField(required=False, max_digits=10, decimal_places=2,
+                                          help_text="this batch's spending cap; work beyond it pauses")
+    fallback = serializers.ChoiceField(required=False, choices=["never", "unrecoverable", "attempts"],
+                                       help_text="vastai only: move jobs to fal when the GPU is unavailable for "
+                                                 "`fallback_after` minutes, or after `fallback_after` failed attempts")
+    fallback_after = serializers.IntegerField(required=False)
 
 
 class BatchListCreateApi(APIView):
@@ -157,7 +190,8 @@ class BatchListCreateApi(APIView):
         page = paginator.paginate_queryset(selectors.batch_list(user=request.user), request, view=self)
         return paginator.get_paginated_response(BatchOutputSerializer(page, many=True).data)
 
-    @extend_schema(request={"multipart/form-data": BatchCreateInputSerializer}, responses={201: BatchOutputSerializer})
+    @extend_schema(request={"multipart/form-data": BatchCreateInputSerializer},
+                   responses={201: BatchDetailOutputSerializer})
     def post(self, request):
         raw_params, errors = parse_params_json(request.data.get("params"))
         seeds, seed_errors = parse_seeds_per_image(request.data.get("seeds_per_image"))
@@ -168,6 +202,8 @@ class BatchListCreateApi(APIView):
             provider=str(request.data.get("provider", "")), name=str(request.data.get("name", "")),
             preset=request.data.get("preset") or None, params=raw_params, prompt=str(request.data.get("prompt", "")),
             rows_text=_text_field(request, "items"), seeds_per_image=seeds,
+            budget_usd=request.data.get("budget_usd"), fallback=request.data.get("fallback"),
+            fallback_after=request.data.get("fallback_after"),
         )
         batch = services.batch_create(owner=request.user, spec=spec)
         batch = selectors.batch_get(user=request.user, batch_uuid=batch.uuid)
@@ -175,7 +211,7 @@ class BatchListCreateApi(APIView):
 
 
 class BatchDetailApi(APIView):
-    @extend_schema(responses=BatchOutputSerializer)
+    @extend_schema(responses=BatchDetailOutputSerializer)
     def get(self, request, batch_id):
         return Response(_batch_with_jobs(selectors.batch_get(user=request.user, batch_uuid=batch_id), request))
 
@@ -195,6 +231,34 @@ class BatchRetryApi(APIView):
     def post(self, request, batch_id):
         batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
         return Response({"changed": services.batch_retry_failed(batch=batch)})
+
+
+class BatchBudgetApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        budget_usd = serializers.DecimalField(max_digits=10, decimal_places=2, allow_null=True, min_value=0)
+
+    @extend_schema(request=InputSerializer, responses=BatchDetailOutputSerializer)
+    def post(self, request, batch_id):
+        """Sets or (with null) removes the batch's cap. Raising it resumes paused work."""
+        batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.batch_set_budget(batch=batch, budget_usd=data.validated_data["budget_usd"])
+        return Response(_batch_with_jobs(selectors.batch_get(user=request.user, batch_uuid=batch_id), request))
+
+
+class AlertOutputSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    message = serializers.CharField()
+    batch = serializers.UUIDField(source="batch.uuid", allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class AlertListApi(APIView):
+    @extend_schema(responses=AlertOutputSerializer(many=True))
+    def get(self, request):
+        """Open alerts: genhub-wide ones (GPU down, monthly budget) and those about your batches."""
+        return Response(AlertOutputSerializer(selectors.alerts_open(user=request.user), many=True).data)
 
 
 class JobDetailApi(APIView):

@@ -94,3 +94,30 @@ def preview_rows(spec: BatchSpec, rows_text: str = "") -> list[PreviewRow]:
                    item.params["width"], item.params["height"])
         for number, item in enumerate(spec.items, start=1)
     ]
+
+
+def cap_warnings(spec: BatchSpec, estimates: list[Estimate]) -> list[str]:
+    """What the dry run must say when the chosen provider's estimate would run into a budget cap."""
+    from jobs.spend import monthly_spend
+
+    chosen = next((e for e in estimates if e.provider == spec.provider), None)
+    if chosen is None or not chosen.items:
+        return []
+    per_clip = chosen.cost_usd / chosen.items
+    warnings = []
+
+    def fits(room: Decimal) -> int:
+        return max(0, min(chosen.items, int(room / per_clip))) if per_clip else chosen.items
+
+    if spec.budget_usd is not None and chosen.cost_usd > spec.budget_usd:
+        warnings.append(f"The estimate on {chosen.label} (${chosen.cost_usd}) is over this batch's budget "
+                        f"(${spec.budget_usd}): about {fits(spec.budget_usd)} of {chosen.items} clips will run, "
+                        "the rest will wait, paused, until the budget is raised.")
+    cap = settings.GENHUB_MONTHLY_BUDGET_USD
+    if cap is not None:
+        room = max(Decimal("0"), Decimal(cap) - monthly_spend())
+        if chosen.cost_usd > room:
+            warnings.append(f"The estimate on {chosen.label} (${chosen.cost_usd}) is over what is left of the monthly "
+                            f"budget (${room.quantize(Decimal('0.01'))} of ${cap}): about {fits(room)} of "
+                            f"{chosen.items} clips will run this month.")
+    return warnings

@@ -11,12 +11,13 @@ import posixpath
 import random
 import zipfile
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from PIL import Image, UnidentifiedImageError
 
 from jobs import params as gen_params
-from jobs.models import Provider
+from jobs.models import BatchRun, Provider
 
 IMAGE_FORMATS = {"PNG": ("image/png", "png"), "JPEG": ("image/jpeg", "jpg"), "WEBP": ("image/webp", "webp")}
 ROW_FIELDS = ("file", "prompt", "negative_prompt", "seed")
@@ -55,6 +56,9 @@ class BatchSpec:
     preset: str
     params: dict
     items: list[ItemSpec] = field(default_factory=list)
+    budget_usd: Decimal | None = None
+    fallback_policy: str = BatchRun.Fallback.NEVER
+    fallback_after: int | None = None
 
 
 @dataclass
@@ -220,12 +224,61 @@ def parse_rows(text: str) -> tuple[list[dict], list[dict]]:
     return rows, errors
 
 
+# What `fallback_after` counts, and its range, per policy.
+FALLBACK_LIMITS = {BatchRun.Fallback.UNRECOVERABLE: ("minutes", 1, 24 * 60), BatchRun.Fallback.ATTEMPTS: ("attempts", 1, 10)}
+
+
+def check_spend_options(*, provider: str, budget_usd, fallback, fallback_after) -> tuple[dict, list[dict]]:
+    """The batch's cap and fallback policy → (model fields, errors)."""
+    errors, fields = [], {"budget_usd": None, "fallback_policy": BatchRun.Fallback.NEVER, "fallback_after": None}
+    if budget_usd not in (None, ""):
+        try:
+            budget = Decimal(str(budget_usd)).quantize(Decimal("0.01"))
+        except (InvalidOperation, ValueError):
+            budget = None
+        if budget is None or not budget.is_finite() or budget < 0 or budget >= Decimal("100000000"):
+            errors.append(_error("budget_usd", "must be an amount in USD, at least 0 (e.g. 25 or 12.50)"))
+        else:
+            fields["budget_usd"] = budget
+    fallback = fallback or BatchRun.Fallback.NEVER
+    if fallback not in BatchRun.Fallback.values:
+        errors.append(_error("fallback", f"must be one of {', '.join(BatchRun.Fallback.values)}"))
+    elif fallback != BatchRun.Fallback.NEVER:
+        if provider != Provider.VASTAI:
+            errors.append(_error("fallback", "only a vastai batch can fall back (to fal)"))
+        unit, low, high = FALLBACK_LIMITS[fallback]
+        try:
+            after = int(fallback_after)
+        except (TypeError, ValueError):
+            after = None
+        if after is None or not low <= after <= high:
+            errors.append(_error("fallback_after", f"with fallback={fallback}, give the number of {unit} "
+                                                   f"({low}–{high})"))
+        fields.update(fallback_policy=fallback, fallback_after=after)
+    return fields, errors
+
+
+def check_provider_configured(provider: str) -> list[dict]:
+    """A batch for a provider genhub has no credentials for would wait forever: refuse it up front."""
+    if provider == Provider.FAL and not settings.FAL_KEY:
+        return [_error("provider", "fal is not configured on this server (FAL_KEY is unset)")]
+    if provider == Provider.VASTAI and not (settings.VAST_API_KEY and settings.SWARMUI_IMAGE):
+        return [_error("provider", "vastai is not configured on this server (VAST_API_KEY or SWARMUI_IMAGE is unset)")]
+    return []
+
+
 def build_batch(*, provider: str, name: str = "", preset: str | None = None, params: dict | None = None,
                 prompt: str = "", files: list[UploadedFile], rows_text: str = "",
-                seeds_per_image: int = 1) -> BatchSpec:
+                seeds_per_image: int = 1, budget_usd=None, fallback: str | None = None,
+                fallback_after=None) -> BatchSpec:
     errors: list[dict] = []
     if provider not in Provider.values:
         errors.append(_error("provider", f"unknown provider {provider!r}; choose one of {', '.join(Provider.values)}"))
+    else:
+        errors += check_provider_configured(provider)
+    spend_fields, spend_errors = check_spend_options(provider=provider, budget_usd=budget_usd, fallback=fallback,
+                                                     fallback_after=fallback_after)
+    errors += spend_errors
     if len(name) > 200:
         errors.append(_error("name", "must be at most 200 characters"))
     resolved, param_errors = gen_params.resolve_params(provider=provider, preset=preset, overrides=params or {})
@@ -287,7 +340,8 @@ def build_batch(*, provider: str, name: str = "", preset: str | None = None, par
     if errors:
         raise BatchValidationError(errors)
 
-    spec = BatchSpec(provider=provider, name=name.strip(), preset=preset or gen_params.DEFAULT_PRESET, params=resolved)
+    spec = BatchSpec(provider=provider, name=name.strip(), preset=preset or gen_params.DEFAULT_PRESET, params=resolved,
+                     **spend_fields)
     rng = random.SystemRandom()
     for file_name, item_prompt, negative, seed in wanted:
         image = images[file_name]

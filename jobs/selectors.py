@@ -6,7 +6,7 @@ from decimal import Decimal
 from django.db.models import Count, Q, QuerySet, Sum
 from django.shortcuts import get_object_or_404
 
-from jobs.models import BatchRun, Job
+from jobs.models import Alert, BatchRun, Job
 
 S = Job.Status
 COUNT_FIELDS = {f"n_{status}": Count("jobs", filter=Q(jobs__status=status)) for status in S.values}
@@ -105,3 +105,11 @@ def batch_cost_comparison(batch: BatchRun) -> CostComparison:
     basis = ("fal's price per video-second" if other == "fal" else
              f"{rates.seconds_per_clip:.0f} s of GPU per clip at ${rates.dph}/h")
     return CostComparison(actual, other, estimate, estimate - actual, basis)
+
+
+def alerts_open(*, user) -> QuerySet:
+    """Genhub-wide alerts concern everyone's work; batch alerts only their owner (and staff)."""
+    alerts = Alert.objects.filter(resolved_at__isnull=True).select_related("batch")
+    if not user.is_staff:
+        alerts = alerts.filter(Q(batch__isnull=True) | Q(batch__owner=user))
+    return alerts.order_by("-created_at")

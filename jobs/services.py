@@ -52,7 +52,8 @@ def batch_create(*, owner, spec: BatchSpec) -> BatchRun:
             stored[item.image.sha256] = _store_input(item.image)
     with transaction.atomic():
         batch = BatchRun.objects.create(owner=owner, name=spec.name, provider=spec.provider, preset=spec.preset,
-                                        params=spec.params)
+                                        params=spec.params, budget_usd=spec.budget_usd,
+                                        fallback_policy=spec.fallback_policy, fallback_after=spec.fallback_after)
         Job.objects.bulk_create(
             [
                 Job(batch=batch, owner=owner, provider=spec.provider, position=position,

@@ -1,6 +1,7 @@
 """The batch and job API: creation, every validation error, owner-only access, token auth."""
 
 import json
+from decimal import Decimal
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -9,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from jobs.models import BatchRun, Job
+from jobs.models import Alert, BatchRun, Job
 from providers.simulators.media import make_image
 from tests.jobs.factories import make_batch
 
@@ -210,3 +211,55 @@ def test_the_openapi_schema_and_docs_are_served(api):
     schema = api.get("/api/schema/")
     assert schema.status_code == 200 and b"/api/batches/" in schema.content
     assert api.get("/api/docs/").status_code == 200
+
+
+# --- spend control through the API ---------------------------------------------------------
+
+
+def test_a_batch_takes_a_budget_and_a_fallback_policy(api):
+    response = post_batch(api, provider="vastai", budget_usd="12.50", fallback="attempts", fallback_after="2")
+
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert (body["budget_usd"], body["fallback"], body["fallback_after"]) == ("12.50", "attempts", 2)
+    assert body["costs"]["other_provider"] == "fal"
+
+
+@pytest.mark.parametrize("fields, field, fragment", [
+    ({"budget_usd": "lots"}, "budget_usd", "amount in USD"),
+    ({"budget_usd": "-1"}, "budget_usd", "at least 0"),
+    ({"fallback": "sometimes"}, "fallback", "never, unrecoverable, attempts"),
+    ({"provider": "vastai", "fallback": "unrecoverable"}, "fallback_after", "number of minutes"),
+    ({"provider": "vastai", "fallback": "attempts", "fallback_after": "50"}, "fallback_after", "(1–10)"),
+    ({"provider": "fal", "fallback": "attempts", "fallback_after": "2"}, "fallback", "only a vastai batch"),
+])
+def test_bad_spend_options_are_rejected(api, fields, field, fragment):
+    assert_rejected(post_batch(api, **fields), field, None, fragment)
+
+
+def test_a_provider_without_credentials_is_refused_up_front(api, settings):
+    settings.VAST_API_KEY = ""
+    assert_rejected(post_batch(api, provider="vastai"), "provider", None, "vastai is not configured")
+
+
+def test_raising_a_batch_budget_through_the_api(api, user):
+    batch = make_batch(user)
+    Job.objects.filter(batch=batch).update(status=Job.Status.PAUSED, paused_reason="batch budget reached")
+
+    response = api.post(f"/api/batches/{batch.uuid}/budget/", {"budget_usd": "5.00"}, format="json")
+
+    assert response.status_code == 200 and response.json()["budget_usd"] == "5.00"
+    assert api.post(f"/api/batches/{batch.uuid}/budget/", {"budget_usd": "-2"}, format="json").status_code == 400
+    batch.refresh_from_db()
+    assert batch.budget_usd == Decimal("5.00")
+
+
+def test_alerts_show_genhub_wide_ones_and_only_your_batches(api, user, other_user):
+    mine, theirs = make_batch(user), make_batch(other_user)
+    Alert.objects.create(kind="instance_down", key="instance_down", message="GPU down")
+    Alert.objects.create(kind="batch_stalled", key="a", message="mine stalled", batch=mine)
+    Alert.objects.create(kind="batch_stalled", key="b", message="theirs stalled", batch=theirs)
+
+    messages = sorted(a["message"] for a in api.get("/api/alerts/").json())
+
+    assert messages == ["GPU down", "mine stalled"]

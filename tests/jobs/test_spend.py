@@ -189,3 +189,20 @@ def services_idle_for(instance, *, minutes):
     then = timezone.now() - timedelta(minutes=minutes)
     GpuInstance.objects.filter(pk=instance.pk).update(ready_at=then)
     Job.objects.filter(instance=instance).update(finished_at=then)
+
+
+def test_the_dry_run_warns_when_the_estimate_exceeds_a_cap(settings):
+    from jobs.estimates import cap_warnings, estimate_batch
+    from jobs.intake import UploadedFile, build_batch
+    from providers.simulators.media import make_image
+
+    settings.GENHUB_MONTHLY_BUDGET_USD = Decimal("0.05")
+    files = [UploadedFile(f"{i}.png", make_image(color=(i, 9, 9))) for i in range(4)]
+    spec = build_batch(provider="fal", prompt="p", files=files, params={"num_frames": 81}, budget_usd="0.50")
+
+    warnings = cap_warnings(spec, estimate_batch(spec.items))
+
+    # 4 clips × $0.2025 = $0.81: over the batch's $0.50 (2 fit) and the month's $0.05 (none fit).
+    assert len(warnings) == 2
+    assert "about 2 of 4 clips will run" in warnings[0]
+    assert "about 0 of 4 clips will run this month" in warnings[1]
