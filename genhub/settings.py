@@ -58,6 +58,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "genhub.context_processors.simulation",
+                "genhub.context_processors.alerts",
             ],
         },
     },

@@ -60,7 +60,7 @@ class VastAIProvider(Provider):
             # The GPU is ours from the first step of *this* job, not from when it joined SwarmUI's queue
             # behind the previous one: that wait is not billed to the job.
             nonlocal gpu_started
-            if gpu_started is None and fraction > 0:
+            if gpu_started is None:
                 gpu_started = time.monotonic()
             if on_progress:
                 on_progress(fraction)

@@ -10,8 +10,9 @@ import json
 from django import forms
 
 from jobs import params as gen_params
-from jobs.intake import BatchSpec, BatchValidationError, UploadedFile, build_batch, expand_archives
-from jobs.models import Provider
+from jobs.intake import (FALLBACK_LIMITS, BatchSpec, BatchValidationError, UploadedFile, build_batch,
+                          check_spend_options, expand_archives)
+from jobs.models import BatchRun, Provider
 
 # --- shared with the API ------------------------------------------------------------------
 
@@ -78,6 +79,22 @@ def _number(**attrs):
     return forms.NumberInput(attrs={"inputmode": "decimal", **attrs})
 
 
+def _range(policy) -> str:
+    _, low, high = FALLBACK_LIMITS[policy]
+    return f"{low}–{high}"
+
+
+F = BatchRun.Fallback
+# The policies in words; N and K are the number typed into `fallback_after` (its label says which).
+FALLBACK_CHOICES = [
+    (F.NEVER, "Never: the jobs wait for the GPU"),
+    (F.UNRECOVERABLE, "When the GPU has been unavailable for N minutes, move the waiting jobs to fal.ai"),
+    (F.ATTEMPTS, "When a job has failed K times on the GPU, move that job to fal.ai"),
+]
+BUDGET_HELP = ("Optional. Jobs that would take the batch over it wait, paused, until the budget is raised. "
+               "Blank: no budget.")
+
+
 class BatchForm(forms.Form):
     """Values stay text: ranges and choices are checked once, by build_batch, for page and API alike."""
 
@@ -111,6 +128,15 @@ class BatchForm(forms.Form):
                            help_text="Blank: a random seed per item.")
     negative_prompt = forms.CharField(required=False, label="Negative prompt",
                                       widget=forms.Textarea(attrs={"rows": 2}))
+    # Spending: the batch's cap, and what a vast.ai batch does when its GPU lets it down.
+    budget_usd = forms.CharField(required=False, label="Budget (USD)", help_text=BUDGET_HELP,
+                                 widget=_number(min=0, step="0.01", placeholder="no budget"))
+    fallback = forms.CharField(required=False, initial=F.NEVER, label="Fall back to fal.ai",
+                               widget=forms.RadioSelect(choices=FALLBACK_CHOICES))
+    fallback_after = forms.CharField(required=False, label="N minutes or K failed attempts",
+                                     widget=_number(min=1, step=1),
+                                     help_text=f"Minutes: {_range(F.UNRECOVERABLE)}; failed attempts: "
+                                               f"{_range(F.ATTEMPTS)}. Not used with “Never”.")
 
     def batch_fields(self) -> tuple[dict, list[dict]]:
         """build_batch's arguments (all but the files) and the problems found before it runs.
@@ -138,8 +164,33 @@ class BatchForm(forms.Form):
             errors += seed_errors
         fields = {"provider": data.get("provider", ""), "name": data.get("name", ""),
                   "preset": data.get("preset") or None, "params": params, "prompt": data.get("prompt", ""),
-                  "rows_text": rows_text, "seeds_per_image": seeds}
+                  "rows_text": rows_text, "seeds_per_image": seeds,
+                  "budget_usd": (data.get("budget_usd") or "").strip() or None, "fallback": data.get("fallback") or None,
+                  "fallback_after": (data.get("fallback_after") or "").strip() or None}
         return fields, errors
+
+
+class BudgetForm(forms.Form):
+    """The batch page's budget form: a new amount, or (action=remove) none at all.
+
+    The amount is judged by the same rule as at creation (`intake.check_spend_options`)."""
+
+    REMOVE = "remove"
+
+    budget_usd = forms.CharField(required=False, label="Budget (USD)",
+                                 widget=_number(min=0, step="0.01", placeholder="e.g. 5.00"))
+
+    def budget(self, *, provider: str) -> tuple[object, list[dict]]:
+        """(the new budget, None for no budget; errors in build_batch's format)."""
+        if self.data.get("action") == self.REMOVE:
+            return None, []
+        self.is_valid()
+        raw = (self.cleaned_data.get("budget_usd") or "").strip()
+        if not raw:
+            return None, [{"field": "budget_usd", "message": "enter an amount in USD (e.g. 25 or 12.50), or remove "
+                                                             "the budget"}]
+        fields, errors = check_spend_options(provider=provider, budget_usd=raw, fallback=None, fallback_after=None)
+        return fields["budget_usd"], errors
 
 
 def errors_by_anchor(errors: list[dict]) -> dict[str, list[dict]]:

@@ -18,9 +18,9 @@ from django.views.decorators.http import require_POST
 
 from jobs import estimates, exports, selectors, services
 from jobs import params as gen_params
-from jobs.forms import BatchForm, batch_spec_from_upload, errors_by_anchor
+from jobs.forms import BatchForm, BudgetForm, batch_spec_from_upload, errors_by_anchor
 from jobs.intake import BatchValidationError, UploadedFile
-from jobs.models import Job, Provider
+from jobs.models import BatchRun, Job, Provider
 
 BATCHES_PER_PAGE = 20
 PREVIEW_ROWS = 200  # the dry run lists this many items; the counts and estimates cover all of them
@@ -38,6 +38,24 @@ def _lower_first(label: str) -> str:
     return label[:1].lower() + label[1:]  # "Waiting for GPU" → "waiting for GPU", inside a sentence
 
 
+def fallback_text(policy: str, after: int | None) -> str:
+    """A batch's fallback policy in words, for the dry run and the batch page."""
+    if policy == BatchRun.Fallback.UNRECOVERABLE:
+        return f"waiting jobs move to fal.ai when the GPU has been unavailable for {after} min"
+    if policy == BatchRun.Fallback.ATTEMPTS:
+        return f"a job moves to fal.ai after {after} failed attempt{'s' if after != 1 else ''} on the GPU"
+    return "never moves to fal.ai"
+
+
+def saving_text(saving) -> str:
+    """What choosing this provider saved. batch.js says it the same way when the figures change."""
+    if saving > 0:
+        return f"saved ${saving:.4f}"
+    if saving < 0:
+        return f"cost ${-saving:.4f} more"
+    return "cost the same"
+
+
 def _batch_summary(batch, jobs=None) -> dict:
     counts = selectors.batch_counts(batch)
     status = selectors.batch_status(batch)
@@ -49,7 +67,7 @@ def _batch_summary(batch, jobs=None) -> dict:
         "active": sum(counts[name] for name in UNFINISHED_STATUSES), "n_failed": counts[Job.Status.FAILED],
         "n_succeeded": counts[Job.Status.SUCCEEDED],
         "progress": selectors.batch_progress(batch, jobs), "cost": selectors.batch_cost(batch),
-        "provider_label": Provider(batch.provider).label,
+        "provider_label": Provider(batch.provider).label, "n_paused": counts[Job.Status.PAUSED],
     }
 
 
@@ -89,10 +107,14 @@ def batch_new(request):
 
     if request.POST.get("action") == "estimate":
         rows = estimates.preview_rows(spec, fields["rows_text"])
+        batch_estimates = estimates.estimate_batch(spec.items)
         return _new_batch_page(request, form, dry_run={
             "items": len(spec.items), "images": len({item.image.name for item in spec.items}),
-            "estimates": estimates.estimate_batch(spec.items), "provider": spec.provider,
+            "estimates": batch_estimates, "provider": spec.provider,
             "provider_label": Provider(spec.provider).label,
+            "cap_warnings": estimates.cap_warnings(spec, batch_estimates), "budget_usd": spec.budget_usd,
+            "fallback_text": (fallback_text(spec.fallback_policy, spec.fallback_after)
+                              if spec.provider == Provider.VASTAI else None),
             "rows": rows[:PREVIEW_ROWS], "hidden_rows": max(0, len(rows) - PREVIEW_ROWS),
         })
 
@@ -105,17 +127,55 @@ def batch_new(request):
     return redirect(url)
 
 
-@login_required
-def batch_detail(request, batch_id):
-    batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
+def _batch_page(request, batch, *, budget_form=None, budget_errors=(), status=200):
     jobs = list(selectors.batch_jobs(batch=batch))
     for job in jobs:
         job.status_label = STATUS_LABELS[job.status]
+    costs = selectors.batch_cost_comparison(batch)
+    alerts = list(selectors.alerts_open(user=request.user))
+    budget_errors = errors_by_anchor(list(budget_errors)).get("budget_usd", [])
+    budget_form = budget_form or BudgetForm(initial={"budget_usd": batch.budget_usd})
+    if budget_errors:
+        budget_form.fields["budget_usd"].widget.attrs["aria-invalid"] = "true"
     return render(request, "batches/detail.html", {
         "summary": _batch_summary(batch, jobs), "batch": batch, "jobs": jobs,
+        "costs": costs, "saving_text": saving_text(costs.saving),
+        "other_provider_label": Provider(costs.other_provider).label,
+        "fallback_text": fallback_text(batch.fallback_policy, batch.fallback_after),
+        "budget_form": budget_form, "budget_errors": budget_errors,
+        # This batch's alerts are shown in the page; the site-wide banner shows the others.
+        "batch_alerts": [alert for alert in alerts if alert.batch_id == batch.pk],
+        "open_alerts": [alert for alert in alerts if alert.batch_id != batch.pk],
         # What the live-update script needs to know, from the same constants the page was rendered with.
         "live_config": {"labels": STATUS_LABELS, "finished": FINISHED_BATCH_STATUSES, "active": UNFINISHED_STATUSES},
-    })
+    }, status=status)
+
+
+@login_required
+def batch_detail(request, batch_id):
+    return _batch_page(request, selectors.batch_get(user=request.user, batch_uuid=batch_id))
+
+
+@login_required
+@require_POST
+def batch_budget(request, batch_id):
+    """Sets, raises, lowers or (action=remove) removes the batch's budget; a bad amount is shown next to
+    the budget field on the batch page itself, with nothing changed."""
+    batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
+    form = BudgetForm(request.POST)
+    budget, errors = form.budget(provider=batch.provider)
+    if errors:
+        return _batch_page(request, batch, budget_form=form, budget_errors=errors, status=400)
+    paused = selectors.batch_counts(batch)[Job.Status.PAUSED]
+    services.batch_set_budget(batch=batch, budget_usd=budget)
+    if budget is None:
+        message = "Budget removed: this batch has no budget now."
+    else:
+        message = f"Budget set to ${budget}."
+    if paused:
+        message += f" {paused} paused job(s) start again as far as the budget allows."
+    messages.success(request, message)
+    return redirect(reverse("web:batch-detail", args=[batch.uuid]) + "#batch-costs")
 
 
 @login_required

@@ -250,7 +250,7 @@ class SwarmUIClient:
     def _ws_exchange(self, ws, body: dict, on_progress) -> tuple[str, str | None]:
         received_any = False
         outputs: dict[str, tuple[str, str | None]] = {}  # batch index -> (path, request id)
-        progress = 0.0
+        progress = None  # None until the first gen_progress: the moment the GPU takes this job
         try:
             ws.send(json.dumps(body))
             while True:
@@ -267,9 +267,10 @@ class SwarmUIClient:
                 if "gen_progress" in message:
                     update = message["gen_progress"] or {}
                     value = update.get("overall_percent", update.get("current_percent"))
-                    # A job's progress never goes back, whatever the workflow's stages report.
-                    if on_progress and isinstance(value, (int, float)) and value > progress:
-                        progress = min(1.0, float(value))
+                    # A job's progress never goes back, whatever the workflow's stages report; the first
+                    # report is relayed even at 0, since it says the generation has started.
+                    if on_progress and isinstance(value, (int, float)) and (progress is None or value > progress):
+                        progress = min(1.0, max(0.0, float(value)))
                         on_progress(progress)
                 elif "image" in message:
                     image = message["image"]

@@ -371,6 +371,9 @@ class SwarmUISimulator(Simulator):
 
     def _run(self, record: SimulatedGeneration, body: dict, emit, failure: str | None):
         steps = max(int(body.get("videosteps") or 20), math.ceil(self.generation_seconds / 2))
+        # The backend reports as soon as its workflow starts executing, before the first sampling step.
+        emit({"gen_progress": {"batch_index": "0", "request_id": record.request_id, "overall_percent": 0.0,
+                               "current_percent": 0.0}})
         for step in range(1, steps + 1):
             time.sleep(self.generation_seconds / steps)
             self._alive()

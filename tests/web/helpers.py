@@ -2,6 +2,7 @@
 
 import html
 import io
+from html.parser import HTMLParser
 import re
 import zipfile
 
@@ -37,6 +38,35 @@ def form_data(**fields) -> dict:
 
 def text_of(fragment: str) -> str:
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", fragment)).split())
+
+
+VOID_ELEMENTS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class _ShownText(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.hidden = []  # per open element: is it (or an ancestor) hidden?
+        self.parts = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in VOID_ELEMENTS:
+            self.hidden.append(any(name == "hidden" for name, _ in attrs) or bool(self.hidden and self.hidden[-1]))
+
+    def handle_endtag(self, tag):
+        if tag not in VOID_ELEMENTS and self.hidden:
+            self.hidden.pop()
+
+    def handle_data(self, data):
+        if not (self.hidden and self.hidden[-1]):
+            self.parts.append(data)
+
+
+def shown_text(fragment: str) -> str:
+    """The text of a fragment without what its `hidden` elements hold (which the page script may show later)."""
+    parser = _ShownText()
+    parser.feed(fragment)
+    return " ".join(" ".join(parser.parts).split())
 
 
 def errors_next_to(response, anchor: str) -> str:

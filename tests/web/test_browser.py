@@ -9,6 +9,7 @@ import zipfile
 import pytest
 from playwright.sync_api import expect
 
+from jobs.alerts import alerts_check
 from jobs.models import BatchRun, Job
 from providers.simulators.media import make_image
 from tests.jobs.factories import make_batch
@@ -193,17 +194,25 @@ def test_the_new_batch_form_is_reachable_with_the_keyboard_alone(page, user):
     page.goto("/batches/new/")
 
     reached = set()
-    for _ in range(40):
+    for _ in range(45):
         page.keyboard.press("Tab")
         reached.add(page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()"))
     assert {"id_images", "id_name", "id_pairing_0", "id_prompt", "id_provider_0", "id_preset", "id_num_frames",
-            "id_cfg", "id_negative_prompt", "Preview pairing and estimate", "Create batch"} <= reached
+            "id_cfg", "id_negative_prompt", "id_budget_usd", "id_fallback_0", "id_fallback_after",
+            "Preview pairing and estimate", "Create batch"} <= reached
 
     page.keyboard.press("Shift+Tab")  # back from wherever it got to; now choose a mode with the arrow keys
     page.focus("#id_pairing_0")
     page.keyboard.press("ArrowDown")
     expect(page.locator("#id_pairing_1")).to_be_checked()
     expect(page.get_by_label("CSV/TSV file")).to_be_visible()
+
+    page.focus("#id_fallback_0")  # the fallback policy: its number's label says what it counts
+    page.keyboard.press("ArrowDown")
+    expect(page.locator("#id_fallback_1")).to_be_checked()
+    expect(page.get_by_label("N: minutes the GPU may be unavailable before the waiting jobs move")).to_be_visible()
+    page.keyboard.press("ArrowDown")
+    expect(page.get_by_label("K: failed attempts on the GPU before a job moves")).to_be_visible()
 
 
 def test_one_job_is_retried_and_another_cancelled_from_their_cards(page, user, screenshot):
@@ -222,3 +231,76 @@ def test_one_job_is_retried_and_another_cancelled_from_their_cards(page, user, s
     page.locator(f"#job-{waiting.uuid}").get_by_role("button", name="Cancel").click()
     expect(page.locator(f"#job-{waiting.uuid} [data-field=status]")).to_have_text("Cancelled")
     assert list(batch.jobs.values_list("status", flat=True)) == ["succeeded", "queued", "cancelled"]
+
+
+@pytest.mark.cluster
+def test_a_tiny_budget_pauses_a_fal_batch_and_raising_it_on_the_page_lets_it_finish(page, user, fal_sim, qcluster,
+                                                                                   settings, tmp_path, screenshot):
+    settings.GENHUB_SIMULATED = True
+    qcluster(FAL_POLL_INTERVAL="0.2")
+    images = write_images(tmp_path, ["dunes.png", "glacier.png", "meadow.png"])
+    log_in(page)
+    nav(page, "New batch").click()
+    page.get_by_label("Images or ZIP archives of images").set_input_files(images)
+    page.get_by_label("Prompt", exact=True).fill("clouds drift over the landscape")
+    page.get_by_label("Frames", exact=True).fill("17")  # $0.0425 a clip on fal: $0.05 pays for one of three
+    page.get_by_label("Batch name").fill("Landscapes")
+    page.get_by_label("Budget (USD)").fill("0.05")
+    page.get_by_role("heading", name="4. Spending").evaluate("heading => heading.scrollIntoView()")
+    screenshot(page, "13-new-batch-spending", full_page=False)
+
+    page.get_by_role("button", name="Preview pairing and estimate").click()
+    warning = page.get_by_role("alert").filter(has_text="Over budget")
+    expect(warning).to_contain_text("over this batch's budget ($0.05): about 1 of 3 clips will run")
+    warning.scroll_into_view_if_needed()
+    screenshot(page, "14-new-batch-over-budget", full_page=False)
+
+    page.locator(".dry-run").get_by_role("button", name="Create 3 jobs on fal.ai").click()
+    expect(page).to_have_url(re.compile(r"/batches/[0-9a-f-]{36}/$"))
+    cards = page.locator(".card")
+    expect(cards.locator(".badge.status-paused")).to_have_count(2, timeout=60_000)
+    expect(cards.locator(".badge.status-succeeded")).to_have_count(1, timeout=60_000)
+    for paused in cards.filter(has=page.locator(".badge.status-paused")).all():
+        expect(paused.locator('[data-field="paused"]')).to_be_visible()
+        expect(paused.locator('[data-field="paused"]')).to_contain_text("batch budget $0.05 reached")
+    expect(page.locator('[data-summary="status"]')).to_have_text("Paused")
+    expect(page.get_by_text("Some jobs are paused")).to_be_visible()
+    expect(page.locator("#batch-costs")).to_contain_text("Budget $0.05, of which $0.0425 is spent.")
+    screenshot(page, "15-batch-paused-by-its-budget")
+
+    alerts_check()  # what the scheduled check does every minute: $0.0425 of $0.05 is over 80 %
+    batch_url = page.url
+    nav(page, "Batches").click()
+    listed = page.locator("table.batches tbody tr")
+    expect(listed).to_contain_text("Paused")
+    expect(listed).to_contain_text("2 paused")
+    expect(listed).to_contain_text("of $0.05 budget")
+    banner = page.get_by_role("region", name="Open alerts")
+    expect(banner).to_contain_text("Budget nearly spent: batch “Landscapes”: $0.0425 spent of $0.05 (80 %)")
+    screenshot(page, "16-batches-list-with-an-alert")
+    banner.get_by_role("link", name="Open the batch").click()
+    expect(page).to_have_url(batch_url)
+    expect(page.get_by_role("region", name="Alerts about this batch")).to_contain_text("$0.0425 spent of $0.05")
+    expect(page.get_by_role("region", name="Open alerts")).to_have_count(0)  # shown in the page instead
+    screenshot(page, "17-batch-with-its-own-alert", full_page=False)
+
+    page.get_by_label("New budget (USD)").fill("1")
+    page.get_by_role("button", name="Change the budget").click()
+    expect(page.locator(".message")).to_contain_text("Budget set to $1.00. 2 paused job(s) start again")
+    expect(cards.locator(".badge.status-succeeded")).to_have_count(3, timeout=60_000)
+    expect(page.locator('[data-summary="status"]')).to_have_text("Succeeded")
+    expect(cards.locator('[data-field="paused"]:visible')).to_have_count(0)
+    # fal's three clips against the GPU's estimate for them: the page says what fal cost extra.
+    expect(page.locator('[data-cost="actual"]')).to_have_text("$0.1275")
+    expect(page.locator('[data-cost="saving"]')).to_have_text(re.compile(r"^cost \$0\.\d{4} more$"))
+    alerts_check()  # $0.1275 of $1.00: the warning is resolved
+    page.reload()
+    expect(page.get_by_role("region", name="Alerts about this batch")).to_have_count(0)
+    page.wait_for_timeout(1000)  # Chromium's video controls show a spinner for their first moment
+    screenshot(page, "18-batch-finished-after-raising-the-budget")
+    assert set(BatchRun.objects.get().jobs.values_list("status", flat=True)) == {Job.Status.SUCCEEDED}
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.reload()
+    assert_fits_a_narrow_screen(page)
+    screenshot(page, "19-narrow-batch-with-costs")

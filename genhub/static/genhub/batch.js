@@ -3,6 +3,7 @@
 (() => {
   const summary = document.getElementById("batch-summary");
   if (!summary) return;
+  const costs = document.getElementById("batch-costs");
   const api = summary.dataset.batchApi;
   const config = JSON.parse(document.getElementById("batch-live-config").textContent);
   const labels = config.labels;
@@ -29,6 +30,21 @@
     root.querySelectorAll("[data-when]").forEach((el) => { el.hidden = !conditions[el.dataset.when]; });
   }
 
+  // A note that is shown only while it has something to say (the card renders it, hidden, either way).
+  function setNote(card, name, text, show) {
+    const note = card.querySelector(`[data-field="${name}"]`);
+    const body = card.querySelector(`[data-field="${name}-reason"]`);
+    if (body.textContent !== text) body.textContent = text;
+    note.hidden = !show;
+  }
+
+  // The same wording as views.saving_text.
+  function savingText(saving) {
+    if (saving > 0) return `saved ${money(saving, 4)}`;
+    if (saving < 0) return `cost ${money(-saving, 4)} more`;
+    return "cost the same";
+  }
+
   function updateCard(job) {
     const card = document.getElementById(`job-${job.id}`);
     if (!card) return;
@@ -37,6 +53,8 @@
     setProgress(card, "progress", job.progress);
     card.querySelector('[data-field="attempts"]').textContent = `${job.attempts} of ${job.max_attempts}`;
     card.querySelector('[data-field="cost"]').textContent = job.cost_usd === null ? "—" : money(job.cost_usd, 4);
+    setNote(card, "paused", job.paused_reason, job.status === "paused" && Boolean(job.paused_reason));
+    setNote(card, "fallback", job.fallback_reason, Boolean(job.fallback_from));
     const error = card.querySelector('[data-field="error"]');
     error.textContent = job.error ? job.error.message : "";
     error.hidden = !job.error;
@@ -52,7 +70,8 @@
       media.replaceChildren(video);
     }
     showWhen(card, {
-      progress: job.status !== "failed" && job.status !== "cancelled",  // a stopped job's bar would mislead
+      // A stopped or paused job's bar would mislead (a paused card says why it waits instead).
+      progress: !["failed", "cancelled", "paused"].includes(job.status),
       active: ACTIVE.has(job.status),
       retryable: job.status === "failed" || job.status === "cancelled",
       video: Boolean(job.output_url),
@@ -70,9 +89,28 @@
     showWhen(summary, {
       succeeded: batch.counts.succeeded > 0,
       failed: batch.counts.failed > 0,
+      paused: batch.counts.paused > 0,
       active: [...ACTIVE].some((status) => batch.counts[status] > 0),
     });
     summary.dataset.finished = String(FINISHED.has(batch.status));
+  }
+
+  function updateCosts(batch) {
+    if (!costs) return;
+    const set = (name, text) => {
+      const el = costs.querySelector(`[data-cost="${name}"]`);
+      if (el && el.textContent !== text) el.textContent = text;
+    };
+    const saving = Number(batch.costs.saving);
+    set("actual", money(batch.costs.actual, 4));
+    set("other", money(batch.costs.other_estimate, 4));
+    set("basis", batch.costs.basis);
+    set("saving", savingText(saving));
+    set("spent", money(batch.cost_usd, 4));
+    const savingEl = costs.querySelector('[data-cost="saving"]');
+    savingEl.className = `saving${saving > 0 ? " saving-positive" : saving < 0 ? " saving-negative" : ""}`;
+    savingEl.hidden = batch.counts.succeeded === 0;
+    costs.querySelector('[data-cost="none"]').hidden = batch.counts.succeeded > 0;
   }
 
   async function poll() {
@@ -83,6 +121,7 @@
         const batch = await response.json();
         batch.jobs.forEach(updateCard);
         updateSummary(batch);
+        updateCosts(batch);
         if (FINISHED.has(batch.status)) return;
       }
     } catch (error) {

@@ -132,6 +132,21 @@
   form.querySelectorAll("input[name=provider]").forEach((radio) => radio.addEventListener("change", showDefaults));
   showDefaults();
 
+  // --- fallback: the number's label says what it counts under the chosen policy ------------
+  // (It stays visible and focusable whatever is chosen; the server ignores it under "Never".)
+  const afterLabel = document.getElementById("label-fallback_after");
+  const AFTER_LABELS = {
+    unrecoverable: "N: minutes the GPU may be unavailable before the waiting jobs move",
+    attempts: "K: failed attempts on the GPU before a job moves",
+  };
+  const afterDefault = afterLabel.textContent;
+  function showFallback() {
+    const policy = (form.querySelector("input[name=fallback]:checked") || {}).value;
+    afterLabel.textContent = AFTER_LABELS[policy] || afterDefault;
+  }
+  form.querySelectorAll("input[name=fallback]").forEach((radio) => radio.addEventListener("change", showFallback));
+  showFallback();
+
   // --- submit in place: errors and the dry run are swapped in; the chosen files stay ---------
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
