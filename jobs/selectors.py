@@ -103,7 +103,7 @@ def batch_cost_comparison(batch: BatchRun) -> CostComparison:
     estimate = sum((job_estimate(other, params, rates) for params in finished.values_list("params", flat=True)),
                    Decimal("0")).quantize(Decimal("0.0001"))
     basis = ("fal's price per video-second" if other == "fal" else
-             f"{rates.seconds_per_clip:.0f} s of GPU per clip at ${rates.dph}/h")
+             f"{rates.seconds_per_clip:.1f} s of GPU per clip at ${rates.dph}/h")
     return CostComparison(actual, other, estimate, estimate - actual, basis)
 
 
