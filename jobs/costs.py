@@ -26,3 +26,10 @@ def job_cost(*, provider: str, params: dict, meta: dict) -> Decimal | None:
     if meta.get("dph_usd") is not None and meta.get("generation_seconds") is not None:
         return gpu_cost(dph_usd=meta["dph_usd"], seconds=meta["generation_seconds"])
     return None
+
+
+def format_rate(dph: Decimal) -> str:
+    """An hourly price as people write it: 2.00, 1.50, 1.1208 (never 2.0000)."""
+    text = f"{Decimal(dph):.4f}".rstrip("0")
+    whole, _, cents = text.partition(".")
+    return f"{whole}.{cents.ljust(2, '0')}"

@@ -11,9 +11,10 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 
-from jobs.costs import CENT_FRACTION, fal_cost
+from jobs.costs import CENT_FRACTION, fal_cost, format_rate
 from jobs.intake import BatchSpec, ItemSpec, parse_rows
 from jobs.models import Provider
+from jobs.spend import Rates, monthly_spend
 
 
 @dataclass(frozen=True)
@@ -55,14 +56,19 @@ def estimate_fal(items: list[ItemSpec]) -> Estimate:
 
 
 def estimate_vastai(items: list[ItemSpec]) -> Estimate:
-    """One rented GPU makes one clip after another; we pay its hourly price for that time."""
-    per_clip, dph = settings.VAST_ESTIMATED_SECONDS_PER_CLIP, Decimal(settings.VAST_ESTIMATED_DPH)
-    cost = Decimal(len(items)) * Decimal(per_clip) * dph / Decimal(3600)
+    """One rented GPU makes one clip after another; we pay its hourly price for that time.
+
+    The same figures the caps and the batch page use: the measured GPU time per clip and the rented $/h
+    (the settings until genhub has measured its own)."""
+    rates = Rates.now()
+    per_clip = math.ceil(rates.seconds_per_clip)
+    cost = Decimal(len(items)) * Decimal(str(rates.seconds_per_clip)) * rates.dph / Decimal(3600)
     return Estimate(
         provider=Provider.VASTAI, label=Provider.VASTAI.label, items=len(items),
         cost_usd=cost.quantize(CENT_FRACTION, rounding=ROUND_HALF_UP),
         seconds=len(items) * per_clip,
-        basis=f"about {per_clip} s per clip, one at a time, at ${dph}/h; plus the boot time when no GPU is ready",
+        basis=(f"about {per_clip} s per clip, one at a time, at ${format_rate(rates.dph)}/h; "
+               "plus the boot time when no GPU is ready"),
     )
 
 
@@ -98,8 +104,6 @@ def preview_rows(spec: BatchSpec, rows_text: str = "") -> list[PreviewRow]:
 
 def cap_warnings(spec: BatchSpec, estimates: list[Estimate]) -> list[str]:
     """What the dry run must say when the chosen provider's estimate would run into a budget cap."""
-    from jobs.spend import monthly_spend
-
     chosen = next((e for e in estimates if e.provider == spec.provider), None)
     if chosen is None or not chosen.items:
         return []

@@ -6,6 +6,7 @@ These only turn submitted fields into its arguments, and every problem into its 
 """
 
 import json
+from decimal import Decimal
 
 from django import forms
 
@@ -84,12 +85,12 @@ def _range(policy) -> str:
     return f"{low}–{high}"
 
 
-F = BatchRun.Fallback
+Fallback = BatchRun.Fallback
 # The policies in words; N and K are the number typed into `fallback_after` (its label says which).
 FALLBACK_CHOICES = [
-    (F.NEVER, "Never: the jobs wait for the GPU"),
-    (F.UNRECOVERABLE, "When the GPU has been unavailable for N minutes, move the waiting jobs to fal.ai"),
-    (F.ATTEMPTS, "When a job has failed K times on the GPU, move that job to fal.ai"),
+    (Fallback.NEVER, "Never: the jobs wait for the GPU"),
+    (Fallback.UNRECOVERABLE, "When the GPU has been unavailable for N minutes, move the waiting jobs to fal.ai"),
+    (Fallback.ATTEMPTS, "When a job has failed K times on the GPU, move that job to fal.ai"),
 ]
 BUDGET_HELP = ("Optional. Jobs that would take the batch over it wait, paused, until the budget is raised. "
                "Blank: no budget.")
@@ -131,12 +132,12 @@ class BatchForm(forms.Form):
     # Spending: the batch's cap, and what a vast.ai batch does when its GPU lets it down.
     budget_usd = forms.CharField(required=False, label="Budget (USD)", help_text=BUDGET_HELP,
                                  widget=_number(min=0, step="0.01", placeholder="no budget"))
-    fallback = forms.CharField(required=False, initial=F.NEVER, label="Fall back to fal.ai",
+    fallback = forms.CharField(required=False, initial=Fallback.NEVER, label="Fall back to fal.ai",
                                widget=forms.RadioSelect(choices=FALLBACK_CHOICES))
     fallback_after = forms.CharField(required=False, label="N minutes or K failed attempts",
                                      widget=_number(min=1, step=1),
-                                     help_text=f"Minutes: {_range(F.UNRECOVERABLE)}; failed attempts: "
-                                               f"{_range(F.ATTEMPTS)}. Not used with “Never”.")
+                                     help_text=f"Minutes: {_range(Fallback.UNRECOVERABLE)}; failed attempts: "
+                                               f"{_range(Fallback.ATTEMPTS)}. Not used with “Never”.")
 
     def batch_fields(self) -> tuple[dict, list[dict]]:
         """build_batch's arguments (all but the files) and the problems found before it runs.
@@ -165,7 +166,8 @@ class BatchForm(forms.Form):
         fields = {"provider": data.get("provider", ""), "name": data.get("name", ""),
                   "preset": data.get("preset") or None, "params": params, "prompt": data.get("prompt", ""),
                   "rows_text": rows_text, "seeds_per_image": seeds,
-                  "budget_usd": (data.get("budget_usd") or "").strip() or None, "fallback": data.get("fallback") or None,
+                  "budget_usd": (data.get("budget_usd") or "").strip() or None,
+                  "fallback": data.get("fallback") or None,
                   "fallback_after": (data.get("fallback_after") or "").strip() or None}
         return fields, errors
 
@@ -177,10 +179,10 @@ class BudgetForm(forms.Form):
 
     REMOVE = "remove"
 
-    budget_usd = forms.CharField(required=False, label="Budget (USD)",
-                                 widget=_number(min=0, step="0.01", placeholder="e.g. 5.00"))
+    budget_usd = forms.CharField(required=False, label="Budget (USD)", widget=_number(
+        min=0, step="0.01", placeholder="e.g. 5.00", **{"aria-describedby": "err-budget_usd"}))
 
-    def budget(self, *, provider: str) -> tuple[object, list[dict]]:
+    def budget(self, *, provider: str) -> tuple[Decimal | None, list[dict]]:
         """(the new budget, None for no budget; errors in build_batch's format)."""
         if self.data.get("action") == self.REMOVE:
             return None, []

@@ -94,6 +94,7 @@ def batch_cost_comparison(batch: BatchRun) -> CostComparison:
     fal's side is exact (its price list); the GPU's side uses the measured GPU time per clip and the
     rented $/h, and leaves out boot and idle time, which a busy persistent instance spreads thin.
     """
+    from jobs.costs import format_rate
     from jobs.spend import Rates, job_estimate
 
     rates = Rates.now()
@@ -103,7 +104,7 @@ def batch_cost_comparison(batch: BatchRun) -> CostComparison:
     estimate = sum((job_estimate(other, params, rates) for params in finished.values_list("params", flat=True)),
                    Decimal("0")).quantize(Decimal("0.0001"))
     basis = ("fal's price per video-second" if other == "fal" else
-             f"{rates.seconds_per_clip:.1f} s of GPU per clip at ${rates.dph}/h")
+             f"{rates.seconds_per_clip:.1f} s of GPU per clip at ${format_rate(rates.dph)}/h")
     return CostComparison(actual, other, estimate, estimate - actual, basis)
 
 

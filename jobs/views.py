@@ -39,12 +39,12 @@ def _lower_first(label: str) -> str:
 
 
 def fallback_text(policy: str, after: int | None) -> str:
-    """A batch's fallback policy in words, for the dry run and the batch page."""
+    """A batch's fallback policy in words, after "If the GPU lets the batch down," (dry run, batch page)."""
     if policy == BatchRun.Fallback.UNRECOVERABLE:
         return f"waiting jobs move to fal.ai when the GPU has been unavailable for {after} min"
     if policy == BatchRun.Fallback.ATTEMPTS:
         return f"a job moves to fal.ai after {after} failed attempt{'s' if after != 1 else ''} on the GPU"
-    return "never moves to fal.ai"
+    return "the jobs wait for it (they never move to fal.ai)"
 
 
 def saving_text(saving) -> str:
@@ -136,7 +136,9 @@ def _batch_page(request, batch, *, budget_form=None, budget_errors=(), status=20
     budget_errors = errors_by_anchor(list(budget_errors)).get("budget_usd", [])
     budget_form = budget_form or BudgetForm(initial={"budget_usd": batch.budget_usd})
     if budget_errors:
-        budget_form.fields["budget_usd"].widget.attrs["aria-invalid"] = "true"
+        # The field is far down the page: take the user to it, and say at the top what happened.
+        budget_form.fields["budget_usd"].widget.attrs.update({"aria-invalid": "true", "autofocus": True})
+        messages.error(request, "The budget was not changed: see the problem next to the budget field.")
     return render(request, "batches/detail.html", {
         "summary": _batch_summary(batch, jobs), "batch": batch, "jobs": jobs,
         "costs": costs, "saving_text": saving_text(costs.saving),
@@ -166,14 +168,16 @@ def batch_budget(request, batch_id):
     budget, errors = form.budget(provider=batch.provider)
     if errors:
         return _batch_page(request, batch, budget_form=form, budget_errors=errors, status=400)
-    paused = selectors.batch_counts(batch)[Job.Status.PAUSED]
+    paused, before = selectors.batch_counts(batch)[Job.Status.PAUSED], batch.budget_usd
     services.batch_set_budget(batch=batch, budget_usd=budget)
+    # Only more room resumes anything (the service re-checks every cap); a lower budget pauses instead.
     if budget is None:
         message = "Budget removed: this batch has no budget now."
+        message += f" Its {paused} paused job(s) start again." if paused else ""
     else:
         message = f"Budget set to ${budget}."
-    if paused:
-        message += f" {paused} paused job(s) start again as far as the budget allows."
+        more_room = before is None or budget > before
+        message += f" {paused} paused job(s) start again as far as it allows." if paused and more_room else ""
     messages.success(request, message)
     return redirect(reverse("web:batch-detail", args=[batch.uuid]) + "#batch-costs")
 

@@ -284,9 +284,16 @@ def test_a_tiny_budget_pauses_a_fal_batch_and_raising_it_on_the_page_lets_it_fin
     expect(page.get_by_role("region", name="Open alerts")).to_have_count(0)  # shown in the page instead
     screenshot(page, "17-batch-with-its-own-alert", full_page=False)
 
+    page.get_by_label("New budget (USD)").fill("-1")
+    page.get_by_role("button", name="Change the budget").click()
+    expect(page.locator("#err-budget_usd")).to_have_text("must be an amount in USD, at least 0 (e.g. 25 or 12.50)")
+    expect(page.get_by_label("New budget (USD)")).to_be_focused()
+    screenshot(page, "18-batch-budget-error", full_page=False)
+
     page.get_by_label("New budget (USD)").fill("1")
     page.get_by_role("button", name="Change the budget").click()
-    expect(page.locator(".message")).to_contain_text("Budget set to $1.00. 2 paused job(s) start again")
+    expect(page.locator(".message")).to_contain_text(
+        "Budget set to $1.00. 2 paused job(s) start again as far as it allows.")
     expect(cards.locator(".badge.status-succeeded")).to_have_count(3, timeout=60_000)
     expect(page.locator('[data-summary="status"]')).to_have_text("Succeeded")
     expect(cards.locator('[data-field="paused"]:visible')).to_have_count(0)
@@ -297,10 +304,10 @@ def test_a_tiny_budget_pauses_a_fal_batch_and_raising_it_on_the_page_lets_it_fin
     page.reload()
     expect(page.get_by_role("region", name="Alerts about this batch")).to_have_count(0)
     page.wait_for_timeout(1000)  # Chromium's video controls show a spinner for their first moment
-    screenshot(page, "18-batch-finished-after-raising-the-budget")
+    screenshot(page, "19-batch-finished-after-raising-the-budget")
     assert set(BatchRun.objects.get().jobs.values_list("status", flat=True)) == {Job.Status.SUCCEEDED}
 
     page.set_viewport_size({"width": 390, "height": 844})
     page.reload()
     assert_fits_a_narrow_screen(page)
-    screenshot(page, "19-narrow-batch-with-costs")
+    screenshot(page, "20-narrow-batch-with-costs")

@@ -30,6 +30,7 @@ def test_fal_costs_each_clip_and_runs_them_in_parallel(settings):
     assert estimate.seconds == 3 * 90  # ceil(10 / 4) rounds of 90 s
 
 
+@pytest.mark.django_db
 def test_the_rented_gpu_makes_clips_one_after_another_at_its_hourly_price(settings):
     settings.VAST_ESTIMATED_SECONDS_PER_CLIP, settings.VAST_ESTIMATED_DPH = 60, Decimal("1.50")
 
@@ -39,6 +40,23 @@ def test_the_rented_gpu_makes_clips_one_after_another_at_its_hourly_price(settin
     assert estimate.seconds == 420 and estimate.duration_text == "7 min"
 
 
+@pytest.mark.django_db
+def test_the_gpu_estimate_uses_measured_clips_and_the_rented_price_once_there_are_any(user):
+    from gpu_instances.models import GpuInstance
+    from jobs.models import Job
+    from tests.jobs.factories import make_batch
+
+    GpuInstance.objects.create(label="genhub", state="ready", dph_usd=Decimal("2.00"))
+    batch = make_batch(user, provider="vastai", count=3)
+    batch.jobs.update(status=Job.Status.SUCCEEDED, generation_seconds=90, finished_at=batch.created_at)
+
+    estimate = estimates.estimate_vastai(spec_of(4).items)
+
+    assert estimate.cost_usd == Decimal("0.2000")  # 4 × 90 s × $2.00 / 3600 s
+    assert "$2.00/h" in estimate.basis
+
+
+@pytest.mark.django_db
 def test_every_provider_is_estimated_for_the_same_items():
     assert [e.provider for e in estimates.estimate_batch(spec_of(2).items)] == ["fal", "vastai"]
 

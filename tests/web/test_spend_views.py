@@ -7,7 +7,9 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import AnonymousUser
+from django.db import connection
 from django.test import RequestFactory
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from genhub.context_processors import alerts as alerts_context
@@ -127,8 +129,8 @@ def test_the_dry_run_has_no_warning_when_the_budget_covers_the_estimate_and_says
 
     page = response.content.decode()
     assert "warning-box" not in page
-    assert ("Budget for this batch: $10.00 ; if the GPU lets it down, waiting jobs move to fal.ai when the GPU has been unavailable "
-            "for 15 min.") in text_of(page)
+    assert ("Budget for this batch: $10.00 ; if the GPU lets it down, waiting jobs move to fal.ai when the GPU has "
+            "been unavailable for 15 min.") in text_of(page)
 
 
 # --- batch page: costs ---------------------------------------------------------------------------
@@ -200,17 +202,29 @@ def test_raising_the_budget_saves_it_and_says_the_paused_jobs_start_again(web, u
     batch.refresh_from_db()
     assert batch.budget_usd == Decimal("2.50")
     page = text_of(web.get(response["Location"]).content.decode())
-    assert "Budget set to $2.50. 2 paused job(s) start again as far as the budget allows." in page
+    assert "Budget set to $2.50. 2 paused job(s) start again as far as it allows." in page
 
 
-def test_removing_the_budget_leaves_the_batch_without_one(web, user):
-    batch = make_batch(user, budget_usd="1.00")
+def test_lowering_the_budget_does_not_promise_that_paused_jobs_start(web, user):
+    batch = make_batch(user, count=2, budget_usd="0.05")
+    paused(batch.jobs.last())
 
-    response = web.post(f"/batches/{batch.uuid}/budget/", {"budget_usd": "1.00", "action": "remove"}, follow=True)
+    page = web.post(f"/batches/{batch.uuid}/budget/", {"budget_usd": "0.01"}, follow=True).content.decode()
+
+    assert re.findall(r'<p class="message[^"]*">(.*?)</p>', page) == ["Budget set to $0.01."]
+    assert BatchRun.objects.get().budget_usd == Decimal("0.01")
+
+
+def test_removing_the_budget_leaves_the_batch_without_one_and_its_paused_jobs_start(web, user):
+    batch = make_batch(user, count=2, budget_usd="0.05")
+    paused(batch.jobs.last())
+
+    response = web.post(f"/batches/{batch.uuid}/budget/", {"budget_usd": "0.05", "action": "remove"}, follow=True)
 
     batch.refresh_from_db()
     assert batch.budget_usd is None
-    assert "Budget removed: this batch has no budget now." in text_of(response.content.decode())
+    assert "Budget removed: this batch has no budget now. Its 1 paused job(s) start again." in text_of(
+        response.content.decode())
 
 
 @pytest.mark.parametrize(("amount", "message"), [
@@ -227,7 +241,9 @@ def test_a_bad_budget_is_shown_next_to_the_budget_field_and_changes_nothing(web,
     assert response.status_code == 400
     assert message in errors_next_to(response, "budget_usd")
     page = response.content.decode()
-    assert 'aria-invalid="true"' in re.search(r'<input[^>]*id="id_budget_usd"[^>]*>', page).group(0)
+    budget_input = re.search(r'<input[^>]*id="id_budget_usd"[^>]*>', page).group(0)
+    assert 'aria-invalid="true"' in budget_input and "autofocus" in budget_input  # taken to the problem
+    assert "The budget was not changed: see the problem next to the budget field." in text_of(page)
     assert f'value="{amount}"' in page or not amount  # what was typed stays, to be corrected
     batch.refresh_from_db()
     assert batch.budget_usd == Decimal("1.00")
@@ -397,3 +413,21 @@ def test_the_instance_panel_shows_cost_so_far_used_by_jobs_and_overhead(web, use
     now_part, history = page.split("Earlier instances")
     assert re.search(r"Cost so far \$2\.00\d\d Used by jobs \$0\.5000 Overhead \(boot and idle\) \$1\.50\d\d", now_part)
     assert "cost $2.0000: $0.2500 used by jobs, $1.7500 overhead" in history
+
+
+def test_a_gpu_batch_without_a_fallback_says_its_jobs_wait_for_the_gpu(web, user):
+    costs = section(web.get(f"/batches/{make_batch(user, provider='vastai').uuid}/").content.decode(), "batch-costs")
+
+    assert "If the GPU lets the batch down, the jobs wait for it (they never move to fal.ai)." in costs
+
+
+@pytest.mark.parametrize("page", ["list", "batch"])
+def test_each_page_reads_the_alerts_once(web, user, page):
+    batch = make_batch(user)
+    alert("batch:1:stalled", kind=Alert.Kind.BATCH_STALLED, batch=batch)
+    alert("instance_down", kind=Alert.Kind.INSTANCE_DOWN)
+
+    with CaptureQueriesContext(connection) as queries:
+        web.get("/" if page == "list" else f"/batches/{batch.uuid}/")
+
+    assert sum('FROM "jobs_alert"' in query["sql"] for query in queries.captured_queries) == 1
