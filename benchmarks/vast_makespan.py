@@ -7,7 +7,8 @@
    being ready to the last job stored. Ratio = genhub / bare loop (goal ≤ 1.05). The GPU's idle gaps
    come from the simulator's record of when each generation held the GPU.
 3. Recovery: a second batch; the instance is killed after its first job; reported are detection
-   (kill → the instance leaves `ready`; kill → declared dead), provisioning (→ the replacement is ready) and kill → first
+   (kill → the instance leaves `ready`; kill → declared dead), provisioning (→ the replacement is ready)
+   and kill → first
    job finished on the replacement.
 
 Run: DATABASE_URL=postgres://postgres@127.0.0.1:5432/genhub .venv/bin/python -m benchmarks.vast_makespan
@@ -35,7 +36,7 @@ FRAMES = 17
 
 def gaps(generations) -> list[float]:
     ordered = sorted((g for g in generations if g.finished_at), key=lambda g: g.started_at)
-    return [later.started_at - earlier.finished_at for earlier, later in zip(ordered, ordered[1:])]
+    return [later.started_at - earlier.finished_at for earlier, later in zip(ordered, ordered[1:], strict=False)]
 
 
 def bare_loop(jobs: int, seconds: float) -> tuple[float, list[float]]:

@@ -30,10 +30,12 @@ def q_cluster_check(app_configs, **kwargs):
     errors = []
     for name, conf in _clusters(getattr(settings, "Q_CLUSTER", {})):
         if not conf.get("orm"):
-            errors.append(Error(f"Q_CLUSTER[{name}] has no 'orm' broker", hint="set 'orm': 'default'", id="genhub.E003"))
+            errors.append(Error(f"Q_CLUSTER[{name}] has no 'orm' broker", hint="set 'orm': 'default'",
+                                id="genhub.E003"))
         if not conf.get("timeout"):
             errors.append(
-                Error(f"Q_CLUSTER[{name}] has no 'timeout'", hint="a hung task would hold a worker forever", id="genhub.E001")
+                Error(f"Q_CLUSTER[{name}] has no 'timeout'", hint="a hung task would hold a worker forever",
+                      id="genhub.E001")
             )
             continue
         if queue_limit_unbounded := conf.get("queue_limit") == 0:

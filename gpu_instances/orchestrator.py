@@ -81,7 +81,8 @@ class VastAIOrchestrator:
     def __init__(self, vast: VastAIClient | None = None):
         self.vast = vast or VastAIClient(
             settings.VAST_API_URL, settings.VAST_API_KEY,
-            min_intervals={name: seconds * settings.VAST_PACING_SCALE for name, seconds in DEFAULT_MIN_INTERVALS.items()})
+            min_intervals={name: seconds * settings.VAST_PACING_SCALE
+                           for name, seconds in DEFAULT_MIN_INTERVALS.items()})
         self.label = settings.GENHUB_INSTANCE_LABEL
 
     # --- the single persistent instance --------------------------------------------------

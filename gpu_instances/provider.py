@@ -16,7 +16,6 @@ from providers.base import Finished, GenerationRequest, Provider
 from providers.errors import TransientError
 from providers.swarmui import build_video_params
 
-
 # Failures that say the machine, not the job, is in trouble.
 UNREACHABLE_CODES = {"connection_error", "timeout", "http_502", "http_503", "http_504"}
 

@@ -71,7 +71,8 @@ def _budget_alerts(wanted, key, label, spent: Decimal, cap: Decimal, batch):
         wanted[f"{key}:budget_100"] = (K.BUDGET_REACHED, f"{label}: ${spent} spent of ${cap}; new work is paused",
                                        batch)
     else:
-        wanted[f"{key}:budget_80"] = (K.BUDGET_WARNING, f"{label}: ${spent} spent of ${cap} (80 %)", batch)
+        wanted[f"{key}:budget_80"] = (K.BUDGET_WARNING, f"{label}: ${spent} spent of ${cap} ({spent / cap:.0%})",
+                                      batch)
 
 
 def _raise(*, key: str, kind: str, message: str, batch) -> None:

@@ -116,7 +116,7 @@ def _submit_queued(provider: Provider) -> None:
     if not claimed:
         return
     jobs = list(Job.objects.filter(pk__in=claimed))
-    for job, outcome in zip(jobs, _fan_out(lambda job: provider.submit(generation_request(job)), jobs)):
+    for job, outcome in zip(jobs, _fan_out(lambda job: provider.submit(generation_request(job)), jobs), strict=True):
         if isinstance(outcome, Submitted):
             services.job_record_submission(job_id=job.pk, external_id=outcome.external_id, ref=outcome.ref)
         else:
@@ -136,7 +136,7 @@ def _follow_in_flight(provider: Provider) -> None:
     jobs = [job for job in jobs if job not in overdue]
     outcomes = _fan_out(lambda job: _inspected(provider.check(job.provider_ref), job), jobs)
     waiting = []
-    for job, outcome in zip(jobs, outcomes):
+    for job, outcome in zip(jobs, outcomes, strict=True):
         if isinstance(outcome, Pending):
             waiting.append(job.pk)
             if outcome.progress is not None:

@@ -11,8 +11,15 @@ from decimal import Decimal
 from django import forms
 
 from jobs import params as gen_params
-from jobs.intake import (FALLBACK_LIMITS, BatchSpec, BatchValidationError, UploadedFile, build_batch,
-                          check_spend_options, expand_archives)
+from jobs.intake import (
+    FALLBACK_LIMITS,
+    BatchSpec,
+    BatchValidationError,
+    UploadedFile,
+    build_batch,
+    check_spend_options,
+    expand_archives,
+)
 from jobs.models import BatchRun, Provider
 
 # --- shared with the API ------------------------------------------------------------------

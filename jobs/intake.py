@@ -225,7 +225,10 @@ def parse_rows(text: str) -> tuple[list[dict], list[dict]]:
 
 
 # What `fallback_after` counts, and its range, per policy.
-FALLBACK_LIMITS = {BatchRun.Fallback.UNRECOVERABLE: ("minutes", 1, 24 * 60), BatchRun.Fallback.ATTEMPTS: ("attempts", 1, 10)}
+FALLBACK_LIMITS = {
+    BatchRun.Fallback.UNRECOVERABLE: ("minutes", 1, 24 * 60),
+    BatchRun.Fallback.ATTEMPTS: ("attempts", 1, 10),
+}
 
 
 def check_spend_options(*, provider: str, budget_usd, fallback, fallback_after) -> tuple[dict, list[dict]]:

@@ -9,8 +9,8 @@ returns plain results. Two shapes of backend exist:
   progress through `on_progress`, and returns `Finished`.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from providers.simulators.fal import FalSimulator
-from providers.simulators.vastai import VastAISimulator
 from providers.simulators.media import make_image
+from providers.simulators.vastai import VastAISimulator
 from providers.vastai import DEFAULT_MIN_INTERVALS, VastAIClient
 
 

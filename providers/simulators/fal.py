@@ -25,7 +25,8 @@ from providers.simulators.server import Simulator
 
 FAULT_KINDS = ("submit_429", "submit_500", "status_503", "result_500", "complete_with_error",
                "validation_error", "bad_video")
-REQUEST_PATH = re.compile(r"^/(?P<owner>[^/]+)/(?P<alias>[^/]+)/requests/(?P<id>[0-9a-f-]+)(?P<tail>/status|/cancel)?/?$")
+REQUEST_PATH = re.compile(
+    r"^/(?P<owner>[^/]+)/(?P<alias>[^/]+)/requests/(?P<id>[0-9a-f-]+)(?P<tail>/status|/cancel)?/?$")
 FILE_PATH = re.compile(r"^/files/(?P<id>[0-9a-f-]+)/output\.mp4$")
 
 

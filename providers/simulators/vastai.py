@@ -129,7 +129,8 @@ class SimInstance:
 
     def record(self) -> dict:
         return {"id": self.id, "label": self.label, "offer_id": self.offer["id"],
-                "machine_id": self.offer["machine_id"], "state": self.state, "destroyed": self.destroyed, "env": dict(self.env),
+                "machine_id": self.offer["machine_id"], "state": self.state, "destroyed": self.destroyed,
+                "env": dict(self.env),
                 "swarmui_url": self.swarmui.url if self.swarmui else None}
 
 

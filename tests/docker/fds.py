@@ -155,7 +155,8 @@ def _parse_section(lines: list[str], start: int, skip: int, spacing: int, sectio
                                             "- possibly forgot a key, or mixed up tabs?")
         separator = min((i for i in (trimmed.find(":"), trimmed.find("=")) if i >= 0), default=-1)
         if separator == -1:
-            raise _error(line_number, full, "Line inside general section has unknown purpose - are you missing a symbol?")
+            raise _error(line_number, full,
+                         "Line inside general section has unknown purpose - are you missing a symbol?")
         key = trimmed[:separator]
         if not key:
             raise _error(line_number, full, "Empty key label - use '\\x' to create an intentionally empty key.")
@@ -183,7 +184,8 @@ def loads(text: str) -> dict:
     for line_number in range(end + 1, len(lines)):
         trimmed = lines[line_number].strip(" ")
         if trimmed and not trimmed.startswith("#"):
-            raise _error(line_number, lines[line_number], "Line inside root has unknown purpose - are you missing a symbol?")
+            raise _error(line_number, lines[line_number],
+                         "Line inside root has unknown purpose - are you missing a symbol?")
     return root
 
 

@@ -137,8 +137,9 @@ def test_generate_reports_a_failed_generation(swarm_sim, client, tmp_path, capsy
 
 
 def test_the_test_image_is_a_valid_png():
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     image = Image.open(io.BytesIO(load_client().test_image_png()))
     image.load()
@@ -260,7 +261,8 @@ def test_smoke_script_stops_when_the_container_dies(tmp_path):
     """))
     (bin_dir / "docker").chmod(0o755)
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SMOKE_PORT=str(free_port()))
-    result = subprocess.run(["bash", str(HERE / "smoke.sh"), "img"], env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(["bash", str(HERE / "smoke.sh"), "img"], env=env, capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 1
     assert "the container stopped (exit code 64)" in result.stderr
     assert "SWARMUI_AUTH_TOKEN is not set" in result.stderr  # the container log is shown

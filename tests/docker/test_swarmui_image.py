@@ -81,7 +81,7 @@ def fetch_calls() -> list[dict]:
             head = re.split(r"&&|;", segment)[0]
             words = shlex.split(head)
             options = {}
-            for flag, value in zip(words, words[1:]):
+            for flag, value in zip(words, words[1:], strict=False):
                 if flag.startswith("--") and not value.startswith("--"):
                     options[flag] = value
             options["_line"] = line

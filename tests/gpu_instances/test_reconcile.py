@@ -23,7 +23,8 @@ def reconcile_until(predicate, *, timeout=10.0):
         if predicate():
             return
         time.sleep(0.05)
-    raise AssertionError(f"not reached in {timeout}s; instances: {list(GpuInstance.objects.values('vast_id', 'state'))}")
+    states = list(GpuInstance.objects.values("vast_id", "state"))
+    raise AssertionError(f"not reached in {timeout}s; instances: {states}")
 
 
 def ready_instance():

@@ -2,9 +2,9 @@
 
 import html
 import io
-from html.parser import HTMLParser
 import re
 import zipfile
+from html.parser import HTMLParser
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage

@@ -92,7 +92,7 @@ def test_three_images_paired_by_csv_become_videos_on_the_simulated_gpu(page, use
     expect(dry_run).to_contain_text("Dry run: 3 items from 3 images")
     preview = dry_run.locator("table.preview tbody tr")
     expect(preview).to_have_count(3)
-    for row, (name, prompt, negative, seed) in zip(preview.all(), ROWS):
+    for row, (name, prompt, _negative, seed) in zip(preview.all(), ROWS, strict=True):
         expect(row).to_contain_text(name)
         expect(row).to_contain_text(prompt)
         expect(row).to_contain_text(seed)
@@ -276,7 +276,7 @@ def test_a_tiny_budget_pauses_a_fal_batch_and_raising_it_on_the_page_lets_it_fin
     expect(listed).to_contain_text("2 paused")
     expect(listed).to_contain_text("of $0.05 budget")
     banner = page.get_by_role("region", name="Open alerts")
-    expect(banner).to_contain_text("Budget nearly spent: batch “Landscapes”: $0.0425 spent of $0.05 (80 %)")
+    expect(banner).to_contain_text("Budget nearly spent: batch “Landscapes”: $0.0425 spent of $0.05 (85%)")
     screenshot(page, "16-batches-list-with-an-alert")
     banner.get_by_role("link", name="Open the batch").click()
     expect(page).to_have_url(batch_url)

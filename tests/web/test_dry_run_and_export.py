@@ -95,8 +95,8 @@ def test_the_export_streams_in_pieces_and_unpacks_to_the_manifest_and_videos(use
     assert len([c for c in chunks if c]) > 2  # written as it goes, not built whole in memory
     archive = zipfile.ZipFile(io.BytesIO(b"".join(chunks)))
     assert archive.testzip() is None
-    assert archive.namelist() == ["manifest.csv", "videos/0001-img0-seed%d.mp4" % jobs[0].seed,
-                                  "videos/0002-img1-seed%d.mp4" % jobs[1].seed]
+    assert archive.namelist() == ["manifest.csv", f"videos/0001-img0-seed{jobs[0].seed}.mp4",
+                                  f"videos/0002-img1-seed{jobs[1].seed}.mp4"]
     assert archive.read("manifest.csv").decode().splitlines()[0] == ",".join(exports.MANIFEST_COLUMNS)
 
 
