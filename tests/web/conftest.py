@@ -68,3 +68,10 @@ def screenshot():
         page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=full_page)
 
     return take
+
+
+@pytest.fixture
+def web(client, user):
+    """The Django test client, logged in as `user`."""
+    client.force_login(user)
+    return client

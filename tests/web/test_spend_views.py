@@ -24,11 +24,6 @@ S = Job.Status
 NEW = "/batches/new/"
 
 
-@pytest.fixture
-def web(client, user):
-    client.force_login(user)
-    return client
-
 
 def section(page: str, element_id: str) -> str:
     """The shown text of the element with this id (up to its first closing tag of the same name)."""

@@ -22,11 +22,6 @@ S = Job.Status
 NEW = "/batches/new/"
 
 
-@pytest.fixture
-def web(client, user):
-    client.force_login(user)
-    return client
-
 
 def assert_nothing_created():
     assert BatchRun.objects.count() == 0 and Job.objects.count() == 0
