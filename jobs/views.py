@@ -28,8 +28,6 @@ PREVIEW_ROWS = 200  # the dry run lists this many items; the counts and estimate
 STATUS_LABELS = {status.value: status.label.capitalize() for status in Job.Status} | {
     "waiting_for_gpu": "Waiting for GPU", "completed_with_failures": "Finished with failures"}
 FINISHED_BATCH_STATUSES = ("succeeded", "failed", "cancelled", "completed_with_failures")
-# A job that has not reached a terminal state can still be cancelled (and still counts as work left).
-UNFINISHED_STATUSES = tuple(status for status in Job.Status.values if status not in Job.TERMINAL)
 # Error anchors that stand for more than one input (the rows come as a file or pasted).
 ANCHOR_CONTROLS = {"rows": ("rows_file", "rows_text")}
 
@@ -64,7 +62,7 @@ def _batch_summary(batch, jobs=None) -> dict:
         "finished": status in FINISHED_BATCH_STATUSES,
         "counts": [{"status": name, "label": _lower_first(STATUS_LABELS[name]), "n": counts[name]}
                    for name in Job.Status.values],
-        "active": sum(counts[name] for name in UNFINISHED_STATUSES), "n_failed": counts[Job.Status.FAILED],
+        "active": sum(counts[name] for name in Job.UNFINISHED), "n_failed": counts[Job.Status.FAILED],
         "n_succeeded": counts[Job.Status.SUCCEEDED],
         "progress": selectors.batch_progress(batch, jobs), "cost": selectors.batch_cost(batch),
         "provider_label": Provider(batch.provider).label, "n_paused": counts[Job.Status.PAUSED],
@@ -149,7 +147,7 @@ def _batch_page(request, batch, *, budget_form=None, budget_errors=(), status=20
         "batch_alerts": [alert for alert in alerts if alert.batch_id == batch.pk],
         "open_alerts": [alert for alert in alerts if alert.batch_id != batch.pk],
         # What the live-update script needs to know, from the same constants the page was rendered with.
-        "live_config": {"labels": STATUS_LABELS, "finished": FINISHED_BATCH_STATUSES, "active": UNFINISHED_STATUSES},
+        "live_config": {"labels": STATUS_LABELS, "finished": FINISHED_BATCH_STATUSES, "active": Job.UNFINISHED},
     }, status=status)
 
 
