@@ -12,7 +12,9 @@ def task(func):
     path = f"{func.__module__}.{func.__name__}"
 
     def enqueue(*args):
-        return async_task(path, *args, task_name=f"{func.__name__}({', '.join(map(str, args))})")
+        # django-q2 keeps at most 100 characters of a task's name.
+        name = f"{func.__name__}({', '.join(map(str, args))})"
+        return async_task(path, *args, task_name=name if len(name) <= 100 else name[:99] + "…")
 
     func.enqueue = enqueue
     return func

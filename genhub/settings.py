@@ -211,7 +211,7 @@ LOGGING = {
 # --- the vast.ai GPU instance ---
 # Callables of the jobs app the orchestrator needs, by dotted path (imports only point down).
 GENHUB_GPU_HOOKS = {
-    "demand": "jobs.selectors.gpu_demand",
+    "demand": "jobs.budget.gpu_demand",
     "instance_lost": "jobs.services.jobs_requeue_for_instance",
     "release_reason": "jobs.gpu_policy.gpu_release_reason",
     "attributed_cost": "jobs.spend.instance_attributed",

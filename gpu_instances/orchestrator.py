@@ -16,6 +16,7 @@ import logging
 import secrets
 import time
 from datetime import timedelta
+from functools import lru_cache
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -44,13 +45,19 @@ def _hook(name: str):
 
 
 def swarmui_for(instance: GpuInstance, *, health: bool = False) -> SwarmUIClient:
-    if health:
-        # A probe must answer fast and exactly once: retries would hide a dying server from the hysteresis.
-        http = HttpClient("SwarmUI", headers={"Authorization": instance.swarmui_token},
-                          read_timeout=settings.VAST_HEALTH_TIMEOUT_SECONDS, max_tries=1)
-        return SwarmUIClient(instance.base_url, instance.swarmui_token, http=http,
-                             status_timeout=settings.VAST_HEALTH_TIMEOUT_SECONDS)
-    return SwarmUIClient(instance.base_url, instance.swarmui_token)
+    """One client per instance (and purpose) per process, so its SwarmUI session is reused rather than a
+    new one opened for every probe and job (reference/swarmui-api.md §2.1)."""
+    return _swarmui_client(instance.base_url, instance.swarmui_token,
+                           settings.VAST_HEALTH_TIMEOUT_SECONDS if health else None)
+
+
+@lru_cache(maxsize=16)
+def _swarmui_client(base_url: str, token: str, probe_timeout: float | None) -> SwarmUIClient:
+    if probe_timeout is None:
+        return SwarmUIClient(base_url, token)
+    # A probe must answer fast and exactly once: retries would hide a dying server from the hysteresis.
+    http = HttpClient("SwarmUI", headers={"Authorization": token}, read_timeout=probe_timeout, max_tries=1)
+    return SwarmUIClient(base_url, token, http=http, status_timeout=probe_timeout)
 
 
 def readiness(instance: GpuInstance):
@@ -86,6 +93,9 @@ class VastAIOrchestrator:
         self.label = settings.GENHUB_INSTANCE_LABEL
 
     # --- the single persistent instance --------------------------------------------------
+
+    def demand(self) -> int:
+        return _hook("demand")()
 
     def active(self) -> GpuInstance | None:
         return GpuInstance.objects.filter(label=self.label, state__in=GpuInstance.ACTIVE_STATES).first()
@@ -155,12 +165,17 @@ class VastAIOrchestrator:
         self._finish_destroying()
         self._sweep_leaks()
         instance = self.active()
-        demand = _hook("demand")()
+        demand = self.demand()
         if instance is None:
             if not demand:
                 return "idle: no instance and no demand", False
             instance, _ = self.get_or_create_instance()
         if instance.state == State.PROVISIONING:
+            if not demand and not instance.swarmui_token:
+                # Requested, but the work went away (cancelled, paused by a cap) before anything was rented.
+                transition(instance, State.DESTROYED, "released: nothing needs a GPU any more; nothing was rented",
+                           end_reason="released: no demand before it was rented", destroyed_at=timezone.now())
+                return "released an unrented request", False
             return self._provision(instance), True
         if instance.state == State.LOADING:
             return self._follow_boot(instance), True

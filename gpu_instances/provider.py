@@ -28,6 +28,8 @@ class VastAIProvider(Provider):
         orchestrator = VastAIOrchestrator()
         if orchestrator.ready():
             return settings.VAST_MAX_IN_FLIGHT
+        if not orchestrator.demand():
+            return None
         _, created = orchestrator.get_or_create_instance()
         if created:
             from gpu_instances.tasks import reconcile as reconcile_task

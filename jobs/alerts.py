@@ -14,8 +14,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from gpu_instances.selectors import gpu_unavailable_since
 from jobs.models import Alert, BatchRun, Job
+from jobs.selectors import gpu_down_since
 from jobs.spend import batch_spend, monthly_spend
 from providers.errors import ProviderError
 from providers.http import HttpClient
@@ -29,9 +29,9 @@ def alerts_check() -> list[str]:
     """Raises alerts for the conditions that hold and resolves those that no longer do. Returns the open keys."""
     wanted: dict[str, tuple] = {}  # key → (kind, message, batch)
 
-    since = gpu_unavailable_since()
+    since = gpu_down_since()
     waiting = Job.objects.filter(provider="vastai", status__in=(Job.Status.QUEUED, Job.Status.WAITING_FOR_GPU))
-    if since and waiting.exists():
+    if since:
         down = (timezone.now() - since).total_seconds() / 60
         if down >= settings.GENHUB_ALERT_INSTANCE_DOWN_MINUTES:
             wanted["instance_down"] = (K.INSTANCE_DOWN, f"no GPU instance has been ready for {down:.0f} min while "
@@ -119,7 +119,7 @@ def alert_deliver(*, alert_id: int) -> bool:
     if settings.GENHUB_ALERT_WEBHOOK_SECRET:
         headers["X-Genhub-Signature"] = "sha256=" + signature(settings.GENHUB_ALERT_WEBHOOK_SECRET, timestamp, body)
     http = HttpClient("alert webhook", read_timeout=settings.GENHUB_ALERT_WEBHOOK_TIMEOUT,
-                      connect_timeout=settings.GENHUB_ALERT_WEBHOOK_TIMEOUT, max_tries=3)
+                      connect_timeout=settings.GENHUB_ALERT_WEBHOOK_TIMEOUT, max_tries=3, secret_path=True)
     try:
         http.request("POST", settings.GENHUB_ALERT_WEBHOOK_URL, data=body, headers=headers)
     except ProviderError as exc:

@@ -42,3 +42,10 @@ def apply_caps(*, provider_name: str) -> tuple[int, int]:
     if paused or resumed:
         log.info("%s: %d job(s) paused by a budget cap, %d resumed", provider_name, paused, resumed)
     return paused, resumed
+
+
+def gpu_demand() -> int:
+    """vastai jobs that need the GPU now or soon and that the caps allow: the orchestrator's reason
+    to rent. The caps are applied first, so work that is about to be paused never rents a GPU."""
+    apply_caps(provider_name="vastai")
+    return Job.objects.filter(provider="vastai", status__in=Job.ACTIVE).count()

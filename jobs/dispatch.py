@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection
+from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from genhub.leases import lease_acquire, lease_release, lease_renew
@@ -117,10 +117,11 @@ def _submit_queued(provider: Provider) -> None:
         return
     jobs = list(Job.objects.filter(pk__in=claimed))
     for job, outcome in zip(jobs, _fan_out(lambda job: provider.submit(generation_request(job)), jobs), strict=True):
-        if isinstance(outcome, Submitted):
-            services.job_record_submission(job_id=job.pk, external_id=outcome.external_id, ref=outcome.ref)
-        else:
+        if not isinstance(outcome, Submitted):
             _settle(job, outcome)
+        elif not services.job_record_submission(job_id=job.pk, external_id=outcome.external_id, ref=outcome.ref):
+            # Cancelled while the submit was in flight: the remote would go on with work nobody wants.
+            provider.cancel(outcome.ref)
 
 
 def _follow_in_flight(provider: Provider) -> None:
@@ -137,7 +138,12 @@ def _follow_in_flight(provider: Provider) -> None:
     outcomes = _fan_out(lambda job: _inspected(provider.check(job.provider_ref), job), jobs)
     waiting = []
     for job, outcome in zip(jobs, outcomes, strict=True):
-        if isinstance(outcome, Pending):
+        if isinstance(outcome, ProviderError) and outcome.transport and not outcome.permanent:
+            # Our call failed, not the request: the remote still has (and bills) it, so keep following it
+            # instead of submitting it again. The deadline above bounds how long.
+            log.warning("job %s: could not check %s this pass: %s", job.uuid, provider.name, outcome.message)
+            waiting.append(job.pk)
+        elif isinstance(outcome, Pending):
             waiting.append(job.pk)
             if outcome.progress is not None:
                 services.job_heartbeat(job_ids=[job.pk], progress=outcome.progress)
@@ -181,6 +187,9 @@ def _inspected(outcome, job: Job):
 
 
 def _dispatch_to_workers(provider: Provider) -> None:
+    waiting = Job.objects.filter(provider=provider.name, status__in=(S.QUEUED, S.WAITING_FOR_GPU))
+    if not waiting.exists():
+        return  # asking for capacity with nothing to run would rent a GPU for nobody
     capacity = provider.capacity()
     if capacity is None:
         # No GPU ready: park the queue; the provider has been asked for capacity.
@@ -206,19 +215,19 @@ def job_run_dispatched(*, job_id: int, dispatch_token: str) -> str:
         placement = provider.placement()
     except ProviderError as exc:
         # The GPU went away between dispatch and start: nothing ran, so no attempt is used up.
-        services.job_release(job_id=job.pk, attempt=job.attempts, reason=exc.message)
+        services.job_release(job_id=job.pk, claim=job.claims, reason=exc.message)
         return "no capacity: back to the queue"
     # Recorded before the work starts, so a dying instance can hand its jobs back to the queue.
-    services.job_place(job_id=job.pk, attempt=job.attempts, instance_id=placement.get("instance_id"))
+    services.job_place(job_id=job.pk, claim=job.claims, instance_id=placement.get("instance_id"))
     last_beat = 0.0
 
     def on_progress(fraction: float) -> None:
         nonlocal last_beat
         if time.monotonic() - last_beat >= PROGRESS_EVERY_SECONDS:
             last_beat = time.monotonic()
-            services.job_heartbeat(job_ids=[job.pk], progress=fraction)
+            services.job_heartbeat(job_ids=[job.pk], progress=fraction, claim=job.claims)
 
-    with _Heartbeat(job.pk, job.attempts):
+    with _Heartbeat(job.pk, job.claims):
         try:
             outcome = _inspected(
                 provider.submit(generation_request(job), on_progress=on_progress, placement=placement), job)
@@ -235,15 +244,19 @@ class _Heartbeat:
     beat the stale sweep would take it for lost and run it a second time.
     """
 
-    def __init__(self, job_id: int, attempt: int):
-        self.job_id, self.attempt = job_id, attempt
+    def __init__(self, job_id: int, claim: int):
+        self.job_id, self.claim = job_id, claim
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
 
     def _run(self):
         try:
             while not self.stop.wait(settings.GENHUB_HEARTBEAT_SECONDS):
-                services.job_heartbeat(job_ids=[self.job_id], attempt=self.attempt)
+                try:
+                    services.job_heartbeat(job_ids=[self.job_id], claim=self.claim)
+                except Exception:  # a dropped connection must not end the beat for good
+                    log.exception("heartbeat for job %s failed; trying again", self.job_id)
+                    close_old_connections()
         finally:
             connection.close()  # this thread's own connection
 
@@ -268,27 +281,44 @@ def generation_request(job: Job) -> GenerationRequest:
 
 
 def _settle(job: Job, outcome) -> None:
-    """Records a job's end: a checked video becomes a success, an error a failure or a retry."""
+    """Records a job's end: a checked video becomes a success, an error a failure or a retry.
+
+    One job's trouble here (a full disk, a lost database connection) fails that attempt only,
+    never the pump pass that is settling the other jobs.
+    """
+    try:
+        _record(job, outcome)
+    except Exception as exc:
+        log.exception("could not record the outcome of job %s", job.uuid)
+        services.job_fail(job_id=job.pk, code="internal_error", permanent=False, claim=job.claims,
+                          message=f"genhub could not record the result: {type(exc).__name__}: {exc}")
+
+
+def _record(job: Job, outcome) -> None:
     if isinstance(outcome, ProviderError):
         log.info("job %s failed (%s, %s): %s", job.uuid, outcome.code,
                  "permanent" if outcome.permanent else "transient", outcome.message)
+        if outcome.code == "bad_output":
+            # The provider finished and bills the clip even though it is unusable.
+            services.job_add_cost(job_id=job.pk, cost=costs.job_cost(provider=job.provider, params=job.params,
+                                                                      meta={}))
         services.job_fail(job_id=job.pk, code=outcome.code, message=outcome.message, permanent=outcome.permanent,
-                          attempt=job.attempts)
+                          claim=job.claims)
         return
     finished, facts = outcome
     meta = finished.meta
     video_name, poster_name = artifacts.store_output(job_uuid=str(job.uuid), video=finished.video, facts=facts)
     succeeded = services.job_succeed(
-        job_id=job.pk, attempt=job.attempts, output_video=video_name, poster=poster_name, video_frames=facts.frames,
+        job_id=job.pk, claim=job.claims, output_video=video_name, poster=poster_name, video_frames=facts.frames,
         video_fps=facts.fps, video_duration=round(facts.duration, 3), video_codec=facts.codec,
-        cost_usd=costs.job_cost(provider=job.provider, params=job.params, meta=meta),
+        cost=costs.job_cost(provider=job.provider, params=job.params, meta=meta),
         generation_seconds=meta.get("generation_seconds"), instance_id=meta.get("instance_id"),
     )
     if not succeeded:  # cancelled or handed to another attempt while it ran: nothing points at these files
         artifacts.discard(video_name, poster_name)
 
 
-def job_cancel_remote(*, job_id: int) -> None:
-    job = Job.objects.get(pk=job_id)
-    if job.external_id:
-        get_provider(job.provider).cancel(job.provider_ref)
+def job_cancel_remote(*, provider_name: str, ref: dict) -> None:
+    """Cancels the remote request a cancelled job had: the reference is the one taken at cancel time,
+    since a quick retry may already have given the job a new one."""
+    get_provider(provider_name).cancel(ref)

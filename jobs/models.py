@@ -73,6 +73,9 @@ class Job(models.Model):
     progress = models.FloatField(default=0.0)
     attempts = models.PositiveSmallIntegerField(default=0)
     max_attempts = models.PositiveSmallIntegerField(default=3)
+    # Counts every claim and is never reset (attempts are, by a retry or a fallback): it names one
+    # attempt, so a late report from an attempt already given up on never touches a later one.
+    claims = models.PositiveIntegerField(default=0)
 
     # fal: request_id + the status/response/cancel URLs it returned; SwarmUI: its request id.
     external_id = models.CharField(max_length=128, blank=True, db_index=True)

@@ -74,11 +74,6 @@ def batch_cost(batch: BatchRun) -> Decimal:
     return Decimal(batch.cost_so_far or 0).quantize(Decimal("0.0001"))
 
 
-def gpu_demand() -> int:
-    """vastai jobs that need the GPU now or soon (the orchestrator's reason to keep an instance)."""
-    return Job.objects.filter(provider="vastai", status__in=Job.ACTIVE).count()
-
-
 @dataclass(frozen=True)
 class CostComparison:
     actual: Decimal
@@ -114,3 +109,21 @@ def alerts_open(*, user) -> QuerySet:
     if not user.is_staff:
         alerts = alerts.filter(Q(batch__isnull=True) | Q(batch__owner=user))
     return alerts.order_by("-created_at")
+
+
+def gpu_down_since():
+    """Since when vastai work has been waiting for a GPU that is not there; None while one is ready.
+
+    The later of: when the GPU stopped being available, and when the oldest waiting job arrived. An
+    instance released days ago does not make today's first batch look like a days-long outage.
+    """
+    from gpu_instances.selectors import gpu_unavailable_since
+
+    unavailable = gpu_unavailable_since()
+    if unavailable is None:
+        return None
+    oldest_waiting = (Job.objects.filter(provider="vastai", status__in=(S.QUEUED, S.WAITING_FOR_GPU))
+                      .order_by("created_at").values_list("created_at", flat=True).first())
+    if oldest_waiting is None:
+        return None
+    return max(unavailable, oldest_waiting)

@@ -7,12 +7,14 @@ so no job runs twice and none is lost.
 
 import logging
 from datetime import timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from jobs.intake import BatchSpec
@@ -75,8 +77,8 @@ def job_claim(*, job_id: int, dispatch_token: str = "") -> bool:
     """queued → running, counting the attempt. False: someone else claimed it, or it was cancelled."""
     now = timezone.now()
     return Job.objects.filter(pk=job_id, status=S.QUEUED).update(
-        status=S.RUNNING, attempts=F("attempts") + 1, started_at=now, heartbeat_at=now, progress=0.0,
-        error_code="", error_message="", external_id="", provider_ref={}, dispatch_token=dispatch_token,
+        status=S.RUNNING, attempts=F("attempts") + 1, claims=F("claims") + 1, started_at=now, heartbeat_at=now,
+        progress=0.0, error_code="", error_message="", external_id="", provider_ref={}, dispatch_token=dispatch_token,
         instance=None,
     ) == 1
 
@@ -93,19 +95,19 @@ def job_record_submission(*, job_id: int, external_id: str, ref: dict) -> bool:
         external_id=external_id, provider_ref=ref, heartbeat_at=timezone.now()) == 1
 
 
-def job_heartbeat(*, job_ids, progress: float | None = None, attempt: int | None = None) -> int:
+def job_heartbeat(*, job_ids, progress: float | None = None, claim: int | None = None) -> int:
     fields = {"heartbeat_at": timezone.now()}
     if progress is not None:
         fields["progress"] = max(0.0, min(1.0, progress))
     running = Job.objects.filter(pk__in=list(job_ids), status=S.RUNNING)
-    if attempt is not None:
-        running = running.filter(attempts=attempt)
+    if claim is not None:
+        running = running.filter(claims=claim)
     return running.update(**fields)
 
 
-def job_release(*, job_id: int, attempt: int, reason: str) -> bool:
+def job_release(*, job_id: int, claim: int, reason: str) -> bool:
     """Hands a claimed job back untouched (nowhere to run it after all): the attempt does not count."""
-    released = _running(job_id, attempt).update(
+    released = _running(job_id, claim).update(
         status=S.QUEUED, attempts=F("attempts") - 1, progress=0.0, heartbeat_at=None, dispatch_token="",
         error_code="", error_message=reason[:2000], instance=None)
     if released:
@@ -114,24 +116,32 @@ def job_release(*, job_id: int, attempt: int, reason: str) -> bool:
     return released == 1
 
 
-def job_place(*, job_id: int, attempt: int, instance_id: int | None) -> bool:
-    return Job.objects.filter(pk=job_id, status=S.RUNNING, attempts=attempt).update(instance_id=instance_id) == 1
+def job_place(*, job_id: int, claim: int, instance_id: int | None) -> bool:
+    return _running(job_id, claim).update(instance_id=instance_id) == 1
 
 
-def _running(job_id: int, attempt: int | None):
-    """The job, if it is still running this attempt. A report from an attempt that was already
-    given up on (its instance died, the sweep requeued it) must not touch the job's new attempt."""
+def _running(job_id: int, claim: int | None):
+    """The job, if it is still running this claim. A report from an attempt that was already given
+    up on (its instance died, the sweep requeued it, it fell back to fal) must not touch a later one."""
     running = Job.objects.filter(pk=job_id, status=S.RUNNING)
-    return running if attempt is None else running.filter(attempts=attempt)
+    return running if claim is None else running.filter(claims=claim)
 
 
-def job_succeed(*, job_id: int, attempt: int | None = None, **fields) -> bool:
-    return _running(job_id, attempt).update(
+def job_add_cost(*, job_id: int, cost: Decimal | None) -> None:
+    """Adds what an attempt was billed, so failed paid attempts count towards the job and its caps."""
+    if cost:
+        Job.objects.filter(pk=job_id).update(cost_usd=Coalesce(F("cost_usd"), Value(Decimal("0"))) + cost)
+
+
+def job_succeed(*, job_id: int, claim: int | None = None, cost: Decimal | None = None, **fields) -> bool:
+    if cost is not None:
+        fields["cost_usd"] = Coalesce(F("cost_usd"), Value(Decimal("0"))) + cost
+    return _running(job_id, claim).update(
         status=S.SUCCEEDED, progress=1.0, finished_at=timezone.now(), error_code="", error_message="", **fields
     ) == 1
 
 
-def job_fail(*, job_id: int, code: str, message: str, permanent: bool, attempt: int | None = None) -> str | None:
+def job_fail(*, job_id: int, code: str, message: str, permanent: bool, claim: int | None = None) -> str | None:
     """A running job failed. Transient failures go back to the queue while attempts remain.
 
     Returns the new status, or None when the job was no longer running (cancelled meanwhile, or a
@@ -139,9 +149,9 @@ def job_fail(*, job_id: int, code: str, message: str, permanent: bool, attempt: 
     """
     now = timezone.now()
     message = message[:2000]
-    running = _running(job_id, attempt)
+    running = _running(job_id, claim)
     if not permanent and _falls_back_after_attempts(job_id):
-        if job_fall_back(job_id=job_id, from_states=(S.RUNNING,), attempt=attempt,
+        if job_fall_back(job_id=job_id, from_states=(S.RUNNING,), claim=claim,
                          reason=f"failed on the GPU: {message}"):
             return S.QUEUED
     if not permanent:
@@ -168,15 +178,18 @@ def _falls_back_after_attempts(job_id: int) -> bool:
             and job.attempts >= (batch.fallback_after or 1))
 
 
-def job_fall_back(*, job_id: int, from_states, reason: str, attempt: int | None = None) -> bool:
+def _fallback_fields(reason: str) -> dict:
+    return dict(provider="fal", status=S.QUEUED, attempts=0, progress=0.0, fallback_from="vastai",
+                fallback_reason=reason[:300], instance=None, external_id="", provider_ref={}, dispatch_token="",
+                heartbeat_at=None, error_code="", error_message="")
+
+
+def job_fall_back(*, job_id: int, from_states, reason: str, claim: int | None = None) -> bool:
     """Moves a vastai job to fal with fresh attempts, recording why. The caps still apply there."""
     jobs = Job.objects.filter(pk=job_id, provider="vastai", status__in=from_states)
-    if attempt is not None:
-        jobs = jobs.filter(attempts=attempt)
-    moved = jobs.update(
-        provider="fal", status=S.QUEUED, attempts=0, progress=0.0, fallback_from="vastai",
-        fallback_reason=reason[:300], instance=None, external_id="", provider_ref={}, dispatch_token="",
-        heartbeat_at=None, error_code="", error_message="")
+    if claim is not None:
+        jobs = jobs.filter(claims=claim)
+    moved = jobs.update(**_fallback_fields(reason))
     if moved:
         _enqueue_pump("fal")
     return moved == 1
@@ -184,45 +197,47 @@ def job_fall_back(*, job_id: int, from_states, reason: str, attempt: int | None 
 
 def jobs_fall_back_while_gpu_unavailable(*, provider_name: str) -> int:
     """Batches with the `unrecoverable` policy leave the GPU once it has been unavailable long enough."""
-    from gpu_instances.selectors import gpu_unavailable_since
+    from jobs.selectors import gpu_down_since
 
-    since = gpu_unavailable_since() if provider_name == "vastai" else None
+    since = gpu_down_since() if provider_name == "vastai" else None
     if since is None:
         return 0
     down_minutes = (timezone.now() - since).total_seconds() / 60
-    moved = 0
-    waiting = Job.objects.filter(provider="vastai", status__in=(S.QUEUED, S.WAITING_FOR_GPU),
-                                 batch__fallback_policy=BatchRun.Fallback.UNRECOVERABLE)
-    for job_id, after in waiting.values_list("pk", "batch__fallback_after"):
-        if down_minutes >= (after or 0):
-            moved += job_fall_back(job_id=job_id, from_states=(S.QUEUED, S.WAITING_FOR_GPU),
-                                   reason=f"the GPU has been unavailable for {down_minutes:.0f} min")
+    waiting = (S.QUEUED, S.WAITING_FOR_GPU)
+    due = Job.objects.filter(provider="vastai", status__in=waiting,
+                             batch__fallback_policy=BatchRun.Fallback.UNRECOVERABLE,
+                             batch__fallback_after__lte=down_minutes)
+    moved = due.update(**_fallback_fields(f"the GPU has been unavailable for {down_minutes:.0f} min"))
+    if moved:
+        _enqueue_pump("fal")
     return moved
 
 
-def jobs_requeue_lost(*, job_ids, code: str, message: str) -> int:
-    """Running jobs whose worker or instance is gone: back to the queue, or failed when out of attempts."""
-    count = 0
-    for job_id in job_ids:
-        if job_fail(job_id=job_id, code=code, message=message, permanent=False):
-            count += 1
-    return count
+def jobs_requeue_lost(*, jobs, code: str, message: str) -> int:
+    """Running jobs (id, claim) whose worker or instance is gone: back to the queue, or failed when out of
+    attempts. The claim seen when they were found must still hold, so a job that moved on is left alone."""
+    return sum(1 for job_id, claim in jobs
+               if job_fail(job_id=job_id, code=code, message=message, permanent=False, claim=claim))
 
 
 def jobs_requeue_for_instance(*, instance_id: int, reason: str) -> int:
     """The instance these jobs ran on is gone: back to the queue (attempt counted) or failed."""
-    ids = Job.objects.filter(status=S.RUNNING, instance_id=instance_id).values_list("pk", flat=True)
-    return jobs_requeue_lost(job_ids=list(ids), code="instance_lost", message=f"the GPU instance was lost: {reason}")
+    jobs = Job.objects.filter(status=S.RUNNING, instance_id=instance_id).values_list("pk", "claims")
+    return jobs_requeue_lost(jobs=list(jobs), code="instance_lost", message=f"the GPU instance was lost: {reason}")
 
 
 def job_cancel(*, job: Job) -> bool:
     updated = Job.objects.filter(pk=job.pk, status__in=Job.UNFINISHED).update(
         status=S.CANCELLED, finished_at=timezone.now(), dispatch_token="")
     if updated and job.external_id:
-        from jobs.tasks import cancel_remote as cancel_remote_task
-
-        transaction.on_commit(lambda: cancel_remote_task.enqueue(job.pk))
+        _cancel_remote_on_commit([(job.provider, job.provider_ref)])
     return updated == 1
+
+
+def _cancel_remote_on_commit(requests) -> None:
+    from jobs.tasks import cancel_remote as cancel_remote_task
+
+    transaction.on_commit(lambda: [cancel_remote_task.enqueue(provider, ref) for provider, ref in requests])
 
 
 def job_retry(*, job: Job) -> bool:
@@ -238,13 +253,12 @@ def job_retry(*, job: Job) -> bool:
 def batch_cancel(*, batch: BatchRun) -> int:
     with transaction.atomic():
         BatchRun.objects.filter(pk=batch.pk).update(cancel_requested_at=timezone.now())
-        remote = list(batch.jobs.filter(status=S.RUNNING).exclude(external_id="").values_list("pk", flat=True))
+        remote = list(batch.jobs.filter(status=S.RUNNING).exclude(external_id="").values_list("provider",
+                                                                                               "provider_ref"))
         cancelled = batch.jobs.filter(status__in=Job.UNFINISHED).update(
             status=S.CANCELLED, finished_at=timezone.now(), dispatch_token="")
         if remote:
-            from jobs.tasks import cancel_remote as cancel_remote_task
-
-            transaction.on_commit(lambda: [cancel_remote_task.enqueue(pk) for pk in remote])
+            _cancel_remote_on_commit(remote)
     return cancelled
 
 
@@ -287,8 +301,8 @@ def jobs_sweep_stale(*, now=None) -> int:
     polled = [name for name in provider_names() if get_provider(name).polled]
     stale = Job.objects.filter(status=S.RUNNING).filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True))
     stale = stale.exclude(Q(provider__in=polled) & ~Q(external_id=""))
-    ids = list(stale.values_list("pk", flat=True))
-    if ids:
-        log.warning("requeueing %d stale job(s): %s", len(ids), ids)
-    return jobs_requeue_lost(job_ids=ids, code="worker_lost",
+    jobs = list(stale.values_list("pk", "claims"))
+    if jobs:
+        log.warning("requeueing %d stale job(s): %s", len(jobs), [pk for pk, _ in jobs])
+    return jobs_requeue_lost(jobs=jobs, code="worker_lost",
                              message=f"no heartbeat for {settings.GENHUB_STALE_JOB_SECONDS}s; the worker was lost")

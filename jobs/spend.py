@@ -79,7 +79,10 @@ def instance_billed(instance: GpuInstance, *, since: datetime, until: datetime) 
 def monthly_spend(now: datetime | None = None) -> Decimal:
     now = now or timezone.now()
     since = month_start(now)
-    fal = Job.objects.filter(provider="fal", finished_at__gte=since).aggregate(total=Sum("cost_usd"))["total"]
+    # Finished this month, or still running with attempts fal already billed.
+    fal = Job.objects.filter(provider="fal").filter(
+        Q(finished_at__gte=since) | Q(finished_at__isnull=True, cost_usd__isnull=False)
+    ).aggregate(total=Sum("cost_usd"))["total"]
     instances = GpuInstance.objects.filter(dph_usd__isnull=False).filter(
         Q(destroyed_at__isnull=True) | Q(destroyed_at__gte=since))
     vast = sum((instance_billed(i, since=since, until=now) for i in instances), ZERO)

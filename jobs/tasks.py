@@ -18,10 +18,10 @@ def run_job(job_id: int, dispatch_token: str) -> str:
 
 
 @task
-def cancel_remote(job_id: int) -> None:
+def cancel_remote(provider: str, ref: dict) -> None:
     from jobs.dispatch import job_cancel_remote
 
-    job_cancel_remote(job_id=job_id)
+    job_cancel_remote(provider_name=provider, ref=ref)
 
 
 @task

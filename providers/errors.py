@@ -10,13 +10,16 @@ class ProviderError(Exception):
     """
 
     def __init__(self, message: str, *, code: str = "provider_error", permanent: bool = False,
-                 status: int | None = None, retry_after: float | None = None):
+                 status: int | None = None, retry_after: float | None = None, transport: bool = False):
         super().__init__(message)
         self.message = message
         self.code = code
         self.permanent = permanent
         self.status = status
         self.retry_after = retry_after
+        # True when the call itself failed (connection, timeout, 429, 5xx), which says nothing about
+        # the work the remote may be doing for an earlier call.
+        self.transport = transport
 
     def __str__(self):
         return self.message

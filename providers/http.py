@@ -11,6 +11,7 @@ import random
 import threading
 import time
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -53,8 +54,11 @@ class HttpClient:
     """
 
     def __init__(self, service: str, *, headers: dict | None = None, connect_timeout: float | None = None,
-                 read_timeout: float | None = None, max_tries: int | None = None, backoff: float | None = None):
+                 read_timeout: float | None = None, max_tries: int | None = None, backoff: float | None = None,
+                 secret_path: bool = False):
         self.service = service
+        # Some URLs carry their credential in the path (webhooks): then only the host is ever shown.
+        self.secret_path = secret_path
         self.connect_timeout = connect_timeout or settings.HTTP_CONNECT_TIMEOUT
         self.read_timeout = read_timeout or settings.HTTP_READ_TIMEOUT
         self.max_tries = max_tries or settings.HTTP_MAX_TRIES
@@ -91,8 +95,8 @@ class HttpClient:
                 response = self.session.request(method, url, timeout=timeout, **kwargs)
             except requests.RequestException as exc:
                 error = TransientError(
-                    f"{self.service}: {method} {_safe_url(url)} failed: {type(exc).__name__}",
-                    code="connection_error",
+                    f"{self.service}: {method} {self._shown(url)} failed: {type(exc).__name__}",
+                    code="connection_error", transport=True,
                 )
                 never_sent = _never_connected(exc)
             else:
@@ -107,15 +111,21 @@ class HttpClient:
             log.info("%s; retrying in %.2fs (attempt %d/%d)", error.message, delay, attempt, tries)
             time.sleep(delay)
 
+    def _shown(self, url: str) -> str:
+        parts = urlsplit(url)
+        if self.secret_path:
+            return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}/…"
+        return _safe_url(url)
+
     def classify(self, response: requests.Response, method: str, url: str) -> ProviderError:
         status = response.status_code
-        message = f"{self.service}: {method} {_safe_url(url)} returned HTTP {status}: {_body_excerpt(response)}"
+        message = f"{self.service}: {method} {self._shown(url)} returned HTTP {status}: {_body_excerpt(response)}"
         if status == 429:
             retry_after = _retry_after_seconds(response)
-            return TransientError(message, code="rate_limited", status=status,
+            return TransientError(message, code="rate_limited", status=status, transport=True,
                                   retry_after=retry_after if retry_after is not None else max(self.backoff, 1.0))
         if status in RETRYABLE_STATUSES:
-            return TransientError(message, code=f"http_{status}", status=status)
+            return TransientError(message, code=f"http_{status}", status=status, transport=True)
         if status in (401, 403):
             return PermanentError(message, code="unauthorized", status=status)
         return ProviderError(message, code=f"http_{status}", permanent=400 <= status < 500, status=status)
@@ -131,5 +141,7 @@ def _never_connected(exc: requests.RequestException) -> bool:
 
 
 def _safe_url(url: str) -> str:
-    """The URL without its query string, which may carry tokens."""
-    return url.split("?", 1)[0]
+    """The URL without its query string (which may carry tokens) or a user:password part."""
+    parts = urlsplit(url)
+    netloc = parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else parts.netloc
+    return f"{parts.scheme}://{netloc}{parts.path}"

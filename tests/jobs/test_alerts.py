@@ -55,10 +55,11 @@ def receiver(settings):
 
 
 def waiting_vast_job(user, *, down_minutes):
+    then = timezone.now() - timedelta(minutes=down_minutes)
     batch = make_batch(user, provider="vastai")
-    Job.objects.filter(batch=batch).update(status=Job.Status.WAITING_FOR_GPU)
+    Job.objects.filter(batch=batch).update(status=Job.Status.WAITING_FOR_GPU, created_at=then)
     instance = GpuInstance.objects.create(label="genhub", state="loading")
-    GpuInstance.objects.filter(pk=instance.pk).update(created_at=timezone.now() - timedelta(minutes=down_minutes))
+    GpuInstance.objects.filter(pk=instance.pk).update(created_at=then)
     return batch
 
 
@@ -68,6 +69,7 @@ def test_it_alerts_once_when_the_gpu_is_down_too_long_and_resolves_when_back(use
     assert alerts_check() == []
 
     GpuInstance.objects.update(created_at=timezone.now() - timedelta(minutes=12))
+    Job.objects.update(created_at=timezone.now() - timedelta(minutes=12))
     assert alerts_check() == ["instance_down"]
     assert alerts_check() == ["instance_down"]
     assert Alert.objects.filter(kind="instance_down").count() == 1

@@ -120,8 +120,54 @@ def test_a_job_cancelled_at_fal_time_is_cancelled_there(user, fal_sim, settings,
     provider_pump(provider_name="fal")
     job.refresh_from_db()
     assert job.status == S.RUNNING and job.external_id
+    OrmQ.objects.all().delete()
 
-    services.job_cancel(job=job)
-    cancel_remote(job.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.job_cancel(job=job)
+    (task,) = [row.task for row in OrmQ.objects.all()]
+    cancel_remote(*task["args"])
 
+    assert task["func"] == "jobs.tasks.cancel_remote"
     assert fal_sim.requests[job.external_id]["cancelled"]
+
+
+def test_a_failed_status_call_keeps_following_the_request_instead_of_paying_twice(user, fal_sim):
+    fal_sim.inject("status_503", 6)  # more than the HTTP seam retries within one pass
+    job = make_batch(user).jobs.get()
+
+    provider_pump(provider_name="fal")
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (S.SUCCEEDED, 1)
+    assert sum(fal_sim.submits.values()) == 1
+
+
+def test_a_job_cancelled_while_its_submit_was_in_flight_is_cancelled_at_fal(user, fal_sim, monkeypatch):
+    from jobs import dispatch, services
+
+    fal_sim.queue_seconds = 30
+    make_batch(user)
+    real_record = services.job_record_submission
+
+    def cancelled_meanwhile(**kwargs):
+        Job.objects.filter(pk=kwargs["job_id"]).update(status=S.CANCELLED)
+        return real_record(**kwargs)
+
+    monkeypatch.setattr(dispatch.services, "job_record_submission", cancelled_meanwhile)
+    dispatch._submit_queued(dispatch.get_provider("fal"))
+
+    (request,) = fal_sim.requests.values()
+    assert request["cancelled"]
+
+
+def test_an_unusable_clip_fal_billed_counts_in_the_jobs_cost(user, fal_sim):
+    from jobs.costs import fal_cost
+
+    fal_sim.inject("bad_video")
+    job = make_batch(user).jobs.get()
+
+    provider_pump(provider_name="fal")
+
+    job.refresh_from_db()
+    assert job.status == S.SUCCEEDED and job.attempts == 2
+    assert job.cost_usd == 2 * fal_cost(job.params)  # the bad clip and the good one

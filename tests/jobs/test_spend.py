@@ -5,10 +5,12 @@ from decimal import Decimal
 
 import pytest
 from django.utils import timezone
+from django_q.models import OrmQ
 
 from gpu_instances.models import GpuInstance
 from jobs import selectors, services
 from jobs.costs import fal_cost, gpu_cost
+from jobs.dispatch import pumps_restart
 from jobs.models import BatchRun, Job
 from jobs.spend import instance_billed, monthly_spend
 from tests.jobs.factories import make_batch
@@ -136,7 +138,9 @@ def test_jobs_fall_back_when_the_gpu_stays_unavailable(user, vast_sim_factory, f
     BatchRun.objects.filter(pk=batch.pk).update(fallback_policy="unrecoverable", fallback_after=5)
     drain(until=lambda: batch.jobs.filter(status=S.WAITING_FOR_GPU).count() == 2)
     assert not batch.jobs.filter(provider="fal").exists()  # not yet: 5 minutes have not passed
-    GpuInstance.objects.update(created_at=timezone.now() - timedelta(minutes=6))
+    six_minutes_ago = timezone.now() - timedelta(minutes=6)
+    GpuInstance.objects.update(created_at=six_minutes_ago)
+    batch.jobs.update(created_at=six_minutes_ago)
 
     drain(until=lambda: batch.jobs.filter(status=S.SUCCEEDED).count() == 2)
 
@@ -206,3 +210,46 @@ def test_the_dry_run_warns_when_the_estimate_exceeds_a_cap(settings):
     assert len(warnings) == 2
     assert "about 2 of 4 clips will run" in warnings[0]
     assert "about 0 of 4 clips will run this month" in warnings[1]
+
+
+def test_paused_gpu_work_does_not_rent_a_gpu(user, vast_sim, drain, settings):
+    """With every vastai job held back by a cap, nothing may be rented, however often the pumps run."""
+    batch = make_batch(user, provider="vastai", count=2)
+    BatchRun.objects.filter(pk=batch.pk).update(budget_usd=Decimal("0"))
+
+    drain(until=lambda: batch.jobs.filter(status=S.PAUSED).count() == 2)
+    for _ in range(3):  # scheduler minutes: pumps restart for paused work, reconcile runs
+        pumps_restart()
+        drain(until=lambda: not OrmQ.objects.exists(), timeout=10)
+
+    assert vast_sim.instance_records() == []
+    assert not GpuInstance.objects.filter(state__in=GpuInstance.ACTIVE_STATES).exists()
+
+
+def test_a_gpu_request_whose_work_went_away_is_released_before_renting(user, vast_sim_factory):
+    from gpu_instances.orchestrator import VastAIOrchestrator
+
+    vast_sim_factory(offers=[])  # nothing can be rented while the work still exists
+    batch = make_batch(user, provider="vastai")
+    VastAIOrchestrator().reconcile(max_seconds=0)
+    request = GpuInstance.objects.get(state=GpuInstance.State.PROVISIONING)
+
+    services.batch_cancel(batch=batch)
+    VastAIOrchestrator().reconcile(max_seconds=0)
+
+    request.refresh_from_db()
+    assert request.state == GpuInstance.State.DESTROYED and request.end_reason.startswith("released")
+
+
+def test_a_gpu_released_long_ago_does_not_make_new_work_fall_back_at_once(user, vast_sim, settings):
+    from gpu_instances.models import InstanceEvent
+    from jobs.selectors import gpu_down_since
+
+    old = GpuInstance.objects.create(label="genhub", state="destroyed", end_reason="released: idle")
+    InstanceEvent.objects.create(instance=old, kind="state", from_state="ready", to_state="destroying")
+    InstanceEvent.objects.filter(instance=old).update(at=timezone.now() - timedelta(days=2))
+    batch = make_batch(user, provider="vastai")
+    BatchRun.objects.filter(pk=batch.pk).update(fallback_policy="unrecoverable", fallback_after=10)
+
+    assert services.jobs_fall_back_while_gpu_unavailable(provider_name="vastai") == 0
+    assert (timezone.now() - gpu_down_since()).total_seconds() < 60  # since the job arrived, not 2 days

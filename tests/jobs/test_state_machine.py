@@ -191,8 +191,24 @@ def test_a_worker_keeps_beating_for_a_job_that_reports_no_progress(job, settings
     services.job_claim(job_id=job.pk)
     Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
 
-    with _Heartbeat(job.pk, attempt=1):
+    with _Heartbeat(job.pk, claim=1):
         time.sleep(0.3)
 
     job.refresh_from_db()
     assert timezone.now() - job.heartbeat_at < timedelta(seconds=5)
+
+
+def test_a_late_report_from_an_attempt_given_up_on_never_touches_a_later_one(user):
+    """Fallback and retry reset `attempts`; the claim counter never repeats, so the old GPU worker's
+    report cannot hit the job's new fal attempt that happens to have the same attempt number."""
+    job = make_batch(user, provider="vastai").jobs.get()
+    services.job_claim(job_id=job.pk)
+    old_claim = Job.objects.get(pk=job.pk).claims
+    assert services.job_fall_back(job_id=job.pk, from_states=(S.RUNNING,), reason="instance lost")
+    services.job_claim(job_id=job.pk)  # now on fal, attempt 1 again
+
+    assert services.job_fail(job_id=job.pk, code="connection_error", message="late", permanent=False,
+                             claim=old_claim) is None
+    assert not services.job_succeed(job_id=job.pk, claim=old_claim)
+    job.refresh_from_db()
+    assert (job.status, job.provider, job.attempts) == (S.RUNNING, "fal", 1)
