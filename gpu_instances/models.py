@@ -36,6 +36,9 @@ class GpuInstance(models.Model):
     first_health_failure_at = models.DateTimeField(null=True, blank=True)
     destroyed_at = models.DateTimeField(null=True, blank=True)
     end_reason = models.TextField(blank=True)
+    # Who asked for it: waiting jobs ("demand"), or an operator (`ensure_instance`), whose request stands
+    # even while no job needs the GPU.
+    requested_by = models.CharField(max_length=16, default="demand")
 
     class Meta:
         ordering = ["-created_at"]

@@ -103,7 +103,7 @@ class VastAIOrchestrator:
     def ready(self) -> GpuInstance | None:
         return GpuInstance.objects.filter(label=self.label, state=State.READY).first()
 
-    def get_or_create_instance(self) -> tuple[GpuInstance, bool]:
+    def get_or_create_instance(self, *, requested_by: str = "demand") -> tuple[GpuInstance, bool]:
         """The active instance, or a new `provisioning` row for reconcile to buy. (instance, created)
 
         The partial unique index makes this safe against racing callers: the loser's insert fails
@@ -115,10 +115,10 @@ class VastAIOrchestrator:
         try:
             with transaction.atomic():
                 instance = GpuInstance.objects.create(label=self.label, state=State.PROVISIONING,
-                                                      state_changed_at=timezone.now())
+                                                      state_changed_at=timezone.now(), requested_by=requested_by)
         except IntegrityError:
             return self.active(), False
-        record(instance, "provision", "an instance was requested")
+        record(instance, "provision", f"an instance was requested ({requested_by})")
         return instance, True
 
     def report_trouble(self, instance: GpuInstance, reason: str) -> None:
@@ -171,7 +171,7 @@ class VastAIOrchestrator:
                 return "idle: no instance and no demand", False
             instance, _ = self.get_or_create_instance()
         if instance.state == State.PROVISIONING:
-            if not demand and not instance.swarmui_token:
+            if not demand and not instance.swarmui_token and instance.requested_by == "demand":
                 # Requested, but the work went away (cancelled, paused by a cap) before anything was rented.
                 transition(instance, State.DESTROYED, "released: nothing needs a GPU any more; nothing was rented",
                            end_reason="released: no demand before it was rented", destroyed_at=timezone.now())

@@ -19,7 +19,7 @@ class Command(BaseCommand):
         if not settings.VAST_API_KEY:
             raise CommandError("VAST_API_KEY is not set")
         orchestrator = VastAIOrchestrator()
-        instance, created = orchestrator.get_or_create_instance()
+        instance, created = orchestrator.get_or_create_instance(requested_by="operator")
         self.stdout.write(f"{'requested a new' if created else 'found the'} instance: {instance}")
         if not wait:
             return

@@ -1,0 +1,68 @@
+"""Operator commands and the admin's destroy action, against the simulated cloud."""
+
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from gpu_instances.models import GpuInstance
+from tests.jobs.factories import make_batch
+
+pytestmark = pytest.mark.django_db
+State = GpuInstance.State
+
+
+def run(*args) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def test_ensure_instance_waits_until_ready_then_status_and_destroy(vast_sim, settings):
+    settings.GENHUB_RECONCILE_INTERVAL = 0.05
+
+    output = run("ensure_instance", "--wait", "--timeout", "30")
+
+    instance = GpuInstance.objects.get(state=State.READY)
+    assert "ready: A100 SXM4" in output and "[loading]" in output
+    status = run("instance_status")
+    assert "ready" in status and instance.base_url in status and "cost_so_far_usd" in status
+    assert instance.swarmui_token not in status
+
+    with pytest.raises(CommandError, match="--yes"):
+        call_command("destroy_instance")
+    assert "destroyed" in run("destroy_instance", "--yes")
+    instance.refresh_from_db()
+    assert instance.state == State.DESTROYED and instance.end_reason.startswith("operator")
+    assert [r["destroyed"] for r in vast_sim.instance_records()] == [True]
+
+
+def test_ensure_instance_fails_with_the_reason_when_vast_is_not_configured(settings):
+    settings.VAST_API_KEY = ""
+    with pytest.raises(CommandError, match="VAST_API_KEY is not set"):
+        call_command("ensure_instance")
+
+
+def test_ensure_instance_gives_up_with_the_last_state_after_its_timeout(vast_sim_factory, settings):
+    settings.GENHUB_RECONCILE_INTERVAL = 0.05
+    vast_sim_factory(offers=[])
+    with pytest.raises(CommandError, match="not ready after"):
+        call_command("ensure_instance", "--wait", "--timeout", "0.5", stdout=StringIO())
+
+
+def test_reconcile_prints_its_step(vast_sim, user):
+    make_batch(user, provider="vastai")
+    assert "rented vast #" in run("reconcile")
+
+
+def test_the_admin_destroys_an_instance_and_its_jobs_go_back_to_the_queue(admin_client, vast_sim, settings):
+    settings.GENHUB_RECONCILE_INTERVAL = 0.05
+    run("ensure_instance", "--wait", "--timeout", "30")
+    instance = GpuInstance.objects.get(state=State.READY)
+
+    admin_client.post("/admin/gpu_instances/gpuinstance/",
+                      {"action": "destroy_instances", "_selected_action": [instance.pk]})
+
+    instance.refresh_from_db()
+    assert instance.state == State.DESTROYED
+    assert [r["destroyed"] for r in vast_sim.instance_records()] == [True]
