@@ -52,13 +52,6 @@ class FalSimulator(Simulator):
         with self._lock:
             self._faults[kind] += count
 
-    def _take_fault(self, kind: str) -> bool:
-        with self._lock:
-            if self._faults[kind] > 0:
-                self._faults[kind] -= 1
-                return True
-            return False
-
     # --- protocol -------------------------------------------------------------------------
 
     def handle(self, request):

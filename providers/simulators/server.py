@@ -85,3 +85,12 @@ class Simulator:
 
     def handle(self, request: SimulatorHandler):
         raise NotImplementedError
+
+    def _take_fault(self, kind: str) -> bool:
+        """Uses up one injected fault of `kind`, if any is left. Subclasses keep `_faults` (a Counter)
+        and the `_lock` guarding it."""
+        with self._lock:
+            if self._faults[kind] > 0:
+                self._faults[kind] -= 1
+                return True
+            return False

@@ -251,13 +251,6 @@ class VastAISimulator(Simulator):
                 raise ValueError(f"instance {instance_id} has no SwarmUI yet (state {inst.state})")
             return inst.swarmui
 
-    def _take(self, fault: str) -> bool:
-        with self._lock:
-            if self._faults[fault] > 0:
-                self._faults[fault] -= 1
-                return True
-            return False
-
     # --- HTTP ----------------------------------------------------------------------------------------
 
     def handle(self, request):
@@ -281,11 +274,11 @@ class VastAISimulator(Simulator):
         if route is None:
             return request.send_json(404, {"success": False, "error": "not_found", "msg": f"No route {path}"})
         endpoint, handler, arg = route
-        if self._take("rate_limit"):
+        if self._take_fault("rate_limit"):
             headers = {"Retry-After": f"{self._rate_limit_seconds:g}"} if self._rate_limit_header else {}
             return request.send_json(
                 429, {"detail": f"API requests too frequent endpoint threshold={self._rate_limit_seconds:g}"}, headers)
-        if self._take("server_error"):
+        if self._take_fault("server_error"):
             return request.send_json(self._server_error_status,
                                      {"success": False, "error": "server_error", "msg": "Internal Server Error"})
         limited = self._over_threshold(endpoint)
@@ -412,7 +405,7 @@ class VastAISimulator(Simulator):
             self._next_id += 1
             self.instances[inst.id] = inst
             self._rented.add(offer_id)
-            if self._take("create_error_with_contract"):
+            if self._take_fault("create_error_with_contract"):
                 inst.state = "stopped"
                 return self._contract_error_status, {
                     "success": False, "error": "insufficient_bid", "new_contract": inst.id,
@@ -564,7 +557,7 @@ class VastAISimulator(Simulator):
             if inst is None:
                 return 404, {"success": False, "error": "no_such_instance",
                              "msg": f"Instance {instance_id} not found."}
-            if self._take("ignore_destroy"):
+            if self._take_fault("ignore_destroy"):
                 return 200, {"success": True}
             inst.state, inst.destroyed = "destroyed", True
             self._rented.discard(inst.offer["id"])
