@@ -155,7 +155,8 @@ FAL_QUEUE_URL = env("FAL_QUEUE_URL", default="https://queue.fal.run")
 FAL_ENDPOINT = env("FAL_ENDPOINT", default="fal-ai/wan/v2.2-a14b/image-to-video")
 FAL_MAX_IN_FLIGHT = env.int("FAL_MAX_IN_FLIGHT", default=40)
 FAL_POLL_INTERVAL = env.float("FAL_POLL_INTERVAL", default=5.0)
-# A job fal has not finished in this long is cancelled there and retried (queue congestion, lost runner).
+# A request fal has not finished this long after it started (its first IN_PROGRESS; time waiting in fal's own
+# queue does not count) is cancelled there and retried (a lost runner).
 FAL_JOB_DEADLINE_SECONDS = env.int("FAL_JOB_DEADLINE_SECONDS", default=1800)
 # fal bills Wan 2.2 A14B per video-second, counted at 16 fps, by resolution (USD).
 FAL_PRICE_PER_VIDEO_SECOND = {
@@ -272,3 +273,16 @@ GENHUB_ALERT_WEBHOOK_URL = env("GENHUB_ALERT_WEBHOOK_URL", default="")
 GENHUB_ALERT_WEBHOOK_SECRET = env("GENHUB_ALERT_WEBHOOK_SECRET", default="")
 GENHUB_ALERT_WEBHOOK_TIMEOUT = env.float("GENHUB_ALERT_WEBHOOK_TIMEOUT", default=5)
 GENHUB_ALERT_WEBHOOK_MAX_ATTEMPTS = env.int("GENHUB_ALERT_WEBHOOK_MAX_ATTEMPTS", default=5)
+
+# --- paid results and a small fal account (issue 9, items 8-9) ---
+# A clip that was paid for but could not be stored (full disk, storage error) is spooled here and stored
+# later, never generated again. Put it on another disk than MEDIA_ROOT if you can; unset = a
+# `<MEDIA_ROOT>-pending` directory beside MEDIA_ROOT. fal results are also re-fetched from fal's URL.
+GENHUB_PENDING_RESULTS_DIR = env("GENHUB_PENDING_RESULTS_DIR", default="")
+# How often a kept result is tried again, and the free space MEDIA_ROOT needs before new paid work starts.
+GENHUB_STORE_RETRY_SECONDS = env.float("GENHUB_STORE_RETRY_SECONDS", default=30)
+GENHUB_STORAGE_MIN_FREE_MB = env.int("GENHUB_STORAGE_MIN_FREE_MB", default=200)
+# A COMPLETED fal request whose result cannot be fetched (5xx, timeout) is fetched again this many times,
+# backing off from this many seconds (doubling, at most 5 min), then fails (billed); it is never resubmitted.
+FAL_RESULT_FETCH_TRIES = env.int("FAL_RESULT_FETCH_TRIES", default=6)
+FAL_RESULT_FETCH_BACKOFF_SECONDS = env.float("FAL_RESULT_FETCH_BACKOFF_SECONDS", default=5)

@@ -17,6 +17,7 @@ from django.utils import timezone
 from jobs.models import Alert, BatchRun, Job
 from jobs.selectors import gpu_down_since
 from jobs.spend import batch_spend, monthly_spend
+from jobs.storage_health import storage_problem
 from providers.errors import ProviderError
 from providers.http import HttpClient
 
@@ -53,6 +54,10 @@ def alerts_check() -> list[str]:
                 K.BATCH_STALLED, f"batch “{batch}” has made no progress for "
                                  f"{(timezone.now() - last).total_seconds() / 60:.0f} min", batch)
 
+    problem = storage_problem()
+    if problem:
+        wanted[STORAGE_KEY] = (K.STORAGE_FAILING, problem, None)
+
     open_alerts = {alert.key: alert for alert in Alert.objects.filter(resolved_at__isnull=True)}
     for key, alert in open_alerts.items():
         if key not in wanted:
@@ -62,6 +67,22 @@ def alerts_check() -> list[str]:
             _raise(key=key, kind=kind, message=message, batch=batch)
     _retry_undelivered()
     return sorted(wanted)
+
+
+STORAGE_KEY = "storage_failing"
+
+
+def storage_failing_raise() -> None:
+    """Raised the moment a paid clip cannot be stored (not a minute later): dispatch is held from now."""
+    problem = storage_problem()
+    if problem:
+        _raise(key=STORAGE_KEY, kind=K.STORAGE_FAILING, message=problem, batch=None)
+
+
+def storage_failing_resolve() -> None:
+    """Resolved as soon as the kept clips are stored and the disk has room again."""
+    if storage_problem() is None:
+        Alert.objects.filter(key=STORAGE_KEY, resolved_at__isnull=True).update(resolved_at=timezone.now())
 
 
 def _budget_alerts(wanted, key, label, spent: Decimal, cap: Decimal, batch):

@@ -60,6 +60,9 @@ class JobOutputSerializer(serializers.Serializer):
     poster_url = serializers.SerializerMethodField()
     video = serializers.SerializerMethodField()
     cost_usd = serializers.DecimalField(max_digits=10, decimal_places=4, allow_null=True)
+    wasted_usd = serializers.DecimalField(max_digits=10, decimal_places=4)
+    queue_position = serializers.IntegerField(allow_null=True)
+    remote_started_at = serializers.DateTimeField(allow_null=True)
     generation_seconds = serializers.FloatField(allow_null=True)
     instance = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
@@ -101,6 +104,7 @@ class BatchOutputSerializer(serializers.Serializer):
     total = serializers.IntegerField(source="n_total")
     progress = serializers.SerializerMethodField()
     cost_usd = serializers.SerializerMethodField()
+    wasted_usd = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
     cancel_requested_at = serializers.DateTimeField(allow_null=True)
     budget_usd = serializers.DecimalField(max_digits=10, decimal_places=2, allow_null=True)
@@ -118,6 +122,9 @@ class BatchOutputSerializer(serializers.Serializer):
 
     def get_cost_usd(self, batch) -> str:
         return str(selectors.batch_cost(batch))
+
+    def get_wasted_usd(self, batch) -> str:
+        return str(selectors.batch_waste(batch))
 
 
 class CostComparisonSerializer(serializers.Serializer):

@@ -1,7 +1,9 @@
 """Output videos: check what the provider returned, keep it, and make a poster frame.
 
-Provider URLs expire, so the file is fetched at once and stored; a file that does not decode or is
-not the clip that was asked for is a retryable failure, never a success.
+Provider URLs expire, so the file is fetched at once and stored. A file that does not decode is a
+retryable failure; a clip that decodes but contradicts the request (its fps or frame count) is an
+`OutputMismatchError`, which the caller confirms once and then fails for good (generating it again
+would pay for the same contradiction). Neither is ever a success.
 """
 
 import io
@@ -18,6 +20,10 @@ from providers.errors import TransientError
 class VideoCheckError(TransientError):
     def __init__(self, message: str):
         super().__init__(message, code="bad_output")
+
+
+class OutputMismatchError(VideoCheckError):
+    """The clip decodes, but its frame count or rate is not what was asked for."""
 
 
 @dataclass(frozen=True)
@@ -57,17 +63,39 @@ def inspect_video(data: bytes) -> VideoFacts:
 def check_matches_request(facts: VideoFacts, params: dict) -> None:
     want_frames, want_fps = params["num_frames"], params["fps"]
     want_seconds = want_frames / want_fps
-    if abs(facts.frames - want_frames) > settings.GENHUB_VIDEO_FRAME_TOLERANCE:
-        raise VideoCheckError(f"the output has {facts.frames} frames, {want_frames} were asked for")
+    if abs(facts.frames - want_frames) > settings.GENHUB_VIDEO_FRAME_TOLERANCE or abs(facts.fps - want_fps) > 0.5:
+        raise OutputMismatchError(f"the output has {facts.frames} frames at {facts.fps:g} fps; "
+                                  f"{want_frames} frames at {want_fps} fps were asked for")
     if abs(facts.duration - want_seconds) > settings.GENHUB_VIDEO_DURATION_TOLERANCE:
-        raise VideoCheckError(f"the output lasts {facts.duration:.2f}s, {want_seconds:.2f}s was asked for")
+        raise OutputMismatchError(f"the output lasts {facts.duration:.2f}s, {want_seconds:.2f}s was asked for")
 
 
 def store_output(*, job_uuid: str, video: bytes, facts: VideoFacts) -> tuple[str, str]:
-    """Saves the video and its poster; returns their storage names."""
-    video_name = default_storage.save(f"outputs/{job_uuid}.mp4", ContentFile(video))
-    poster_name = default_storage.save(f"posters/{job_uuid}.jpg", ContentFile(facts.poster_jpeg))
+    """Saves the video and its poster; returns their storage names.
+
+    All or nothing: when either write fails (a full disk stops it halfway), whatever was written is
+    removed before the error goes up, so no partial file is left behind.
+    """
+    video_name = _save_whole(f"outputs/{job_uuid}.mp4", video)
+    try:
+        poster_name = _save_whole(f"posters/{job_uuid}.jpg", facts.poster_jpeg)
+    except BaseException:
+        discard(video_name)
+        raise
     return video_name, poster_name
+
+
+def _save_whole(name: str, data: bytes) -> str:
+    # The name is chosen first so a failed write knows which file it left behind.
+    name = default_storage.get_available_name(name)
+    try:
+        return default_storage.save(name, ContentFile(data))
+    except BaseException:
+        try:
+            discard(name)
+        except OSError:
+            pass  # the error that matters is the write's
+        raise
 
 
 def discard(*names: str) -> None:

@@ -48,4 +48,5 @@ def gpu_demand() -> int:
     """vastai jobs that need the GPU now or soon and that the caps allow: the orchestrator's reason
     to rent. The caps are applied first, so work that is about to be paused never rents a GPU."""
     apply_caps(provider_name="vastai")
-    return Job.objects.filter(provider="vastai", status__in=Job.ACTIVE).count()
+    # A job in `storing` is done with the GPU: its clip only waits for the disk.
+    return Job.objects.filter(provider="vastai", status__in=Job.ACTIVE).exclude(status=S.STORING).count()

@@ -24,10 +24,11 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from genhub.leases import lease_acquire, lease_release, lease_renew
-from jobs import artifacts, budget, costs, services
+from jobs import artifacts, budget, costs, pending_results, services
 from jobs.models import Job
+from jobs.storage_health import storage_problem
 from providers.base import Finished, GenerationRequest, Pending, Provider, Submitted
-from providers.errors import ProviderError, TransientError
+from providers.errors import PermanentError, ProviderError, TransientError
 from providers.registry import get_provider, provider_names
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ S = Job.Status
 HTTP_THREADS = 8
 # The pump finds its own progress fast; a heartbeat more often than this only loads the database.
 PROGRESS_EVERY_SECONDS = 1.0
+# Failures after which the remote has finished and bills the attempt although no clip was delivered.
+BILLED_FAILURES = {"bad_output", "output_mismatch", "result_unavailable"}
+RESULT_FETCH_MAX_DELAY = 300.0
 
 
 def provider_pump(*, provider_name: str) -> str:
@@ -86,11 +90,16 @@ def _has_unfinished(provider_name: str) -> bool:
 
 def _pump_pass(provider: Provider) -> bool:
     budget.apply_caps(provider_name=provider.name)
+    pending_results.store_due(provider_name=provider.name)
+    # While paid clips cannot be stored, new paid work would only pile up more of them: hold it.
+    # Work already paid for is still followed to the end (its result is kept).
+    hold = storage_problem()
     if provider.polled:
-        _submit_queued(provider)
+        if not hold:
+            _submit_queued(provider)
         _follow_in_flight(provider)
     else:
-        _dispatch_to_workers(provider)
+        _dispatch_to_workers(provider, hold=hold)
     return _has_unfinished(provider.name)
 
 
@@ -128,28 +137,58 @@ def _follow_in_flight(provider: Provider) -> None:
     jobs = list(Job.objects.filter(provider=provider.name, status=S.RUNNING).exclude(external_id=""))
     if not jobs:
         return
-    deadline = timezone.now() - timedelta(seconds=settings.FAL_JOB_DEADLINE_SECONDS)
-    overdue = [job for job in jobs if job.started_at and job.started_at < deadline]
+    now = timezone.now()
+    deadline = now - timedelta(seconds=settings.FAL_JOB_DEADLINE_SECONDS)
+    # The deadline runs from when the remote started the request, not from our claim: on a small fal
+    # account (2 at once) requests wait IN_QUEUE for a long time, and cancelling them would only put
+    # them at the back of the queue. A completed request whose result we could not fetch yet is done
+    # and billed: no deadline applies, cancelling it would save nothing.
+    overdue = [job for job in jobs if job.remote_started_at and job.remote_started_at < deadline
+               and not job.result_fetch_failures]
     for job in overdue:
         provider.cancel(job.provider_ref)
-        services.job_fail(job_id=job.pk, code="deadline", permanent=False,
-                          message=f"{provider.name} did not finish within {settings.FAL_JOB_DEADLINE_SECONDS}s")
-    jobs = [job for job in jobs if job not in overdue]
-    outcomes = _fan_out(lambda job: _inspected(provider.check(job.provider_ref), job), jobs)
-    waiting = []
+        services.job_fail(job_id=job.pk, code="deadline", permanent=False, claim=job.claims,
+                          message=f"{provider.name} did not finish within {settings.FAL_JOB_DEADLINE_SECONDS}s "
+                                  "of starting it")
+    resting = [job for job in jobs if job not in overdue and job.next_check_at and job.next_check_at > now]
+    jobs = [job for job in jobs if job not in overdue and job not in resting]
+    outcomes = _fan_out(lambda job: _inspected(provider, provider.check(job.provider_ref), job), jobs)
+    waiting = [job.pk for job in resting]
     for job, outcome in zip(jobs, outcomes, strict=True):
-        if isinstance(outcome, ProviderError) and outcome.transport and not outcome.permanent:
+        if isinstance(outcome, ProviderError) and outcome.code == "result_fetch_failed":
+            if _result_fetch_failed(provider, job, outcome):
+                waiting.append(job.pk)
+        elif isinstance(outcome, ProviderError) and outcome.transport and not outcome.permanent:
             # Our call failed, not the request: the remote still has (and bills) it, so keep following it
             # instead of submitting it again. The deadline above bounds how long.
             log.warning("job %s: could not check %s this pass: %s", job.uuid, provider.name, outcome.message)
             waiting.append(job.pk)
         elif isinstance(outcome, Pending):
             waiting.append(job.pk)
+            if outcome.started or outcome.queue_position != job.queue_position:
+                services.job_note_remote(job_id=job.pk, claim=job.claims, started=outcome.started,
+                                         queue_position=outcome.queue_position)
             if outcome.progress is not None:
                 services.job_heartbeat(job_ids=[job.pk], progress=outcome.progress)
         else:
             _settle(job, outcome)
     services.job_heartbeat(job_ids=waiting)
+
+
+def _result_fetch_failed(provider: Provider, job: Job, error: ProviderError) -> bool:
+    """The remote finished (and bills) the request but its result did not come: look again later, with
+    backoff, a bounded number of times; never submit it again. False when the job was given up on."""
+    failures = job.result_fetch_failures + 1
+    if failures >= settings.FAL_RESULT_FETCH_TRIES:
+        _settle(job, PermanentError(
+            f"{provider.name} finished the clip (and bills it) but its result could not be fetched in {failures} "
+            f"tries: {error.message}", code="result_unavailable"))
+        return False
+    delay = min(RESULT_FETCH_MAX_DELAY, settings.FAL_RESULT_FETCH_BACKOFF_SECONDS * 2 ** (failures - 1))
+    log.warning("job %s: result fetch %d failed (%s); next try in %.0fs", job.uuid, failures, error.message, delay)
+    services.job_result_fetch_failed(job_id=job.pk, claim=job.claims,
+                                     next_check_at=timezone.now() + timedelta(seconds=delay))
+    return True
 
 
 def _fan_out(call, jobs: list[Job]) -> list:
@@ -174,19 +213,36 @@ def _fan_out(call, jobs: list[Job]) -> list:
         return list(pool.map(guarded, jobs))
 
 
-def _inspected(outcome, job: Job):
-    """Checks a finished video where it was fetched (in the worker thread), so bad files fail early."""
-    if isinstance(outcome, Finished):
-        facts = artifacts.inspect_video(outcome.video)
+def _inspected(provider: Provider, outcome, job: Job):
+    """Checks a finished video where it was fetched (in the worker thread), so bad files fail early.
+
+    A clip that decodes but contradicts the request (fps, frame count) is confirmed once — fetched
+    again when the provider can serve it again, else inspected again — and then fails for good: the
+    remote made what it was told, so generating it again would pay for the same clip again.
+    """
+    if not isinstance(outcome, Finished):
+        return outcome
+    facts = artifacts.inspect_video(outcome.video)
+    try:
         artifacts.check_matches_request(facts, job.params)
-        return outcome, facts
-    return outcome
+    except artifacts.OutputMismatchError as first:
+        video = provider.fetch_output(outcome.source) if outcome.source else outcome.video
+        facts = artifacts.inspect_video(video)
+        try:
+            artifacts.check_matches_request(facts, job.params)
+        except artifacts.OutputMismatchError as again:
+            raise PermanentError(
+                f"{provider.name} returned a clip that contradicts the request, confirmed on a second look: "
+                f"{again.message}. It is not generated again (that would be billed for the same result).",
+                code="output_mismatch") from first
+        outcome = Finished(video=video, content_type=outcome.content_type, meta=outcome.meta, source=outcome.source)
+    return outcome, facts
 
 
 # --- blocking providers --------------------------------------------------------------------
 
 
-def _dispatch_to_workers(provider: Provider) -> None:
+def _dispatch_to_workers(provider: Provider, *, hold: str | None = None) -> None:
     waiting = Job.objects.filter(provider=provider.name, status__in=(S.QUEUED, S.WAITING_FOR_GPU))
     if not waiting.exists():
         return  # asking for capacity with nothing to run would rent a GPU for nobody
@@ -197,6 +253,8 @@ def _dispatch_to_workers(provider: Provider) -> None:
         services.jobs_fall_back_while_gpu_unavailable(provider_name=provider.name)
         return
     Job.objects.filter(provider=provider.name, status=S.WAITING_FOR_GPU).update(status=S.QUEUED)
+    if hold:
+        return  # storage is failing: no new paid GPU work (see storage_problem)
     from jobs.tasks import run_job as run_job_task
 
     for pk in _next_queued(provider, _free_slots(provider, capacity)):
@@ -230,7 +288,7 @@ def job_run_dispatched(*, job_id: int, dispatch_token: str) -> str:
     with _Heartbeat(job.pk, job.claims):
         try:
             outcome = _inspected(
-                provider.submit(generation_request(job), on_progress=on_progress, placement=placement), job)
+                provider, provider.submit(generation_request(job), on_progress=on_progress, placement=placement), job)
         except ProviderError as exc:
             outcome = exc
     _settle(job, outcome)
@@ -298,24 +356,36 @@ def _record(job: Job, outcome) -> None:
     if isinstance(outcome, ProviderError):
         log.info("job %s failed (%s, %s): %s", job.uuid, outcome.code,
                  "permanent" if outcome.permanent else "transient", outcome.message)
-        if outcome.code == "bad_output":
-            # The provider finished and bills the clip even though it is unusable.
+        if outcome.code in BILLED_FAILURES:
+            # The provider finished and bills the clip even though no clip is delivered from it.
             services.job_add_cost(job_id=job.pk, cost=costs.job_cost(provider=job.provider, params=job.params,
-                                                                      meta={}))
+                                                                      meta={}), wasted=True)
         services.job_fail(job_id=job.pk, code=outcome.code, message=outcome.message, permanent=outcome.permanent,
                           claim=job.claims)
         return
     finished, facts = outcome
     meta = finished.meta
-    video_name, poster_name = artifacts.store_output(job_uuid=str(job.uuid), video=finished.video, facts=facts)
+    cost = costs.job_cost(provider=job.provider, params=job.params, meta=meta)
+    try:
+        video_name, poster_name = artifacts.store_output(job_uuid=str(job.uuid), video=finished.video, facts=facts)
+    except Exception as exc:
+        # A paid clip is never thrown away to be generated again: it is kept and stored later.
+        log.exception("job %s: could not store its result", job.uuid)
+        if pending_results.keep(job=job, finished=finished, cost=cost, error=exc):
+            return
+        services.job_add_cost(job_id=job.pk, cost=cost, wasted=True)
+        services.job_fail(job_id=job.pk, code="storage_error", permanent=False, claim=job.claims,
+                          message=f"genhub could not store the paid clip nor keep it for later: "
+                                  f"{type(exc).__name__}: {exc}")
+        return
     succeeded = services.job_succeed(
         job_id=job.pk, claim=job.claims, output_video=video_name, poster=poster_name, video_frames=facts.frames,
         video_fps=facts.fps, video_duration=round(facts.duration, 3), video_codec=facts.codec,
-        cost=costs.job_cost(provider=job.provider, params=job.params, meta=meta),
-        generation_seconds=meta.get("generation_seconds"), instance_id=meta.get("instance_id"),
+        cost=cost, generation_seconds=meta.get("generation_seconds"), instance_id=meta.get("instance_id"),
     )
     if not succeeded:  # cancelled or handed to another attempt while it ran: nothing points at these files
         artifacts.discard(video_name, poster_name)
+        services.job_add_cost(job_id=job.pk, cost=cost, wasted=True)  # paid for all the same
 
 
 def job_cancel_remote(*, provider_name: str, ref: dict) -> None:

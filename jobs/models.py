@@ -49,10 +49,13 @@ class Job(models.Model):
         FAILED = "failed"
         CANCELLED = "cancelled"
         PAUSED = "paused"  # held back by a budget cap; resumes when the cap allows
+        # Generated and paid, but genhub could not store the clip yet (a full disk, a storage error). It
+        # is kept in `pending_result` and stored again by the pump; it is never generated again.
+        STORING = "storing"
 
     TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
     # Work a pump or the GPU has to do now.
-    ACTIVE = (Status.QUEUED, Status.WAITING_FOR_GPU, Status.RUNNING)
+    ACTIVE = (Status.QUEUED, Status.WAITING_FOR_GPU, Status.RUNNING, Status.STORING)
     UNFINISHED = ACTIVE + (Status.PAUSED,)
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
@@ -100,7 +103,19 @@ class Job(models.Model):
     # Set when the batch's fallback policy moved the job from the GPU to fal.
     fallback_from = models.CharField(max_length=16, blank=True)
     fallback_reason = models.CharField(max_length=300, blank=True)
+    # Every paid attempt, delivered or not; `wasted_usd` is the part that produced no delivered clip.
     cost_usd = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
+    wasted_usd = models.DecimalField(max_digits=10, decimal_places=4, default=0)
+    # A paid result waiting to be stored (status `storing`): where its bytes were spooled, where the
+    # provider still serves it, its provider facts and what it cost. Emptied once it is stored.
+    pending_result = models.JSONField(default=dict, blank=True)
+    # Polled providers: when the remote started the request (fal: first IN_PROGRESS; time in fal's own
+    # queue does not count towards the deadline), its place in that queue while it waits, and the
+    # failed fetches of a completed request's result (retried with backoff, never resubmitted).
+    remote_started_at = models.DateTimeField(null=True, blank=True)
+    queue_position = models.PositiveIntegerField(null=True, blank=True)
+    result_fetch_failures = models.PositiveSmallIntegerField(default=0)
+    next_check_at = models.DateTimeField(null=True, blank=True)
     generation_seconds = models.FloatField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -136,6 +151,7 @@ class Alert(models.Model):
         BUDGET_WARNING = "budget_warning"  # 80 % of a cap
         BUDGET_REACHED = "budget_reached"  # 100 %: new work is paused
         BATCH_STALLED = "batch_stalled"
+        STORAGE_FAILING = "storage_failing"  # paid results cannot be stored: new work is held
 
     kind = models.CharField(max_length=32, choices=Kind.choices)
     key = models.CharField(max_length=100)

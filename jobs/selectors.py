@@ -19,7 +19,7 @@ def _visible(queryset: QuerySet, user) -> QuerySet:
 def batch_list(*, user) -> QuerySet:
     """Batches with their per-status counts and cost so far, in one query."""
     return _visible(BatchRun.objects.all(), user).annotate(
-        n_total=Count("jobs"), cost_so_far=Sum("jobs__cost_usd"), **COUNT_FIELDS
+        n_total=Count("jobs"), cost_so_far=Sum("jobs__cost_usd"), wasted=Sum("jobs__wasted_usd"), **COUNT_FIELDS
     ).order_by("-created_at", "-id")
 
 
@@ -42,7 +42,7 @@ def batch_counts(batch: BatchRun) -> dict:
 def batch_status(batch: BatchRun) -> str:
     """Derived from the jobs: the batch is as far along as its least finished job."""
     counts = batch_counts(batch)
-    if counts[S.RUNNING]:
+    if counts[S.RUNNING] or counts[S.STORING]:
         return "running"
     if counts[S.PAUSED] and not (counts[S.QUEUED] or counts[S.WAITING_FOR_GPU]):
         return S.PAUSED
@@ -72,6 +72,11 @@ def batch_progress(batch: BatchRun, jobs=None) -> float:
 def batch_cost(batch: BatchRun) -> Decimal:
     # SQLite sums decimals as floats; quantizing keeps the API's figure exact on every database.
     return Decimal(batch.cost_so_far or 0).quantize(Decimal("0.0001"))
+
+
+def batch_waste(batch: BatchRun) -> Decimal:
+    """Paid attempts that delivered no clip (bad outputs, results that could not be had), in USD."""
+    return Decimal(batch.wasted or 0).quantize(Decimal("0.0001"))
 
 
 @dataclass(frozen=True)

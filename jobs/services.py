@@ -79,7 +79,7 @@ def job_claim(*, job_id: int, dispatch_token: str = "") -> bool:
     return Job.objects.filter(pk=job_id, status=S.QUEUED).update(
         status=S.RUNNING, attempts=F("attempts") + 1, claims=F("claims") + 1, started_at=now, heartbeat_at=now,
         progress=0.0, error_code="", error_message="", external_id="", provider_ref={}, dispatch_token=dispatch_token,
-        instance=None,
+        instance=None, remote_started_at=None, queue_position=None, result_fetch_failures=0, next_check_at=None,
     ) == 1
 
 
@@ -127,10 +127,14 @@ def _running(job_id: int, claim: int | None):
     return running if claim is None else running.filter(claims=claim)
 
 
-def job_add_cost(*, job_id: int, cost: Decimal | None) -> None:
-    """Adds what an attempt was billed, so failed paid attempts count towards the job and its caps."""
+def job_add_cost(*, job_id: int, cost: Decimal | None, wasted: bool = False) -> None:
+    """Adds what an attempt was billed, so failed paid attempts count towards the job and its caps.
+    `wasted`: the attempt delivered no clip (a bad output, a result that could not be had)."""
     if cost:
-        Job.objects.filter(pk=job_id).update(cost_usd=Coalesce(F("cost_usd"), Value(Decimal("0"))) + cost)
+        fields = {"cost_usd": Coalesce(F("cost_usd"), Value(Decimal("0"))) + cost}
+        if wasted:
+            fields["wasted_usd"] = F("wasted_usd") + cost
+        Job.objects.filter(pk=job_id).update(**fields)
 
 
 def job_succeed(*, job_id: int, claim: int | None = None, cost: Decimal | None = None, **fields) -> bool:
@@ -165,6 +169,63 @@ def job_fail(*, job_id: int, code: str, message: str, permanent: bool, claim: in
     failed = running.update(status=S.FAILED, error_code=code, error_message=message, finished_at=now,
                             dispatch_token="")
     return S.FAILED if failed else None
+
+
+# --- polled requests at the remote ----------------------------------------------------------
+
+
+def job_note_remote(*, job_id: int, claim: int, started: bool, queue_position: int | None) -> bool:
+    """What the remote said about a request still waiting: started (the deadline runs from then) or its
+    place in the remote's own queue."""
+    running = _running(job_id, claim)
+    if started:
+        return running.filter(remote_started_at__isnull=True).update(
+            remote_started_at=timezone.now(), queue_position=None) == 1
+    return running.filter(remote_started_at__isnull=True).exclude(queue_position=queue_position).update(
+        queue_position=queue_position) == 1
+
+
+def job_result_fetch_failed(*, job_id: int, claim: int, next_check_at) -> int:
+    """A completed request's result could not be fetched: counts it, and when to look again."""
+    _running(job_id, claim).update(result_fetch_failures=F("result_fetch_failures") + 1, next_check_at=next_check_at,
+                                   heartbeat_at=timezone.now())
+    return Job.objects.values_list("result_fetch_failures", flat=True).get(pk=job_id)
+
+
+# --- paid results not yet stored (jobs/pending_results.py) -----------------------------------
+
+
+def job_keep_result(*, job_id: int, claim: int, pending: dict, cost: Decimal | None, message: str) -> bool:
+    """running → storing: the clip is paid (its cost is added now) and kept until it can be stored."""
+    return _running(job_id, claim).update(
+        status=S.STORING, pending_result=pending, cost_usd=Coalesce(F("cost_usd"), Value(Decimal("0"))) + (cost or 0),
+        progress=1.0, error_code="storage_error", error_message=message[:2000], heartbeat_at=timezone.now(),
+        dispatch_token="", queue_position=None) == 1
+
+
+def job_kept_result_retry_later(*, job_id: int, pending: dict) -> bool:
+    return Job.objects.filter(pk=job_id, status=S.STORING).update(
+        pending_result=pending, heartbeat_at=timezone.now()) == 1
+
+
+def job_store_kept(*, job_id: int, **fields) -> bool:
+    """storing → succeeded, once the kept clip is stored. Its cost was counted when it was kept."""
+    return Job.objects.filter(pk=job_id, status=S.STORING).update(
+        status=S.SUCCEEDED, pending_result={}, progress=1.0, finished_at=timezone.now(), error_code="",
+        error_message="", **fields) == 1
+
+
+def job_kept_result_lost(*, job_id: int, message: str) -> bool:
+    """storing → failed: neither the spool nor the provider has the clip any more. Paid for, so all waste."""
+    return Job.objects.filter(pk=job_id, status=S.STORING).update(
+        status=S.FAILED, pending_result={}, error_code="result_lost", error_message=message[:2000],
+        finished_at=timezone.now(), wasted_usd=Coalesce(F("cost_usd"), Value(Decimal("0")))) == 1
+
+
+def job_kept_result_abandoned(*, job_id: int, cost: Decimal) -> bool:
+    """A job cancelled while its paid clip waited to be stored: the clip is dropped, its cost is waste."""
+    return Job.objects.filter(pk=job_id, status=S.CANCELLED).exclude(pending_result={}).update(
+        pending_result={}, wasted_usd=F("wasted_usd") + cost) == 1
 
 
 # --- fallback from the GPU to fal -------------------------------------------------------------

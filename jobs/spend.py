@@ -94,6 +94,12 @@ def batch_spend(batch: BatchRun) -> Decimal:
     return Decimal(total or 0).quantize(CENT_FRACTION, rounding=ROUND_HALF_UP)
 
 
+def batch_waste(batch: BatchRun) -> Decimal:
+    """What the batch paid for attempts that delivered no clip; part of `batch_spend`, shown apart."""
+    total = batch.jobs.aggregate(total=Sum("wasted_usd"))["total"]
+    return Decimal(total or 0).quantize(CENT_FRACTION, rounding=ROUND_HALF_UP)
+
+
 def _committed(jobs, rates: Rates) -> Decimal:
     """Running jobs will be billed too: count them before they finish."""
     return sum((job_estimate(provider, params, rates) for provider, params in jobs.values_list("provider", "params")),

@@ -65,6 +65,7 @@ def _batch_summary(batch, jobs=None) -> dict:
         "active": sum(counts[name] for name in Job.UNFINISHED), "n_failed": counts[Job.Status.FAILED],
         "n_succeeded": counts[Job.Status.SUCCEEDED],
         "progress": selectors.batch_progress(batch, jobs), "cost": selectors.batch_cost(batch),
+        "wasted": selectors.batch_waste(batch),
         "provider_label": Provider(batch.provider).label, "n_paused": counts[Job.Status.PAUSED],
     }
 

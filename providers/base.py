@@ -36,6 +36,8 @@ class Submitted:
 class Pending:
     progress: float | None = None  # 0..1 when the remote reports it
     detail: str = ""
+    started: bool = False  # the remote is working on it (fal: IN_PROGRESS), not waiting in its own queue
+    queue_position: int | None = None  # requests ahead of it in the remote's queue, when it says
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,9 @@ class Finished:
     video: bytes
     content_type: str = "video/mp4"
     meta: dict = field(default_factory=dict)  # provider facts worth keeping (seed used, inference time, …)
+    # Where the remote still serves this output (fal: its CDN URL), so a clip genhub could not store can
+    # be fetched again instead of generated again. Empty when the output cannot be fetched twice.
+    source: dict = field(default_factory=dict)
 
 
 ProgressCallback = Callable[[float], None]
@@ -67,6 +72,12 @@ class Provider:
 
     def cancel(self, ref: dict) -> None:
         """Best effort: ask the remote to stop work we no longer want."""
+
+    def fetch_output(self, source: dict) -> bytes:
+        """The output a `Finished.source` points at, fetched again (no new generation, nothing billed)."""
+        from providers.errors import PermanentError
+
+        raise PermanentError(f"{self.name} outputs cannot be fetched again", code="no_refetch")
 
     def capacity(self) -> int | None:
         """How many jobs may be in flight now; None when no backend is ready (jobs wait for a GPU)."""

@@ -7,7 +7,11 @@ Quirks this follows (reference/fal-api.md):
   can still have failed (`error`, `error_type`); its result then carries the model's error status;
 - 422 `detail` lists are input errors: permanent;
 - the submit POST is paid and has no idempotency key: it is never repeated after the body was sent;
-- output files live on a public CDN: they are fetched without our key, at once.
+- output files live on a public CDN: they are fetched without our key, at once;
+- only IN_PROGRESS requests count against the account's concurrency (2 on a new account); the rest
+  wait IN_QUEUE with a `queue_position`, which is reported so the deadline can start at IN_PROGRESS;
+- fal bills a COMPLETED request: when its result or file cannot be fetched (5xx, timeout), that is a
+  `ResultFetchError` for the caller to fetch again later, never a reason to submit it again.
 """
 
 import base64
@@ -70,9 +74,9 @@ class FalClient:
     def status(self, status_url: str) -> dict:
         return self.http.request("GET", status_url, params={"logs": 0}, ok_statuses=(202,)).json()
 
-    def result(self, response_url: str) -> dict:
+    def result(self, response_url: str, *, retry: bool = True) -> dict:
         """The model's output; a failed request answers with the model's own error status and body."""
-        response = self.http.request("GET", response_url, ok_statuses=(400, 422))
+        response = self.http.request("GET", response_url, ok_statuses=(400, 422), retry=retry)
         body = _json_or_text(response)
         if response.status_code in (400, 422):
             raise PermanentError(f"fal rejected the input: {_detail_message(body)}", code="invalid_input",
@@ -83,10 +87,10 @@ class FalClient:
         response = self.http.request("PUT", cancel_url, ok_statuses=(400, 404))
         return str(_json_or_text(response).get("status", response.status_code)) if response.content else ""
 
-    def download(self, url: str) -> bytes:
+    def download(self, url: str, *, retry: bool = True) -> bytes:
         if urlsplit(url).scheme not in ("http", "https"):
             raise PermanentError(f"fal returned an unusable video URL scheme: {url[:40]}", code="bad_response")
-        return self.files_http.request("GET", url).content
+        return self.files_http.request("GET", url, retry=retry).content
 
 
 def _json_or_text(response):
@@ -94,6 +98,13 @@ def _json_or_text(response):
         return response.json()
     except ValueError:
         return {"detail": response.text[:500]}
+
+
+class ResultFetchError(TransientError):
+    """fal completed (and bills) the request, but its result or file could not be fetched this time."""
+
+    def __init__(self, message: str):
+        super().__init__(message, code="result_fetch_failed", transport=True)
 
 
 class FalProvider(Provider):
@@ -132,9 +143,13 @@ class FalProvider(Provider):
             "num_inference_steps": params["steps"],
             "guidance_scale": params["cfg"],
             "seed": request.seed,
-            # No frame interpolation: the clip has exactly the frames and rate that were asked for,
-            # which is what the output check and the price (per 16-fps second) assume.
+            # No frame interpolation, said in all three fields: fal's defaults (film, 1 interpolated
+            # frame, fps adjusted) would return about twice the frames at twice the rate. With these
+            # the clip has exactly the frames and rate asked for, which the output check and the
+            # price (per 16-fps second) assume.
             "interpolator_model": "none",
+            "num_interpolated_frames": 0,
+            "adjust_fps_for_interpolation": False,
             "enable_safety_checker": True,
         }
         if request.negative_prompt:
@@ -151,22 +166,41 @@ class FalProvider(Provider):
         state = status.get("status")
         if state == "IN_QUEUE":
             position = status.get("queue_position")
-            return Pending(progress=0.0, detail=f"queued at fal (position {position})" if position is not None
-                           else "queued at fal")
+            position = position if isinstance(position, int) and position >= 0 else None
+            return Pending(progress=0.0, queue_position=position,
+                           detail=f"queued at fal (position {position})" if position is not None else "queued at fal")
         if state == "IN_PROGRESS":
-            return Pending(detail="generating at fal")
+            return Pending(detail="generating at fal", started=True)
         if state != "COMPLETED":
             raise TransientError(f"fal reported an unknown status {state!r}", code="bad_response")
         if status.get("error") or status.get("error_type"):
             raise self._completed_with_error(ref, status)
-        result = self.client.result(ref["response_url"])
+        # One try per check: the caller spaces the next one out (the request is done and billed, so
+        # there is no hurry and nothing to resubmit).
+        try:
+            result = self.client.result(ref["response_url"], retry=False)
+        except ProviderError as exc:
+            if exc.transport:
+                raise ResultFetchError(f"fal completed the request but its result could not be fetched: {exc}") from exc
+            raise
         video = (result or {}).get("video") or {}
         if not video.get("url"):
             raise TransientError("fal completed without a video URL", code="bad_response")
+        source = {"video_url": video["url"]}
         return Finished(
-            video=self.client.download(video["url"]), content_type=video.get("content_type") or "video/mp4",
+            video=self.fetch_output(source, retry=False), content_type=video.get("content_type") or "video/mp4",
             meta={"seed": result.get("seed"), "inference_time": (status.get("metrics") or {}).get("inference_time")},
+            source=source,
         )
+
+    def fetch_output(self, source: dict, *, retry: bool = True) -> bytes:
+        """The clip from fal's CDN (kept there at least 7 days), without our key."""
+        try:
+            return self.client.download(source["video_url"], retry=retry)
+        except ProviderError as exc:
+            if exc.transport:
+                raise ResultFetchError(f"fal completed the request but its video could not be fetched: {exc}") from exc
+            raise
 
     def _completed_with_error(self, ref: dict, status: dict) -> ProviderError:
         """A COMPLETED request that failed: its result holds the model's error (422 → input error)."""

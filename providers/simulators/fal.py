@@ -6,11 +6,18 @@
   is COMPLETED with `error`/`error_type`, and its result answers with the error's status and body.
 - inputs are validated by the "runner" (after submit), as fal does: a bad input is a 422 result.
 - outputs are real MP4s made from the input image, served from `/files/…` without auth (a CDN).
-- at most `concurrency` requests are IN_PROGRESS at once, like an account's concurrency limit.
+- an account's concurrency limit: at most `concurrency` requests are IN_PROGRESS at once (a new
+  fal account has 2); the rest wait IN_QUEUE in submission order with a real `queue_position` (the
+  requests ahead), and are never rejected for it. The queue moves by the clock, polled or not.
+- frame interpolation as fal's Wan endpoint does it: unless the payload turns it off
+  (`interpolator_model: "none"` or `num_interpolated_frames: 0`), fal's defaults (film, 1 frame,
+  `adjust_fps_for_interpolation: true`) return (n-1)·2+1 frames at twice the asked fps.
 
 Faults are injected with `inject(kind, count)` or `POST /_sim/faults {"kind": ..., "count": ...}`:
-`submit_429`, `submit_500`, `status_503`, `result_500`, `complete_with_error`, `validation_error`,
-`bad_video`.
+`submit_429`, `submit_500`, `status_503`, `result_500` (each one fails one result GET of a COMPLETED
+request with a 500, as fal's gateway does), `complete_with_error`, `validation_error`, `bad_video`,
+`contradicting_output` (the next request's clip has twice the frames at twice the fps, as with
+interpolation on; fetched again it is the same file).
 """
 
 import base64
@@ -24,7 +31,7 @@ from providers.simulators.media import make_video
 from providers.simulators.server import Simulator
 
 FAULT_KINDS = ("submit_429", "submit_500", "status_503", "result_500", "complete_with_error",
-               "validation_error", "bad_video")
+               "validation_error", "bad_video", "contradicting_output")
 REQUEST_PATH = re.compile(
     r"^/(?P<owner>[^/]+)/(?P<alias>[^/]+)/requests/(?P<id>[0-9a-f-]+)(?P<tail>/status|/cancel)?/?$")
 FILE_PATH = re.compile(r"^/files/(?P<id>[0-9a-f-]+)/output\.mp4$")
@@ -38,6 +45,7 @@ class FalSimulator(Simulator):
         self.queue_seconds = queue_seconds
         self.run_seconds = run_seconds
         self.concurrency = concurrency
+        self.max_running = 0  # the most requests IN_PROGRESS at once so far, for assertions
         self.requests: dict[str, dict] = {}
         self.submits = Counter()  # endpoint id → number of accepted submits
         self.calls: list[tuple[str, str]] = []  # (method, path) of every call, for assertions
@@ -101,26 +109,34 @@ class FalSimulator(Simulator):
             record["error"] = (503, {"detail": "Runner disconnected", "error_type": "runner_disconnected"},
                                "Runner disconnected", "runner_disconnected")
         record["bad_video"] = self._take_fault("bad_video")
+        record["contradicting"] = self._take_fault("contradicting_output")
         with self._lock:
             self.requests[request_id] = record
             self.submits[endpoint] += 1
         return request.send_json(200, {
             "status": "IN_QUEUE", "request_id": request_id, "response_url": base,
-            "status_url": f"{base}/status", "cancel_url": f"{base}/cancel", "queue_position": 0,
+            "status_url": f"{base}/status", "cancel_url": f"{base}/cancel", "queue_position": self._position(record),
         })
 
     def _advance(self, record: dict) -> str:
-        """Moves a request along its life by the clock; returns its fal status."""
+        """Moves every request along its life by the clock (the queue moves whoever polls); returns
+        `record`'s fal status."""
         now = time.monotonic()
         with self._lock:
-            if record["finished"] is None and record["started"] is None:
-                running = sum(1 for r in self.requests.values() if r["started"] and r["finished"] is None)
-                if now - record["submitted"] >= self.queue_seconds and running < self.concurrency:
-                    record["started"] = now
-            if record["started"] and record["finished"] is None and now - record["started"] >= self.run_seconds:
-                record["finished"] = now
-                if record["error"] is None:
-                    record["error"] = self._runner_validate(record["payload"])
+            ordered = sorted(self.requests.values(), key=lambda r: r["submitted"])
+            for r in ordered:  # finish first, so a slot freed now goes to the next in line
+                if r["started"] and r["finished"] is None and now - r["started"] >= self.run_seconds:
+                    r["finished"] = r["started"] + self.run_seconds
+                    if r["error"] is None:
+                        r["error"] = self._runner_validate(r["payload"])
+            running = sum(1 for r in ordered if r["started"] and r["finished"] is None)
+            for r in ordered:  # first in, first out, up to the account's concurrency
+                if running >= self.concurrency:
+                    break
+                if r["started"] is None and r["finished"] is None and now - r["submitted"] >= self.queue_seconds:
+                    r["started"] = now
+                    running += 1
+            self.max_running = max(self.max_running, running)
         if record["finished"] is not None:
             return "COMPLETED"
         return "IN_PROGRESS" if record["started"] else "IN_QUEUE"
@@ -191,7 +207,7 @@ class FalSimulator(Simulator):
     def _position(self, record: dict) -> int:
         with self._lock:
             return sum(1 for r in self.requests.values()
-                       if r["started"] is None and r["submitted"] < record["submitted"])
+                       if r["started"] is None and r["finished"] is None and r["submitted"] < record["submitted"])
 
     def _serve_file(self, request, request_id: str):
         record = self.requests.get(request_id)
@@ -202,10 +218,16 @@ class FalSimulator(Simulator):
             if record["bad_video"]:
                 record["video"] = b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 512  # an MP4 header, no video
             else:
-                record["video"] = self._render(record["payload"])
+                record["video"] = self._render(record["payload"], interpolate=record["contradicting"])
         return request.send_bytes(200, record["video"], "video/mp4")
 
     @staticmethod
-    def _render(payload: dict) -> bytes:
+    def _render(payload: dict, *, interpolate: bool = False) -> bytes:
         image = base64.b64decode(payload["image_url"].split(",", 1)[1])
-        return make_video(image, frames=payload.get("num_frames", 81), fps=payload.get("frames_per_second", 16))
+        frames, fps = payload.get("num_frames", 81), payload.get("frames_per_second", 16)
+        extra = 1 if interpolate else payload.get("num_interpolated_frames", 1)
+        if interpolate or (payload.get("interpolator_model", "film") != "none" and extra > 0):
+            frames = (frames - 1) * (extra + 1) + 1
+            if interpolate or payload.get("adjust_fps_for_interpolation", True):
+                fps = fps * (extra + 1)
+        return make_video(image, frames=frames, fps=fps)

@@ -101,15 +101,72 @@ def test_it_never_repeats_a_submit_that_failed_after_sending(provider, fal_sim):
     assert sum(1 for method, _ in fal_sim.calls if method == "POST") == 1
 
 
-def test_it_retries_a_5xx_on_result_fetch_then_succeeds(provider, fal_sim):
+def test_a_5xx_on_a_completed_result_is_a_result_fetch_error_and_a_later_check_fetches_it(provider, fal_sim):
+    from providers.fal import ResultFetchError
+
     submitted = provider.submit(request())
     fal_sim.inject("result_500", 2)
+    errors = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            outcome = provider.check(submitted.ref)
+        except ResultFetchError as exc:
+            errors.append(exc)
+            continue
+        if isinstance(outcome, Finished):
+            break
+        time.sleep(0.05)
+
+    assert isinstance(outcome, Finished) and outcome.video
+    assert len(errors) == 2 and all(e.transport and not e.permanent for e in errors)
+    assert "could not be fetched" in errors[0].message
+    result_calls = [p for m, p in fal_sim.calls if m == "GET" and p.endswith(submitted.external_id)]
+    assert len(result_calls) == 3  # one try per check: the pump spaces them out
+    assert sum(fal_sim.submits.values()) == 1
+    assert outcome.source == {"video_url": f"{fal_sim.url}/files/{submitted.external_id}/output.mp4"}
+
+
+def test_the_payload_turns_interpolation_off_in_all_three_fields_so_fps_is_as_asked(provider, fal_sim):
+    submitted = provider.submit(request(params={**PARAMS, "fps": 24}))
 
     finished = wait_finished(provider, submitted.ref)
 
-    assert finished.video
-    result_calls = [p for m, p in fal_sim.calls if m == "GET" and p.endswith(submitted.external_id)]
-    assert len(result_calls) == 3
+    payload = fal_sim.requests[submitted.external_id]["payload"]
+    assert (payload["interpolator_model"], payload["num_interpolated_frames"],
+            payload["adjust_fps_for_interpolation"]) == ("none", 0, False)
+    assert payload["frames_per_second"] == 24
+    with av.open(io.BytesIO(finished.video)) as container:
+        stream = container.streams.video[0]
+        assert float(stream.average_rate) == 24
+        assert sum(1 for _ in container.decode(stream)) == 17
+
+
+def test_the_simulator_interpolates_with_fals_defaults_when_the_fields_are_left_out(fal_sim):
+    from providers.simulators.fal import FalSimulator
+
+    payload = {"image_url": "data:image/png;base64,", "num_frames": 17, "frames_per_second": 16}
+    image = make_image()
+    import base64
+
+    payload["image_url"] += base64.b64encode(image).decode()
+    with av.open(io.BytesIO(FalSimulator._render(payload))) as container:
+        stream = container.streams.video[0]
+        assert (float(stream.average_rate), sum(1 for _ in container.decode(stream))) == (32, 33)
+
+
+def test_on_a_small_account_requests_wait_in_queue_in_order_with_their_position(fal_sim):
+    fal_sim.concurrency = 2
+    fal_sim.queue_seconds = 0
+    fal_sim.run_seconds = 30
+    provider = FalProvider()
+    refs = [provider.submit(request(job_id=f"job-{i}")).ref for i in range(4)]
+
+    outcomes = [provider.check(ref) for ref in refs]
+
+    assert [o.started for o in outcomes] == [True, True, False, False]
+    assert [o.queue_position for o in outcomes] == [None, None, 0, 1]
+    assert fal_sim.max_running == 2
 
 
 def test_cancel_stops_a_queued_request(fal_sim, settings):

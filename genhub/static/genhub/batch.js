@@ -55,6 +55,8 @@
     card.querySelector('[data-field="cost"]').textContent = job.cost_usd === null ? "—" : money(job.cost_usd, 4);
     setNote(card, "paused", job.paused_reason, job.status === "paused" && Boolean(job.paused_reason));
     setNote(card, "fallback", job.fallback_reason, Boolean(job.fallback_from));
+    const queued = job.status === "running" && job.queue_position !== null;
+    setNote(card, "queue", queued ? `waiting in fal's queue: ${job.queue_position} request(s) ahead` : "", queued);
     const error = card.querySelector('[data-field="error"]');
     error.textContent = job.error ? job.error.message : "";
     error.hidden = !job.error;
@@ -107,6 +109,7 @@
     set("basis", batch.costs.basis);
     set("saving", savingText(saving));
     set("spent", money(batch.cost_usd, 4));
+    set("wasted", money(batch.wasted_usd, 4));
     const savingEl = costs.querySelector('[data-cost="saving"]');
     savingEl.className = `saving${saving > 0 ? " saving-positive" : saving < 0 ? " saving-negative" : ""}`;
     savingEl.hidden = batch.counts.succeeded === 0;

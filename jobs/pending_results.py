@@ -1,0 +1,162 @@
+"""Paid results genhub could not store (a full disk, a storage error): kept, stored later, never regenerated.
+
+When storing a checked clip fails, its bytes are spooled to the pending area
+(GENHUB_PENDING_RESULTS_DIR, best put on another disk) and the job goes to `storing`, with what it
+cost already added and, when the provider can serve the clip again (fal's CDN URL), that source
+too. Each pump pass tries the due ones again (every GENHUB_STORE_RETRY_SECONDS): from the spool, or
+fetched again from the source when the spool could not be written. A result is only lost when both
+are gone; that is a permanent, billed failure, never a silent new generation.
+"""
+
+import logging
+import os
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from django.conf import settings
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from jobs import alerts, artifacts, services
+from jobs.models import Job
+from providers.base import Finished
+from providers.errors import ProviderError
+
+log = logging.getLogger(__name__)
+S = Job.Status
+
+
+def pending_dir() -> Path:
+    if settings.GENHUB_PENDING_RESULTS_DIR:
+        return Path(settings.GENHUB_PENDING_RESULTS_DIR)
+    media = Path(settings.MEDIA_ROOT)
+    return media.parent / f"{media.name}-pending"
+
+
+def keep(*, job: Job, finished: Finished, cost: Decimal | None, error: Exception) -> bool:
+    """Keeps a paid clip that could not be stored. False: nothing could be kept, or the job moved on."""
+    spool = _spool(job, finished.video)
+    if not spool and not finished.source:
+        return False
+    message = f"{type(error).__name__}: {error}"[:300]
+    pending = {"spool": spool, "source": finished.source, "meta": _json_safe(finished.meta),
+               "cost": str(cost or 0), "error": message, "retry_at": _retry_at().isoformat()}
+    kept = services.job_keep_result(
+        job_id=job.pk, claim=job.claims, pending=pending, cost=cost,
+        message=f"the clip was made and paid for, but genhub could not store it ({message}); it is kept and "
+                "will be stored when storage works again")
+    if not kept:
+        _unspool(spool)
+        return False
+    log.warning("job %s: result kept in %s (storing failed: %s)", job.uuid, spool or "the provider", message)
+    alerts.storage_failing_raise()
+    return True
+
+
+def store_due(*, provider_name: str) -> int:
+    """Stores the kept results that are due; returns how many were stored."""
+    _settle_abandoned()
+    now = timezone.now()
+    stored = 0
+    for job in Job.objects.filter(provider=provider_name, status=S.STORING).order_by("pk"):
+        retry_at = parse_datetime(job.pending_result.get("retry_at") or "")
+        if retry_at and retry_at > now:
+            continue
+        stored += _store_one(job)
+    if not Job.objects.filter(status=S.STORING).exists():
+        alerts.storage_failing_resolve()
+    return stored
+
+
+def _store_one(job: Job) -> int:
+    pending = job.pending_result
+    try:
+        video = _kept_bytes(job)
+    except ProviderError as exc:
+        if exc.permanent:
+            log.error("job %s: its paid result is gone: %s", job.uuid, exc.message)
+            services.job_kept_result_lost(job_id=job.pk, message=f"the paid clip could not be stored and is no "
+                                                                   f"longer available: {exc.message}")
+            return 0
+        return _later(job, exc)
+    try:
+        facts = artifacts.inspect_video(video)
+        video_name, poster_name = artifacts.store_output(job_uuid=str(job.uuid), video=video, facts=facts)
+    except Exception as exc:  # still failing: keep it, try again later
+        return _later(job, exc)
+    meta = pending.get("meta") or {}
+    if services.job_store_kept(job_id=job.pk, output_video=video_name, poster=poster_name,
+                               video_frames=facts.frames, video_fps=facts.fps,
+                               video_duration=round(facts.duration, 3), video_codec=facts.codec,
+                               generation_seconds=meta.get("generation_seconds"),
+                               instance_id=meta.get("instance_id")):
+        _unspool(pending.get("spool"))
+        log.info("job %s: kept result stored", job.uuid)
+        return 1
+    artifacts.discard(video_name, poster_name)  # cancelled meanwhile; _settle_abandoned books it
+    return 0
+
+
+def _kept_bytes(job: Job) -> bytes:
+    spool = job.pending_result.get("spool")
+    if spool:
+        try:
+            return Path(spool).read_bytes()
+        except OSError as exc:
+            log.warning("job %s: spooled result unreadable (%s); fetching it again", job.uuid, exc)
+    source = job.pending_result.get("source")
+    if not source:
+        from providers.errors import PermanentError
+
+        raise PermanentError("it was neither spooled nor can the provider serve it again", code="result_lost")
+    from providers.registry import get_provider
+
+    return get_provider(job.provider).fetch_output(source)
+
+
+def _later(job: Job, exc: Exception) -> int:
+    log.warning("job %s: kept result still cannot be stored: %s", job.uuid, exc)
+    services.job_kept_result_retry_later(job_id=job.pk, pending={
+        **job.pending_result, "error": f"{type(exc).__name__}: {exc}"[:300], "retry_at": _retry_at().isoformat()})
+    return 0
+
+
+def _settle_abandoned() -> None:
+    """Kept results of jobs cancelled while storing: their cost stays, as waste; the spool goes."""
+    for job in Job.objects.filter(status=S.CANCELLED).exclude(pending_result={}):
+        if services.job_kept_result_abandoned(job_id=job.pk, cost=Decimal(job.pending_result.get("cost") or 0)):
+            _unspool(job.pending_result.get("spool"))
+
+
+def _spool(job: Job, video: bytes) -> str:
+    """Writes the clip to the pending area under a temporary name, then renames it: all or nothing."""
+    directory = pending_dir()
+    final = directory / f"{job.uuid}-{job.claims}.mp4"
+    partial = directory / f".{final.name}.{uuid.uuid4().hex[:8]}.part"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(partial, "wb") as handle:
+            handle.write(video)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, final)
+    except OSError as exc:
+        log.error("job %s: could not spool its paid result either: %s", job.uuid, exc)
+        partial.unlink(missing_ok=True)
+        return ""
+    return str(final)
+
+
+def _unspool(spool: str | None) -> None:
+    if spool:
+        Path(spool).unlink(missing_ok=True)
+
+
+def _retry_at():
+    return timezone.now() + timedelta(seconds=settings.GENHUB_STORE_RETRY_SECONDS)
+
+
+def _json_safe(meta: dict) -> dict:
+    return {key: str(value) if isinstance(value, Decimal) else value for key, value in meta.items()}

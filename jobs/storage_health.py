@@ -1,0 +1,43 @@
+"""Whether genhub can store results now. While it cannot, the pumps start no new paid work.
+
+The signal is durable and shared by every process: jobs in `storing` (paid results that could not be
+stored and wait in the pending area), plus the free space left in MEDIA_ROOT. It clears by itself
+once the kept results are stored and the disk has room again.
+"""
+
+import shutil
+from pathlib import Path
+
+from django.conf import settings
+
+from jobs.models import Job
+
+MB = 1024 * 1024
+
+
+def free_bytes(path) -> int | None:
+    """Free space on the filesystem holding `path` (or its nearest existing parent); None if unknown."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def storage_problem() -> str | None:
+    """Why new paid work must wait for storage, or None when storing works."""
+    storing = Job.objects.filter(status=Job.Status.STORING)
+    count = storing.count()
+    if count:
+        last = storing.order_by("-heartbeat_at").values_list("pending_result", flat=True).first() or {}
+        return (f"{count} paid clip(s) could not be stored yet ({last.get('error') or 'storage error'}); they are "
+                "kept and stored as soon as storage works again, and no new paid work starts until then")
+    needed = settings.GENHUB_STORAGE_MIN_FREE_MB * MB
+    free = free_bytes(settings.MEDIA_ROOT)
+    if needed and free is not None and free < needed:
+        return (f"only {free / MB:.0f} MB free where videos are stored (MEDIA_ROOT; "
+                f"GENHUB_STORAGE_MIN_FREE_MB is {settings.GENHUB_STORAGE_MIN_FREE_MB}); no new paid work starts "
+                "until there is room")
+    return None
