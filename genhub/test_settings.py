@@ -17,6 +17,9 @@ os.environ.setdefault("VAST_DISPATCH_INTERVAL", "0.1")
 os.environ.setdefault("GENHUB_RECONCILE_INTERVAL", "0.1")
 os.environ.setdefault("GENHUB_RECONCILE_SECONDS", "20")
 os.environ.setdefault("SWARMUI_IMAGE", "genhub/swarmui:test")
+# The free-space hold is tested on its own (tests/jobs/test_paid_results.py); a nearly full test machine
+# must not hold every other test's dispatch.
+os.environ.setdefault("GENHUB_STORAGE_MIN_FREE_MB", "0")
 
 from genhub.settings import *  # noqa: E402,F403
 

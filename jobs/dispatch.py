@@ -207,8 +207,8 @@ def _fan_out(call, jobs: list[Job]) -> list:
             log.exception("unexpected error on job %s", job.uuid)
             return TransientError(f"internal error: {type(exc).__name__}: {exc}", code="internal_error")
 
-    if len(jobs) == 1:
-        return [guarded(jobs[0])]
+    if len(jobs) <= 1:
+        return [guarded(job) for job in jobs]
     with ThreadPoolExecutor(max_workers=min(HTTP_THREADS, len(jobs))) as pool:
         return list(pool.map(guarded, jobs))
 

@@ -1,0 +1,151 @@
+"""Paid results are never thrown away: a clip that cannot be stored (a real full disk) is kept,
+stored once storage works again, and never generated again; a failing disk holds new paid work."""
+
+import io
+import os
+
+import av
+import pytest
+
+from jobs.alerts import alerts_check
+from jobs.costs import fal_cost
+from jobs.dispatch import provider_pump
+from jobs.models import Alert, Job
+from tests.jobs.factories import make_batch
+
+S = Job.Status
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def quick_pump(settings):
+    settings.GENHUB_PUMP_SECONDS = 0  # one pass per call: the test steps through
+    settings.FAL_POLL_INTERVAL = 0.05
+    settings.GENHUB_STORE_RETRY_SECONDS = 0
+    settings.GENHUB_STORAGE_MIN_FREE_MB = 0
+
+
+def pump_until(predicate, *, passes=200):
+    import time
+
+    for _ in range(passes):
+        provider_pump(provider_name="fal")
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("the pump did not get there")
+
+
+def files_under(root, folder):
+    path = root / folder
+    return sorted(p.name for p in path.iterdir()) if path.exists() else []
+
+
+def open_alert_kinds():
+    return set(Alert.objects.filter(resolved_at__isnull=True).values_list("kind", flat=True))
+
+
+def test_a_result_that_cannot_be_stored_is_kept_and_stored_later_without_generating_it_again(
+        user, fal_sim, small_disk, media_root):
+    job = make_batch(user).jobs.get()
+    small_disk.fill(leave=8 * 1024)  # less than one clip: its write starts, then the disk is full
+
+    pump_until(lambda: Job.objects.get(pk=job.pk).status == S.STORING)
+
+    job.refresh_from_db()
+    assert files_under(media_root, "outputs") == [] and files_under(media_root, "posters") == []  # no partial file
+    assert os.path.getsize(job.pending_result["spool"]) > 8 * 1024
+    assert "No space left on device" in job.pending_result["error"]
+    assert job.cost_usd == fal_cost(job.params) and job.wasted_usd == 0  # paid, and counted at once
+    assert "kept" in job.error_message
+    assert open_alert_kinds() == {Alert.Kind.STORAGE_FAILING}
+
+    provider_pump(provider_name="fal")  # still full: stays kept, nothing new is generated
+    assert Job.objects.get(pk=job.pk).status == S.STORING
+
+    small_disk.free()
+    pump_until(lambda: Job.objects.get(pk=job.pk).status == S.SUCCEEDED)
+
+    job.refresh_from_db()
+    with job.output_video.open("rb") as handle, av.open(io.BytesIO(handle.read())) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 17
+    assert (job.attempts, job.video_frames, job.pending_result, job.error_message) == (1, 17, {}, "")
+    assert sum(fal_sim.submits.values()) == 1
+    assert job.cost_usd == fal_cost(job.params) and job.wasted_usd == 0
+    assert not list((media_root.parent / "media-pending").iterdir())  # the spool is gone
+    assert open_alert_kinds() == set()
+
+
+def test_a_full_disk_holds_new_paid_work_until_storage_works_again(user, fal_sim, small_disk, settings):
+    settings.FAL_MAX_IN_FLIGHT = 1
+    batch = make_batch(user, count=3)
+    small_disk.fill()
+
+    pump_until(lambda: batch.jobs.filter(status=S.STORING).exists())
+    for _ in range(5):
+        provider_pump(provider_name="fal")
+
+    assert sorted(batch.jobs.values_list("status", flat=True)) == [S.QUEUED, S.QUEUED, S.STORING]
+    assert sum(fal_sim.submits.values()) == 1  # the other two were not bought while nothing can be stored
+    assert "storage_failing" in alerts_check()
+
+    small_disk.free()
+    pump_until(lambda: batch.jobs.filter(status=S.SUCCEEDED).count() == 3)
+
+    assert sum(fal_sim.submits.values()) == 3
+    assert [job.cost_usd for job in batch.jobs.all()] == [fal_cost(batch.params)] * 3
+    assert "storage_failing" not in alerts_check() and open_alert_kinds() == set()
+
+
+def test_when_even_the_spool_is_full_the_clip_is_fetched_again_from_fal_not_generated(
+        user, fal_sim, small_disk, settings, media_root):
+    settings.GENHUB_PENDING_RESULTS_DIR = str(media_root / "pending")  # on the same full disk
+    job = make_batch(user).jobs.get()
+    small_disk.fill()
+
+    pump_until(lambda: Job.objects.get(pk=job.pk).status == S.STORING)
+    job.refresh_from_db()
+    assert job.pending_result["spool"] == "" and job.pending_result["source"]["video_url"].startswith(fal_sim.url)
+
+    small_disk.free()
+    pump_until(lambda: Job.objects.get(pk=job.pk).status == S.SUCCEEDED)
+
+    downloads = [p for m, p in fal_sim.calls if m == "GET" and p.startswith("/files/")]
+    assert len(downloads) == 2  # the first download, then the re-fetch of the same file
+    assert sum(fal_sim.submits.values()) == 1
+
+
+def test_dispatch_waits_while_media_has_less_free_space_than_the_minimum(user, fal_sim, settings):
+    settings.GENHUB_STORAGE_MIN_FREE_MB = 10 ** 9  # more than any disk has
+    job = make_batch(user).jobs.get()
+
+    provider_pump(provider_name="fal")
+    problems = alerts_check()
+
+    assert Job.objects.get(pk=job.pk).status == S.QUEUED and not fal_sim.submits
+    assert "storage_failing" in problems
+    assert "GENHUB_STORAGE_MIN_FREE_MB" in Alert.objects.get(key="storage_failing").message
+
+    settings.GENHUB_STORAGE_MIN_FREE_MB = 0
+    pump_until(lambda: Job.objects.get(pk=job.pk).status == S.SUCCEEDED)
+    assert "storage_failing" not in alerts_check()
+
+
+def test_a_job_cancelled_while_its_clip_waits_books_the_clip_as_waste_and_drops_the_spool(
+        user, fal_sim, small_disk, api):
+    from jobs import services
+
+    batch = make_batch(user)
+    job = batch.jobs.get()
+    small_disk.fill()
+    pump_until(lambda: Job.objects.get(pk=job.pk).status == S.STORING)
+    spool = Job.objects.get(pk=job.pk).pending_result["spool"]
+
+    services.job_cancel(job=Job.objects.get(pk=job.pk))
+    provider_pump(provider_name="fal")
+
+    job.refresh_from_db()
+    assert (job.status, job.pending_result) == (S.CANCELLED, {})
+    assert job.cost_usd == job.wasted_usd == fal_cost(job.params)
+    assert not os.path.exists(spool)
+    assert api.get(f"/api/batches/{batch.uuid}/").json()["wasted_usd"] == str(fal_cost(job.params))
