@@ -165,7 +165,8 @@ def _follow_in_flight(provider: Provider) -> None:
             waiting.append(job.pk)
         elif isinstance(outcome, Pending):
             waiting.append(job.pk)
-            if outcome.started or outcome.queue_position != job.queue_position:
+            if ((outcome.started and not job.remote_started_at)
+                    or (not outcome.started and outcome.queue_position != job.queue_position)):
                 services.job_note_remote(job_id=job.pk, claim=job.claims, started=outcome.started,
                                          queue_position=outcome.queue_position)
             if outcome.progress is not None:

@@ -65,7 +65,7 @@ def batch_progress(batch: BatchRun, jobs=None) -> float:
         return 0.0
     done = batch.n_succeeded + batch.n_failed + batch.n_cancelled
     if jobs is not None:
-        done += sum(job.progress for job in jobs if job.status == S.RUNNING)
+        done += sum(job.progress for job in jobs if job.status in (S.RUNNING, S.STORING))
     return round(min(1.0, done / total), 4)
 
 
