@@ -61,3 +61,24 @@ def test_a_fal_batch_on_a_full_disk_finishes_once_the_disk_frees_with_one_paid_s
             assert sum(1 for _ in container.decode(video=0)) == 17
     wait_for(lambda: not Alert.objects.filter(kind=Alert.Kind.STORAGE_FAILING, resolved_at__isnull=True).exists(),
              timeout=30, message="the storage alert resolved")
+
+
+def test_a_vastai_clip_that_cannot_be_stored_is_kept_and_never_generated_again(
+        api, vast_sim_factory, qcluster, small_disk):
+    vast_sim = vast_sim_factory()
+    images = [SimpleUploadedFile(f"gpu{i}.png", make_image(color=(i * 70, 40, 120))) for i in range(3)]
+    response = api.post("/api/batches/", {"provider": "vastai", "prompt": "slow pan", "images": images,
+                                          "params": '{"num_frames": 17}'}, format="multipart")
+    assert response.status_code == 201, response.content
+    small_disk.fill()
+
+    qcluster(GENHUB_RECONCILE_INTERVAL="0.2", GENHUB_STORE_RETRY_SECONDS="0.5", GENHUB_STORAGE_MIN_FREE_MB="0")
+    wait_for(lambda: Job.objects.filter(status=Job.Status.STORING).exists(), timeout=120,
+             message="a paid GPU clip kept while the disk is full")
+    small_disk.free()
+    wait_for(lambda: Job.objects.filter(status=Job.Status.SUCCEEDED).count() == 3, timeout=120,
+             message="all 3 stored once the disk has room")
+
+    generations = sum(len(instance.swarmui.generations) for instance in vast_sim.instances.values())
+    assert generations == 3  # one generation per job: the kept clips were stored, not made again
+    assert all(job.attempts == 1 and job.cost_usd is not None for job in Job.objects.all())
