@@ -22,7 +22,8 @@ from django.utils.dateparse import parse_datetime
 from jobs import alerts, artifacts, services
 from jobs.models import Job
 from providers.base import Finished
-from providers.errors import ProviderError
+from providers.errors import PermanentError, ProviderError
+from providers.registry import get_provider
 
 log = logging.getLogger(__name__)
 S = Job.Status
@@ -108,11 +109,7 @@ def _kept_bytes(job: Job) -> bytes:
             log.warning("job %s: spooled result unreadable (%s); fetching it again", job.uuid, exc)
     source = job.pending_result.get("source")
     if not source:
-        from providers.errors import PermanentError
-
         raise PermanentError("it was neither spooled nor can the provider serve it again", code="result_lost")
-    from providers.registry import get_provider
-
     return get_provider(job.provider).fetch_output(source)
 
 

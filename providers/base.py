@@ -12,6 +12,8 @@ returns plain results. Two shapes of backend exist:
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from providers.errors import PermanentError
+
 
 @dataclass(frozen=True)
 class GenerationRequest:
@@ -75,8 +77,6 @@ class Provider:
 
     def fetch_output(self, source: dict) -> bytes:
         """The output a `Finished.source` points at, fetched again (no new generation, nothing billed)."""
-        from providers.errors import PermanentError
-
         raise PermanentError(f"{self.name} outputs cannot be fetched again", code="no_refetch")
 
     def capacity(self) -> int | None:

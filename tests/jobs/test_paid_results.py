@@ -149,3 +149,20 @@ def test_a_job_cancelled_while_its_clip_waits_books_the_clip_as_waste_and_drops_
     assert job.cost_usd == job.wasted_usd == fal_cost(job.params)
     assert not os.path.exists(spool)
     assert api.get(f"/api/batches/{batch.uuid}/").json()["wasted_usd"] == str(fal_cost(job.params))
+
+
+def test_a_kept_clip_that_is_gone_everywhere_fails_as_lost_and_counts_as_waste(
+        user, fal_sim, small_disk, settings, media_root):
+    settings.GENHUB_PENDING_RESULTS_DIR = str(media_root / "pending")  # the spool cannot be written either
+    job = make_batch(user).jobs.get()
+    small_disk.fill()
+    pump_until(lambda: Job.objects.get(pk=job.pk).status == S.STORING)
+    fal_sim.requests.pop(Job.objects.get(pk=job.pk).external_id)  # fal's copy expired: its URL answers 404
+
+    small_disk.free()
+    pump_until(lambda: Job.objects.get(pk=job.pk).status == S.FAILED)
+
+    job.refresh_from_db()
+    assert job.error_code == "result_lost" and "no longer available" in job.error_message
+    assert job.cost_usd == job.wasted_usd == fal_cost(job.params)
+    assert sum(fal_sim.submits.values()) == 1  # failed, never silently bought again
