@@ -17,6 +17,11 @@ os.environ.setdefault("VAST_DISPATCH_INTERVAL", "0.1")
 os.environ.setdefault("GENHUB_RECONCILE_INTERVAL", "0.1")
 os.environ.setdefault("GENHUB_RECONCILE_SECONDS", "20")
 os.environ.setdefault("SWARMUI_IMAGE", "genhub/swarmui:test")
+# The suite and its live servers speak plain HTTP on 127.0.0.1 (tests/test_deploy_settings.py checks the
+# production defaults in a process of their own).
+for name in ("SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_SSL_REDIRECT", "SECURE_HSTS_INCLUDE_SUBDOMAINS"):
+    os.environ.setdefault(name, "0")
+os.environ.setdefault("SECURE_HSTS_SECONDS", "0")
 
 from genhub.settings import *  # noqa: E402,F403
 
