@@ -21,6 +21,7 @@ from jobs import params as gen_params
 from jobs.forms import BatchForm, BudgetForm, batch_spec_from_upload, errors_by_anchor
 from jobs.intake import BatchValidationError, UploadedFile
 from jobs.models import BatchRun, Job, Provider
+from jobs.upload_limits import BODY_LIMIT_ERRORS, body_limit_error, upload_errors
 
 BATCHES_PER_PAGE = 20
 PREVIEW_ROWS = 200  # the dry run lists this many items; the counts and estimates cover all of them
@@ -75,6 +76,13 @@ def batch_list(request):
     return render(request, "batches/list.html", {"page": page, "rows": [_batch_summary(batch) for batch in page]})
 
 
+def _files_were_sent(request) -> bool:
+    try:
+        return bool(request.FILES.getlist("images")) or bool(upload_errors(request))
+    except BODY_LIMIT_ERRORS:
+        return True
+
+
 def _new_batch_page(request, form, *, errors=(), dry_run=None, status=200):
     grouped = errors_by_anchor(list(errors))
     for anchor in grouped:
@@ -83,7 +91,7 @@ def _new_batch_page(request, form, *, errors=(), dry_run=None, status=200):
                 form.fields[name].widget.attrs["aria-invalid"] = "true"
     return render(request, "batches/new.html", {
         "form": form, "errors": grouped, "error_count": len(errors), "dry_run": dry_run,
-        "files_were_sent": bool(request.FILES.getlist("images")),
+        "files_were_sent": _files_were_sent(request),
         "limits": {"items": settings.GENHUB_MAX_BATCH_ITEMS,
                    "image_mb": settings.GENHUB_MAX_IMAGE_BYTES // (1024 * 1024)},
         "defaults": {"presets": gen_params.PRESETS, "providers": gen_params.PROVIDER_DEFAULTS},
@@ -95,9 +103,15 @@ def batch_new(request):
     """GET: the form. POST with action=estimate: the dry run (nothing is created). POST: create."""
     if request.method != "POST":
         return _new_batch_page(request, BatchForm())
-    form = BatchForm(request.POST, request.FILES)
+    try:
+        form = BatchForm(request.POST, request.FILES)
+    except BODY_LIMIT_ERRORS as exc:  # Django's own limits on the body, met while parsing it
+        return _new_batch_page(request, BatchForm(), errors=[body_limit_error(exc)], status=400)
+    refused = upload_errors(request)
+    if refused:  # the upload was stopped at a limit: what was parsed is incomplete, say only that
+        return _new_batch_page(request, BatchForm(request.POST), errors=refused, status=400)
     fields, errors = form.batch_fields()
-    files = [UploadedFile(upload.name, upload.read()) for upload in request.FILES.getlist("images")]
+    files = [UploadedFile.from_django(upload) for upload in request.FILES.getlist("images")]
     try:
         spec = batch_spec_from_upload(files=files, errors=errors, **fields)
     except BatchValidationError as exc:
