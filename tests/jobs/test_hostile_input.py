@@ -7,8 +7,11 @@ import zipfile
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import DataError
 from PIL import Image
 
+from jobs import services
+from jobs.intake import UploadedFile, build_batch
 from jobs.models import BatchRun, Job
 from providers.simulators.media import make_image
 from tests.jobs.test_api import assert_rejected, image_file, post_batch
@@ -246,3 +249,30 @@ def test_exif_orientation_is_applied_to_the_stored_image_and_the_output_size(api
         assert stored.getexif().get(0x0112, 1) == 1  # not rotated a second time by whoever reads it
         top = stored.convert("RGB").getpixel((240, 20))
         assert top[0] > 200 and top[1] < 60  # the red band is now at the top, as the phone shows it
+
+
+# --- storing inputs is part of the all-or-nothing ------------------------------------------------
+
+
+def test_inputs_written_for_a_batch_whose_transaction_fails_are_deleted(user, media_root):
+    spec = build_batch(provider="fal", prompt="waves", files=[UploadedFile("a.png", make_image())],
+                       params={"num_frames": 17})
+    spec.items[0].prompt = "a NUL\x00 intake would refuse"  # so that PostgreSQL itself refuses the row
+
+    with pytest.raises(DataError):
+        services.batch_create(owner=user, spec=spec)
+
+    assert_nothing_stored(media_root)
+
+
+def test_an_input_another_batch_already_uses_is_kept_when_a_batch_fails(user, media_root):
+    good = services.batch_create(owner=user, spec=build_batch(
+        provider="fal", prompt="waves", files=[UploadedFile("a.png", make_image())], params={"num_frames": 17}))
+    spec = build_batch(provider="fal", prompt="waves", files=[UploadedFile("b.png", make_image())],
+                       params={"num_frames": 17})
+    spec.items[0].prompt = "bad\x00"
+
+    with pytest.raises(DataError):
+        services.batch_create(owner=user, spec=spec)
+
+    assert good.jobs.get().input_image.storage.exists(good.jobs.get().input_image.name)
