@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from gpu_instances import exposure
 from jobs import selectors, services
 from jobs.forms import batch_spec_from_upload, parse_params_json, parse_seeds_per_image, read_text_upload
 from jobs.intake import BatchValidationError, UploadedFile
@@ -57,9 +58,9 @@ class JobOutputSerializer(serializers.Serializer):
     seed = serializers.IntegerField()
     params = serializers.JSONField()
     error = serializers.SerializerMethodField()
-    paused_reason = serializers.CharField()
+    paused_reason = serializers.SerializerMethodField()
     fallback_from = serializers.CharField()
-    fallback_reason = serializers.CharField()
+    fallback_reason = serializers.SerializerMethodField()
     output_url = serializers.SerializerMethodField()
     poster_url = serializers.SerializerMethodField()
     video = serializers.SerializerMethodField()
@@ -70,8 +71,20 @@ class JobOutputSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
 
+    def _shown(self, text: str, job) -> str:
+        """Messages may quote the GPU's address: whole for staff only."""
+        request = self.context.get("request")
+        return exposure.shown(text, request.user if request is not None else None,
+                              job.instance if job.instance_id else None)
+
     def get_error(self, job) -> dict | None:
-        return {"code": job.error_code, "message": job.error_message} if job.error_code else None
+        return {"code": job.error_code, "message": self._shown(job.error_message, job)} if job.error_code else None
+
+    def get_paused_reason(self, job) -> str:
+        return self._shown(job.paused_reason, job)
+
+    def get_fallback_reason(self, job) -> str:
+        return self._shown(job.fallback_reason, job)
 
     def _url(self, job, name) -> str | None:
         request = self.context.get("request")

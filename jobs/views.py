@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_POST
 
+from gpu_instances import exposure
 from jobs import estimates, exports, selectors, services
 from jobs import params as gen_params
 from jobs.forms import BatchForm, BudgetForm, batch_spec_from_upload, errors_by_anchor
@@ -139,8 +140,19 @@ def batch_new(request):
     return redirect(url)
 
 
+def _shown_jobs(jobs, user) -> list:
+    """The jobs with their messages as `user` may see them: a GPU's address only for staff.
+    For display and export only; these objects are never saved."""
+    jobs = list(jobs)
+    for job in jobs:
+        instance = job.instance if job.instance_id else None
+        for name in ("error_message", "paused_reason", "fallback_reason"):
+            setattr(job, name, exposure.shown(getattr(job, name), user, instance))
+    return jobs
+
+
 def _batch_page(request, batch, *, budget_form=None, budget_errors=(), status=200):
-    jobs = list(selectors.batch_jobs(batch=batch))
+    jobs = _shown_jobs(selectors.batch_jobs(batch=batch), request.user)
     for job in jobs:
         job.status_label = STATUS_LABELS[job.status]
     costs = selectors.batch_cost_comparison(batch)
@@ -216,7 +228,8 @@ def batch_retry(request, batch_id):
 def batch_download(request, batch_id):
     """Every finished video of the batch and a CSV manifest of all its jobs, as one streamed ZIP."""
     batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
-    response = StreamingHttpResponse(exports.batch_zip_stream(list(selectors.batch_jobs(batch=batch))),
+    response = StreamingHttpResponse(exports.batch_zip_stream(_shown_jobs(selectors.batch_jobs(batch=batch),
+                                                                          request.user)),
                                      content_type="application/zip")
     response["Content-Disposition"] = content_disposition_header(True, exports.export_filename(batch))
     return response
