@@ -1,8 +1,8 @@
 """Per-item rows: CSV/TSV with a header, or a JSON list of objects → dicts, with every problem named."""
 
 import csv
-import io
 import json
+import re
 
 from django.conf import settings
 
@@ -37,9 +37,21 @@ def _json_rows(text: str) -> tuple[list, list[dict]]:
     return rows, []
 
 
+def _lines(text: str):
+    """The text's lines, one at a time: a rows file may be megabytes, and io.StringIO would hold it
+    again at four bytes a character."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end + 1
+        yield text[start:end]
+        start = end
+
+
 def _csv_rows(text: str, limit: int) -> tuple[list, list[dict]]:
-    dialect = "excel-tab" if "\t" in text.splitlines()[0] else "excel"
-    reader = csv.DictReader(io.StringIO(text), dialect=dialect)
+    first_line = next(_lines(text), "")
+    dialect = "excel-tab" if "\t" in first_line else "excel"
+    reader = csv.DictReader(_lines(text), dialect=dialect)
     rows, errors = [], []
     try:
         header = reader.fieldnames or []
@@ -65,16 +77,18 @@ def _csv_rows(text: str, limit: int) -> tuple[list, list[dict]]:
 
 def parse_rows(text: str) -> tuple[list[dict], list[dict]]:
     """Per-item rows as CSV/TSV (with a header) or a JSON list of objects → (rows, errors)."""
-    text = text.strip()
-    if not text:
+    first = re.search(r"\S", text)  # not text.strip(): that would copy megabytes to drop a newline
+    if first is None:
         return [], []
+    text = text[first.start():] if first.start() else text
+    is_json = text[0] in "[{"
     limit = settings.GENHUB_MAX_BATCH_ITEMS
-    rows, errors = _json_rows(text) if text[0] in "[{" else _csv_rows(text, limit)
+    rows, errors = _json_rows(text) if is_json else _csv_rows(text, limit)
     if len(rows) > limit:
         return [], errors + [_error(f"more than {limit} rows; the limit is {limit} items per batch")]
     for number, row in enumerate(rows, start=1):
         unknown = [name for name in row if name not in ROW_FIELDS]
-        if unknown and text[0] in "[{":
+        if unknown and is_json:
             errors.append(_error(f"row {number}: unknown field(s) {', '.join(map(str, unknown))}"))
         file_name = row.get("file")
         if file_name is not None and not isinstance(file_name, str):
