@@ -229,7 +229,8 @@ def cases(images_per_batch: int):
     def declared_over_limit():
         body = Multipart()
         body.field("provider", "fal")
-        body.file("images", "a.png", zeros(settings.GENHUB_MAX_UPLOAD_BYTES + MiB), settings.GENHUB_MAX_UPLOAD_BYTES + MiB)
+        size = settings.GENHUB_MAX_UPLOAD_BYTES + MiB
+        body.file("images", "a.png", zeros(size), size)
         return body
 
     def full_batch():
