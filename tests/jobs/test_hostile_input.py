@@ -3,7 +3,9 @@ never a 500, nothing stored, and nothing silently changed."""
 
 import io
 import json
+import struct
 import zipfile
+import zlib
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -140,17 +142,30 @@ def truncated_jpeg() -> bytes:
     return data[: len(data) // 2]
 
 
-def garbage_pixels(fmt: str) -> bytes:
-    data = bytearray(make_image(width=320, height=240, fmt=fmt))
-    # Keep the header (and for PNG the IHDR), then overwrite the compressed pixel data with noise.
-    start = 200 if fmt == "JPEG" else 60
-    for index in range(start, len(data) - 20):
-        data[index] = (index * 131 + 7) % 256
-    return bytes(data)
+def png_with_garbage_pixels() -> bytes:
+    """Every chunk well-formed with a correct CRC (so verify() passes), but IDAT is noise."""
+    data = make_image(width=320, height=240)
+    chunks, position = [data[:8]], 8
+    while position < len(data):
+        (length,) = struct.unpack(">I", data[position:position + 4])
+        kind, body = data[position + 4:position + 8], data[position + 8:position + 8 + length]
+        position += 12 + length
+        if kind == b"IDAT":
+            body = zlib.compress(bytes((n * 131 + 7) % 256 for n in range(5000)))
+        chunks.append(struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body)))
+    return b"".join(chunks)
+
+
+def jpeg_with_garbage_pixels() -> bytes:
+    """Headers and tables intact (verify() passes), the entropy-coded scan replaced by noise."""
+    data = make_image(width=320, height=240, fmt="JPEG")
+    scan = data.index(b"\xff\xda")
+    start = scan + 2 + struct.unpack(">H", data[scan + 2:scan + 4])[0]
+    return data[:start] + bytes((n * 131 + 7) % 256 for n in range(len(data) - start - 2)) + b"\xff\xd9"
 
 
 @pytest.mark.parametrize("name,data", [
-    ("half.jpg", truncated_jpeg()), ("noise.png", garbage_pixels("PNG")), ("noise.jpg", garbage_pixels("JPEG"))])
+    ("half.jpg", truncated_jpeg()), ("noise.png", png_with_garbage_pixels()), ("noise.jpg", jpeg_with_garbage_pixels())])
 def test_an_image_whose_pixels_do_not_decode_is_a_400_naming_it(api, media_root, name, data):
     response = post_batch(api, images=[image_file("ok.png"), SimpleUploadedFile(name, data)])
 

@@ -528,10 +528,12 @@ def test_a_latin1_rows_file_is_refused_on_the_page_naming_the_line(web):
     assert_nothing_created()
 
 
-def test_a_nul_in_the_prompt_is_refused_on_the_page(web, media_root):
-    response = web.post(NEW, form_data(prompt="waves\x00"))
+def test_a_nul_in_a_prompt_of_the_rows_file_is_refused_on_the_page(web, media_root):
+    rows = SimpleUploadedFile("rows.csv", b"file,prompt\na.png,waves\x00\nb.png,rain\n")
+
+    response = web.post(NEW, form_data(pairing="rows", rows_file=rows))
 
     assert response.status_code == 400
-    assert "Null characters are not allowed" in text_of(response.content.decode())
+    assert "must not contain NUL characters" in errors_next_to(response, "rows")
     assert_nothing_created()
     assert not (media_root / "inputs").exists()
