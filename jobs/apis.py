@@ -1,6 +1,7 @@
 """The JSON API: thin views that parse, call one service or selector, and serialize."""
 
 import json
+from collections.abc import Mapping
 
 from django.http import FileResponse, Http404
 from django.urls import reverse
@@ -183,6 +184,9 @@ TYPE_NAMES = {str: "text", dict: "a JSON object", list: "a JSON list", int: "an 
 
 def _batch_fields(request) -> tuple[dict, list[dict]]:
     """The request's fields by name (None when absent) and the problems with their names and types."""
+    if not isinstance(request.data, Mapping):  # a JSON body that is a list, a number, …
+        return dict.fromkeys(BATCH_FIELDS), [{"field": "request", "message": "the body must be a JSON object or a "
+                                                                          "form"}]
     errors = []
     names = set(request.data.keys()) | set(request.FILES.keys())
     for name in sorted(names - set(BATCH_FIELDS)):

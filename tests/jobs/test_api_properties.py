@@ -45,7 +45,7 @@ def field_value(name):
 
 
 json_bodies = st.dictionaries(names, json_values, max_size=6).flatmap(
-    lambda body: st.fixed_dictionaries({name: field_value(name) for name in body}))
+    lambda body: st.fixed_dictionaries({name: field_value(name) for name in body})) | json_values
 
 
 def zip_of(members: dict) -> bytes:

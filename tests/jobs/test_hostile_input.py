@@ -165,7 +165,8 @@ def jpeg_with_garbage_pixels() -> bytes:
 
 
 @pytest.mark.parametrize("name,data", [
-    ("half.jpg", truncated_jpeg()), ("noise.png", png_with_garbage_pixels()), ("noise.jpg", jpeg_with_garbage_pixels())])
+    ("half.jpg", truncated_jpeg()), ("noise.png", png_with_garbage_pixels()),
+    ("noise.jpg", jpeg_with_garbage_pixels())])
 def test_an_image_whose_pixels_do_not_decode_is_a_400_naming_it(api, media_root, name, data):
     response = post_batch(api, images=[image_file("ok.png"), SimpleUploadedFile(name, data)])
 
@@ -215,6 +216,13 @@ def test_an_unknown_top_level_field_is_a_400(api, media_root, field):
 
     assert_rejected(response, field, fragment="unknown field")
     assert_nothing_stored(media_root)
+
+
+@pytest.mark.parametrize("body", ["[1, 2]", "3", '"provider"', "null"])
+def test_a_json_body_that_is_not_an_object_is_a_400(api, body):
+    response = api.post("/api/batches/", body, content_type="application/json")
+
+    assert_rejected(response, "request", fragment="must be a JSON object")
 
 
 def test_an_unknown_field_in_a_json_body_is_a_400(api):
