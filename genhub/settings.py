@@ -126,8 +126,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024
 # --- request bodies (issue 10): measured while they arrive, refused at the first limit ---
 # jobs.upload_limits.UploadLimitHandler refuses a body over GENHUB_MAX_UPLOAD_BYTES by its Content-Length,
 # unread, and stops any file the moment it passes its limit (images GENHUB_MAX_IMAGE_BYTES, ZIPs
-# GENHUB_MAX_ARCHIVE_BYTES, rows files GENHUB_MAX_ROWS_BYTES). Files over FILE_UPLOAD_MAX_MEMORY_SIZE are
-# spooled to disk, so a request's memory stays small even for a full batch (one descriptor per file:
+# GENHUB_MAX_ARCHIVE_BYTES, rows files GENHUB_MAX_ROWS_BYTES). A request over FILE_UPLOAD_MAX_MEMORY_SIZE has
+# its files spooled to disk, so its memory stays small even for a full batch (one descriptor per file:
 # give the web process an open-file limit above GENHUB_MAX_BATCH_ITEMS).
 GENHUB_MAX_UPLOAD_BYTES = env.int("GENHUB_MAX_UPLOAD_BYTES", default=2 * 1024 * 1024 * 1024)
 GENHUB_MAX_ROWS_BYTES = env.int("GENHUB_MAX_ROWS_BYTES", default=16 * 1024 * 1024)

@@ -123,6 +123,26 @@ def test_more_files_than_allowed_answer_in_the_api_error_format(api, settings, m
     assert_nothing_stored(media_root)
 
 
+def test_a_body_declaring_more_than_the_request_limit_is_refused_unread(api, settings, media_root):
+    settings.GENHUB_MAX_UPLOAD_BYTES = 1000
+
+    response = post_batch(api)
+
+    assert_rejected(response, "request", fragment="the limit is 1000 bytes")
+    assert_nothing_stored(media_root)
+
+
+def test_1003_images_with_the_shipped_limits_answer_in_the_api_error_format(api, media_root):
+    png = make_image(width=64, height=64)
+    files = [SimpleUploadedFile(f"i{n}.png", png, content_type="image/png") for n in range(1003)]
+
+    response = post_batch(api, images=files)
+
+    assert response["Content-Type"] == "application/json"
+    assert_rejected(response, "images", fragment="too many files in one request")
+    assert_nothing_stored(media_root)
+
+
 def test_more_images_than_a_batch_may_have_are_stopped_while_they_arrive(api, settings, media_root):
     settings.GENHUB_MAX_BATCH_ITEMS = 3
     png = make_image()
