@@ -4,6 +4,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -15,6 +16,23 @@ DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env("SECRET_KEY", default="dev-only-insecure-key" if DEBUG else environ.Env.NOTSET)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- HTTPS in production (issue 10): on unless DEBUG, each can be turned off explicitly ---
+# genhub runs behind a TLS proxy: cookies only over HTTPS, plain HTTP redirected, browsers told to stay
+# on HTTPS (HSTS). SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO,https" tells Django which proxy header
+# says the request came over HTTPS; set it only when the proxy always sets (or strips) that header.
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+# Preload is a promise to browser vendors, for the whole domain and slow to undo: only when asked for.
+# Not asking is a decision, so check --deploy's reminder about it (W021) is silenced while it is off.
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+SECURE_PROXY_SSL_HEADER = tuple(env.list("SECURE_PROXY_SSL_HEADER", default=[])) or None
+if SECURE_PROXY_SSL_HEADER is not None and len(SECURE_PROXY_SSL_HEADER) != 2:
+    raise ImproperlyConfigured("SECURE_PROXY_SSL_HEADER is 'HEADER,value', e.g. HTTP_X_FORWARDED_PROTO,https")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -105,6 +123,21 @@ GENHUB_MIN_IMAGE_SIDE = env.int("GENHUB_MIN_IMAGE_SIDE", default=64)
 DATA_UPLOAD_MAX_NUMBER_FILES = GENHUB_MAX_BATCH_ITEMS + 2
 DATA_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024
 
+# --- request bodies (issue 10): measured while they arrive, refused at the first limit ---
+# jobs.upload_limits.UploadLimitHandler refuses a body over GENHUB_MAX_UPLOAD_BYTES by its Content-Length,
+# unread, and stops any file the moment it passes its limit (images GENHUB_MAX_IMAGE_BYTES, ZIPs
+# GENHUB_MAX_ARCHIVE_BYTES, rows files GENHUB_MAX_ROWS_BYTES). A request over FILE_UPLOAD_MAX_MEMORY_SIZE has
+# its files spooled to disk, so its memory stays small even for a full batch (one descriptor per file:
+# give the web process an open-file limit above GENHUB_MAX_BATCH_ITEMS).
+GENHUB_MAX_UPLOAD_BYTES = env.int("GENHUB_MAX_UPLOAD_BYTES", default=2 * 1024 * 1024 * 1024)
+GENHUB_MAX_ROWS_BYTES = env.int("GENHUB_MAX_ROWS_BYTES", default=16 * 1024 * 1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
+FILE_UPLOAD_HANDLERS = [
+    "jobs.upload_limits.UploadLimitHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
@@ -115,6 +148,11 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 20,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "jobs.apis.exception_handler",
+    "DEFAULT_PARSER_CLASSES": [
+        "jobs.upload_limits.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "genhub API",

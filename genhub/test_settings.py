@@ -21,6 +21,12 @@ os.environ.setdefault("SWARMUI_IMAGE", "genhub/swarmui:test")
 # must not hold every other test's dispatch.
 os.environ.setdefault("GENHUB_STORAGE_MIN_FREE_MB", "0")
 
+# The suite and its live servers speak plain HTTP on 127.0.0.1 (tests/test_deploy_settings.py checks the
+# production defaults in a process of their own).
+for name in ("SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_SSL_REDIRECT", "SECURE_HSTS_INCLUDE_SUBDOMAINS"):
+    os.environ.setdefault(name, "0")
+os.environ.setdefault("SECURE_HSTS_SECONDS", "0")
+
 from genhub.settings import *  # noqa: E402,F403
 
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", "/tmp/genhub-test-media"))  # noqa: F405

@@ -3,11 +3,11 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from gpu_instances import selectors, services
+from gpu_instances import exposure, selectors, services
 
 
 class InstanceOutputSerializer(serializers.Serializer):
-    """Never includes the SwarmUI token or anything else secret."""
+    """Never includes the SwarmUI token. Its address only for staff (`address`, and in `end_reason`)."""
 
     vast_id = serializers.IntegerField(allow_null=True)
     state = serializers.CharField()
@@ -18,9 +18,21 @@ class InstanceOutputSerializer(serializers.Serializer):
     last_health_at = serializers.DateTimeField(allow_null=True)
     last_health_ok = serializers.BooleanField(allow_null=True)
     destroyed_at = serializers.DateTimeField(allow_null=True)
-    end_reason = serializers.CharField()
+    end_reason = serializers.SerializerMethodField()
+    address = serializers.SerializerMethodField()
     cost_so_far_usd = serializers.SerializerMethodField()
     overhead_usd = serializers.SerializerMethodField()
+
+    def _user(self):
+        request = self.context.get("request")
+        return request.user if request is not None else None
+
+    def get_end_reason(self, instance) -> str:
+        return exposure.shown(instance.end_reason, self._user(), instance)
+
+    def get_address(self, instance) -> str | None:
+        """The instance's SwarmUI URL, for staff; null for everyone else."""
+        return (instance.base_url or None) if exposure.sees_addresses(self._user()) else None
 
     def get_cost_so_far_usd(self, instance) -> str:
         return str(services.instance_costs(instance)[0])
@@ -35,7 +47,8 @@ class InstanceApi(APIView):
         "active": InstanceOutputSerializer(allow_null=True), "history": InstanceOutputSerializer(many=True)}))
     def get(self, request):
         active = selectors.instance_active()
+        context = {"request": request}
         return Response({
-            "active": InstanceOutputSerializer(active).data if active else None,
-            "history": InstanceOutputSerializer(selectors.instance_history(), many=True).data,
+            "active": InstanceOutputSerializer(active, context=context).data if active else None,
+            "history": InstanceOutputSerializer(selectors.instance_history(), many=True, context=context).data,
         })

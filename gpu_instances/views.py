@@ -5,7 +5,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 from django.utils.module_loading import import_string
 
-from gpu_instances import selectors, services
+from gpu_instances import exposure, selectors, services
 from gpu_instances.models import GpuInstance
 
 HISTORY_INSTANCES = 10
@@ -17,9 +17,13 @@ PROBLEM_STATES = {GpuInstance.State.UNHEALTHY, GpuInstance.State.FAILED}
 PLANNED_END_PREFIXES = ("operator", "leak")
 
 
-def _instance_row(instance: GpuInstance, replaced_by: GpuInstance | None) -> dict:
+def _instance_row(instance: GpuInstance, replaced_by: GpuInstance | None, user) -> dict:
     events = [{"event": event, "problem": event.kind in PROBLEM_KINDS or event.to_state in PROBLEM_STATES}
               for event in list(instance.events.all())[:EVENTS_PER_INSTANCE]]
+    # Messages name the GPU's address; only staff see them whole (the objects are for display, never saved).
+    for row in events:
+        row["event"].message = exposure.shown(row["event"].message, user, instance)
+    instance.end_reason = exposure.shown(instance.end_reason, user, instance)
     return {
         "instance": instance, "summary": services.instance_summary(instance), "events": events,
         "problems": sum(1 for row in events if row["problem"]), "replaced_by": replaced_by,
@@ -36,12 +40,12 @@ def instance_panel(request):
     active = selectors.instance_active()
     history = list(selectors.instance_history(limit=HISTORY_INSTANCES))
     # Newest first: an instance that failed was replaced by the one rented right after it.
-    rows = [_instance_row(instance, history[index - 1] if index and _failed(instance) else None)
+    rows = [_instance_row(instance, history[index - 1] if index and _failed(instance) else None, request.user)
             for index, instance in enumerate(history)]
     # Demand is the jobs app's to count; it is reached through the hook the orchestrator uses, so
     # this app still imports nothing from the layer above it.
     waiting = import_string(settings.GENHUB_GPU_HOOKS["demand"])()
     return render(request, "instance/panel.html", {
-        "active": _instance_row(active, None) if active else None, "waiting": waiting,
+        "active": _instance_row(active, None, request.user) if active else None, "waiting": waiting,
         "history": [row for row in rows if row["instance"] != active],  # the active one is shown above
     })

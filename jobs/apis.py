@@ -1,6 +1,7 @@
 """The JSON API: thin views that parse, call one service or selector, and serialize."""
 
 import json
+from collections.abc import Mapping
 
 from django.http import FileResponse, Http404
 from django.urls import reverse
@@ -8,19 +9,24 @@ from drf_spectacular.utils import extend_schema, extend_schema_field, inline_ser
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from gpu_instances import exposure
 from jobs import selectors, services
 from jobs.forms import batch_spec_from_upload, parse_params_json, parse_seeds_per_image, read_text_upload
 from jobs.intake import BatchValidationError, UploadedFile
 from jobs.models import Provider
+from jobs.upload_limits import BODY_LIMIT_ERRORS, BoundedJSONParser, body_limit_error, upload_errors
 
 
 def exception_handler(exc, context):
     """Errors are JSON with a human-readable `message`; validation errors list each problem in `errors`."""
+    if isinstance(exc, BODY_LIMIT_ERRORS):
+        # Django refuses the body when DRF first reads it: the same answer as every other bad input.
+        exc = BatchValidationError([body_limit_error(exc)])
     if isinstance(exc, BatchValidationError):
         return Response({"message": f"The batch was rejected: {len(exc.errors)} problem(s). Nothing was created.",
                          "errors": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
@@ -53,9 +59,9 @@ class JobOutputSerializer(serializers.Serializer):
     seed = serializers.IntegerField()
     params = serializers.JSONField()
     error = serializers.SerializerMethodField()
-    paused_reason = serializers.CharField()
+    paused_reason = serializers.SerializerMethodField()
     fallback_from = serializers.CharField()
-    fallback_reason = serializers.CharField()
+    fallback_reason = serializers.SerializerMethodField()
     output_url = serializers.SerializerMethodField()
     poster_url = serializers.SerializerMethodField()
     video = serializers.SerializerMethodField()
@@ -69,8 +75,20 @@ class JobOutputSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
 
+    def _shown(self, text: str, job) -> str:
+        """Messages may quote the GPU's address: whole for staff only."""
+        request = self.context.get("request")
+        return exposure.shown(text, request.user if request is not None else None,
+                              job.instance if job.instance_id else None)
+
     def get_error(self, job) -> dict | None:
-        return {"code": job.error_code, "message": job.error_message} if job.error_code else None
+        return {"code": job.error_code, "message": self._shown(job.error_message, job)} if job.error_code else None
+
+    def get_paused_reason(self, job) -> str:
+        return self._shown(job.paused_reason, job)
+
+    def get_fallback_reason(self, job) -> str:
+        return self._shown(job.fallback_reason, job)
 
     def _url(self, job, name) -> str | None:
         request = self.context.get("request")
@@ -158,12 +176,48 @@ def _batch_with_jobs(batch, request) -> dict:
 # --- views -------------------------------------------------------------------------------
 
 
-def _text_field(request, name: str) -> str:
-    """A form field that may also come as an uploaded file (e.g. a CSV of per-item rows)."""
-    if name in request.FILES:
-        return read_text_upload(request.FILES[name])
-    value = request.data.get(name, "")
-    return value if isinstance(value, str) else json.dumps(value)
+# The fields `POST /api/batches/` takes, and the JSON types each may have in a JSON body (multipart
+# fields are always text). Anything else is refused rather than ignored: a misspelt `fallbak` must not
+# quietly create a batch without the fallback its sender asked for.
+TEXT = (str,)
+BATCH_FIELDS = {
+    "provider": TEXT, "name": TEXT, "prompt": TEXT, "preset": TEXT, "fallback": TEXT,
+    "params": (str, dict), "items": (str, list),
+    "seeds_per_image": (str, int), "fallback_after": (str, int), "budget_usd": (str, int, float),
+    "images": (),  # files only
+}
+TYPE_NAMES = {str: "text", dict: "a JSON object", list: "a JSON list", int: "an integer", float: "a number"}
+
+
+def _batch_fields(request) -> tuple[dict, list[dict]]:
+    """The request's fields by name (None when absent) and the problems with their names and types."""
+    if not isinstance(request.data, Mapping):  # a JSON body that is a list, a number, …
+        return dict.fromkeys(BATCH_FIELDS), [{"field": "request", "message": "the body must be a JSON object or a "
+                                                                          "form"}]
+    errors = []
+    names = set(request.data.keys()) | set(request.FILES.keys())
+    for name in sorted(names - set(BATCH_FIELDS)):
+        errors.append({"field": name, "message": f"unknown field; known: {', '.join(BATCH_FIELDS)}"})
+    values = {}
+    for name, types in BATCH_FIELDS.items():
+        value = None if name == "images" or name in request.FILES else request.data.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            wanted = " or ".join(TYPE_NAMES[t] for t in types)
+            errors.append({"field": name, "message": f"must be {wanted}, not {type(value).__name__}"})
+            value = None
+        values[name] = value
+    if "images" in request.data and "images" not in request.FILES:
+        errors.append({"field": "images", "message": "must be uploaded files (multipart), not a field"})
+    return values, errors
+
+
+def _rows_text(request, value) -> tuple[str, list[dict]]:
+    """`items` as an uploaded file, text, or (JSON body) the list itself."""
+    if "items" in request.FILES:
+        return read_text_upload(request.FILES["items"])
+    if isinstance(value, list):
+        return json.dumps(value), []
+    return value or "", []
 
 
 class BatchCreateInputSerializer(serializers.Serializer):
@@ -189,7 +243,7 @@ class BatchCreateInputSerializer(serializers.Serializer):
 
 
 class BatchListCreateApi(APIView):
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = [MultiPartParser, FormParser, BoundedJSONParser]
 
     @extend_schema(responses=BatchOutputSerializer(many=True))
     def get(self, request):
@@ -200,17 +254,20 @@ class BatchListCreateApi(APIView):
     @extend_schema(request={"multipart/form-data": BatchCreateInputSerializer},
                    responses={201: BatchDetailOutputSerializer})
     def post(self, request):
-        raw_params, errors = parse_params_json(request.data.get("params"))
-        seeds, seed_errors = parse_seeds_per_image(request.data.get("seeds_per_image"))
-        files = [UploadedFile(f.name, f.read()) for f in request.FILES.getlist("images")]
+        values, errors = _batch_fields(request)  # parses the body
+        refused = upload_errors(request)  # parsing stopped at a limit: say only that
+        if refused:
+            raise BatchValidationError(refused)
+        raw_params, param_errors = parse_params_json(values["params"])
+        seeds, seed_errors = parse_seeds_per_image(values["seeds_per_image"])
+        rows_text, row_errors = _rows_text(request, values["items"])
+        files = [UploadedFile.from_django(f) for f in request.FILES.getlist("images")]
         # Unpacks ZIPs among `images` and raises one BatchValidationError with every problem.
         spec = batch_spec_from_upload(
-            files=files, errors=errors + seed_errors,
-            provider=str(request.data.get("provider", "")), name=str(request.data.get("name", "")),
-            preset=request.data.get("preset") or None, params=raw_params, prompt=str(request.data.get("prompt", "")),
-            rows_text=_text_field(request, "items"), seeds_per_image=seeds,
-            budget_usd=request.data.get("budget_usd"), fallback=request.data.get("fallback"),
-            fallback_after=request.data.get("fallback_after"),
+            files=files, errors=errors + param_errors + seed_errors + row_errors,
+            provider=values["provider"] or "", name=values["name"] or "", preset=values["preset"] or None,
+            params=raw_params, prompt=values["prompt"] or "", rows_text=rows_text, seeds_per_image=seeds,
+            budget_usd=values["budget_usd"], fallback=values["fallback"], fallback_after=values["fallback_after"],
         )
         batch = services.batch_create(owner=request.user, spec=spec)
         batch = selectors.batch_get(user=request.user, batch_uuid=batch.uuid)

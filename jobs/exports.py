@@ -4,13 +4,13 @@ The archive is produced as a stream: videos are copied from storage chunk by chu
 written without seeking, so a batch of a thousand clips never sits in memory at once.
 """
 
-import csv
 import io
 import zipfile
 from collections.abc import Iterable, Iterator
 
 from django.utils.text import slugify
 
+from genhub import spreadsheet
 from jobs.models import BatchRun, Job
 
 MANIFEST_NAME = "manifest.csv"
@@ -29,9 +29,10 @@ def video_member_name(job: Job) -> str:
 
 
 def manifest_csv(jobs: Iterable[Job]) -> str:
-    """One row per job, finished or not, so the manifest also says what is missing and why."""
+    """One row per job, finished or not, so the manifest also says what is missing and why.
+    Prompts and names are the users' words: cells that would start a formula are written as text."""
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = spreadsheet.writer(out)
     writer.writerow(MANIFEST_COLUMNS)
     for job in jobs:
         writer.writerow([

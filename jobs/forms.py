@@ -21,13 +21,16 @@ from jobs.intake import (
     expand_archives,
 )
 from jobs.models import BatchRun, Provider
+from jobs.rows import decode_text
+from jobs.uploaded import Spool
 
 # --- shared with the API ------------------------------------------------------------------
 
 
-def read_text_upload(upload) -> str:
-    """An uploaded text file (CSV/TSV/JSON rows); a spreadsheet's BOM is dropped."""
-    return upload.read().decode("utf-8-sig", errors="replace")
+def read_text_upload(upload) -> tuple[str, list[dict]]:
+    """An uploaded text file (CSV/TSV/JSON rows) → (text, errors): UTF-8 only, a spreadsheet's BOM dropped.
+    Its size was bounded by the upload handler (GENHUB_MAX_ROWS_BYTES) while it arrived."""
+    return decode_text(upload.read())
 
 
 def parse_params_json(raw) -> tuple[dict, list[dict]]:
@@ -35,14 +38,20 @@ def parse_params_json(raw) -> tuple[dict, list[dict]]:
     raw = raw or {}
     if isinstance(raw, str):
         try:
-            return (json.loads(raw) if raw.strip() else {}), []
+            raw = json.loads(raw) if raw.strip() else {}
         except json.JSONDecodeError as exc:
             return {}, [{"field": "params", "message": f"not valid JSON: {exc.msg}"}]
+        except RecursionError:
+            return {}, [{"field": "params", "message": "JSON nested too deeply; params is a flat object"}]
+    if not isinstance(raw, dict):
+        return {}, [{"field": "params", "message": "must be a JSON object"}]
     return raw, []
 
 
 def parse_seeds_per_image(raw) -> tuple[int, list[dict]]:
     """The range itself is build_batch's to check; this only needs an integer."""
+    if isinstance(raw, (bool, float)):
+        return 1, [{"field": "seeds_per_image", "message": "must be an integer between 1 and 16"}]
     try:
         return int(raw or 1), []
     except (TypeError, ValueError):
@@ -52,10 +61,11 @@ def parse_seeds_per_image(raw) -> tuple[int, list[dict]]:
 def batch_spec_from_upload(*, files: list[UploadedFile], errors: list[dict] = (), **fields) -> BatchSpec:
     """Unpacks uploaded ZIPs and validates the batch; raises one error listing every problem,
     the ones found while parsing the request (`errors`) first."""
-    files, archive_errors = expand_archives(files)
+    spool = Spool()  # ZIP members live here until stored; it goes with the spec (or with the error)
+    files, archive_errors = expand_archives(files, spool)
     errors = [*errors, *archive_errors]
     try:
-        spec = build_batch(files=files, **fields)
+        spec = build_batch(files=files, spool=spool, **fields)
     except BatchValidationError as exc:
         raise BatchValidationError(errors + exc.errors) from None
     if errors:
@@ -160,10 +170,13 @@ class BatchForm(forms.Form):
 
         rows_text = ""
         if pairing == PAIRING_ROWS:
-            rows_text = read_text_upload(data["rows_file"]) if data.get("rows_file") else ""
+            rows_text = ""
+            if data.get("rows_file"):
+                rows_text, decode_errors = read_text_upload(data["rows_file"])
+                errors += decode_errors
             if not rows_text.strip():
                 rows_text = data.get("rows_text", "")
-            if not rows_text.strip():
+            if not rows_text.strip() and not any(e["field"] == "items" for e in errors):
                 errors.append({"field": "items", "message": "this pairing needs rows: choose a CSV/TSV file or "
                                                             "paste them"})
         seeds = 1

