@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI as static files: /api/docs/ works offline
     "django_q",
     "genhub",
     "providers",
@@ -121,6 +122,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Bulk Wan 2.2 image-to-video on fal.ai or a persistent vast.ai GPU.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Served from our own static files (drf-spectacular-sidecar), never a CDN: the docs work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 # --- task queue (django-q2, ORM broker). Read once at import: changes need a restart. ---
