@@ -195,6 +195,10 @@ GENHUB_PUMP_SECONDS = env.float("GENHUB_PUMP_SECONDS", default=60.0)
 # Output check: how far the stored video may be from what was asked.
 GENHUB_VIDEO_FRAME_TOLERANCE = env.int("GENHUB_VIDEO_FRAME_TOLERANCE", default=2)
 GENHUB_VIDEO_DURATION_TOLERANCE = env.float("GENHUB_VIDEO_DURATION_TOLERANCE", default=0.25)
+# --- output frame size (issue 11): pixels each side may differ where the backend renders the asked size
+# (providers round to multiples of 8/16); relative aspect difference where it picks the size (fal). ---
+GENHUB_VIDEO_SIZE_TOLERANCE_PX = env.int("GENHUB_VIDEO_SIZE_TOLERANCE_PX", default=16)
+GENHUB_VIDEO_ASPECT_TOLERANCE = env.float("GENHUB_VIDEO_ASPECT_TOLERANCE", default=0.05)
 
 # Simulated outside world for development and tests (set by `manage.py run_simulators` / the run script).
 GENHUB_SIMULATED = env.bool("GENHUB_SIMULATED", default=False)

@@ -135,7 +135,7 @@ def _follow_in_flight(provider: Provider) -> None:
         services.job_fail(job_id=job.pk, code="deadline", permanent=False,
                           message=f"{provider.name} did not finish within {settings.FAL_JOB_DEADLINE_SECONDS}s")
     jobs = [job for job in jobs if job not in overdue]
-    outcomes = _fan_out(lambda job: _inspected(provider.check(job.provider_ref), job), jobs)
+    outcomes = _fan_out(lambda job: _inspected(provider.check(job.provider_ref), job, provider), jobs)
     waiting = []
     for job, outcome in zip(jobs, outcomes, strict=True):
         if isinstance(outcome, ProviderError) and outcome.transport and not outcome.permanent:
@@ -174,11 +174,11 @@ def _fan_out(call, jobs: list[Job]) -> list:
         return list(pool.map(guarded, jobs))
 
 
-def _inspected(outcome, job: Job):
+def _inspected(outcome, job: Job, provider: Provider):
     """Checks a finished video where it was fetched (in the worker thread), so bad files fail early."""
     if isinstance(outcome, Finished):
         facts = artifacts.inspect_video(outcome.video)
-        artifacts.check_matches_request(facts, job.params)
+        artifacts.check_matches_request(facts, job.params, exact_size=provider.renders_requested_size)
         return outcome, facts
     return outcome
 
@@ -230,7 +230,8 @@ def job_run_dispatched(*, job_id: int, dispatch_token: str) -> str:
     with _Heartbeat(job.pk, job.claims):
         try:
             outcome = _inspected(
-                provider.submit(generation_request(job), on_progress=on_progress, placement=placement), job)
+                provider.submit(generation_request(job), on_progress=on_progress, placement=placement), job,
+                provider)
         except ProviderError as exc:
             outcome = exc
     _settle(job, outcome)
