@@ -199,6 +199,8 @@ GENHUB_VIDEO_DURATION_TOLERANCE = env.float("GENHUB_VIDEO_DURATION_TOLERANCE", d
 # (providers round to multiples of 8/16); relative aspect difference where it picks the size (fal). ---
 GENHUB_VIDEO_SIZE_TOLERANCE_PX = env.int("GENHUB_VIDEO_SIZE_TOLERANCE_PX", default=16)
 GENHUB_VIDEO_ASPECT_TOLERANCE = env.float("GENHUB_VIDEO_ASPECT_TOLERANCE", default=0.05)
+# --- metrics (issue 11): a Prometheus scraper sends `Authorization: Bearer <this>`; unset → staff sessions only.
+GENHUB_METRICS_TOKEN = env("GENHUB_METRICS_TOKEN", default="")
 
 # Simulated outside world for development and tests (set by `manage.py run_simulators` / the run script).
 GENHUB_SIMULATED = env.bool("GENHUB_SIMULATED", default=False)

@@ -81,3 +81,26 @@ def instance_report(instance: GpuInstance) -> list[tuple[str, str]]:
         ("billed so far", f"{usd(total)} (jobs {usd(attributed)}, overhead {usd(overhead)})"),
         ("last health", health),
     ]
+
+
+# Why an instance ended, from the reason the orchestrator recorded (`end_reason`). The first three are
+# decisions; the rest are replacements: genhub gave up on the machine and rents another when work waits.
+NOT_REPLACEMENTS = ("operator", "released", "leak")
+END_CAUSES = (
+    ("operator", "operator"),  # destroy_instance, the admin action
+    ("released", "released"),  # budget cap, idle shutdown, no demand before renting
+    ("leak", "leak"),  # carried our label, no record owned it
+    ("unhealthy", "health"),  # sustained failed probes
+    ("not ready after", "boot_deadline"),
+    ("vast no longer knows", "vanished"),
+    ("vast reports", "vast_reported_dead"),  # exited / offline, as vast's `show` said
+    ("vast stopped the contract", "vast_stopped"),  # unschedulable or outbid
+    ("container failed to start", "container_failed"),
+)
+
+
+def instance_end_cause(end_reason: str) -> str:
+    for prefix, cause in END_CAUSES:
+        if end_reason.startswith(prefix):
+            return cause
+    return "other"
