@@ -10,6 +10,8 @@ import time
 
 from django.core.management.base import BaseCommand
 
+from genhub.formatting import elapsed
+
 # Loggers whose INFO lines would otherwise be interleaved with a command's output.
 CHATTY_LOGGERS = ("django-q", "jobs", "gpu_instances", "providers")
 
@@ -27,16 +29,6 @@ class OperatorCommand(BaseCommand):
         finally:  # called in-process (tests, call_command), the rest of the process keeps its logging
             for logger, level in zip(loggers, before, strict=True):
                 logger.setLevel(level)
-
-
-def elapsed(seconds: float) -> str:
-    """`42 s`, `3 min 05 s`, `2 h 03 min`."""
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 class ProgressBar:

@@ -6,8 +6,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from genhub.cli import elapsed
-from genhub.formatting import usd
+from genhub.formatting import elapsed, usd
 from gpu_instances.models import GpuInstance
 
 

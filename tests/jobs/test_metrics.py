@@ -136,3 +136,26 @@ def test_gpu_figures_state_busy_fraction_replacements_and_spend(staff, user):
     assert value(samples, "genhub_job_generation_seconds_sum", provider="vastai") == 250
     assert value(samples, "genhub_job_generation_seconds_bucket", provider="vastai", le="180.0") == 0
     assert value(samples, "genhub_job_generation_seconds_bucket", provider="vastai", le="300.0") == 1
+
+
+@pytest.mark.django_db
+def test_the_gpu_figures_move_while_a_vastai_batch_runs(staff, user, vast_sim, drain):
+    batch = make_batch(user, provider="vastai", count=2)
+    before = scrape(staff)
+    assert value(before, "genhub_jobs", provider="vastai", state="queued") == 2
+    assert value(before, "genhub_gpu_instance_state", state="ready") == 0
+
+    drain(until=lambda: GpuInstance.objects.filter(state=GpuInstance.State.LOADING).exists())
+    booting = scrape(staff)
+    assert value(booting, "genhub_gpu_instance_state", state="loading") == 1
+    assert value(booting, "genhub_jobs", provider="vastai", state="running") == 0
+    assert value(booting, "genhub_job_queue_wait_seconds_count", provider="vastai") == 0
+
+    drain(until=lambda: batch.jobs.filter(status=Job.Status.SUCCEEDED).count() == 2)
+    after = scrape(staff)
+    assert value(after, "genhub_gpu_instance_state", state="ready") == 1
+    assert value(after, "genhub_jobs", provider="vastai", state="succeeded") == 2
+    assert value(after, "genhub_job_generation_seconds_count", provider="vastai") == 2
+    assert value(after, "genhub_job_queue_wait_seconds_count", provider="vastai") == 2
+    assert 0 < value(after, "genhub_gpu_instance_busy_fraction") <= 1
+    assert value(after, "genhub_spend_usd_total", provider="vastai") > 0
