@@ -35,16 +35,17 @@ class Command(OperatorCommand):
             # Steps run under the reconcile lease: if the cluster is reconciling, we just watch.
             outcome = orchestrator.reconcile(max_seconds=0)
             current = GpuInstance.objects.get(pk=instance.pk)
-            if not rented and current.vast_id is not None:
-                rented = True
-                self.stdout.write(f"{clock.stamp()} rented {instance_headline(current)}")
-            line = f"{current.state}: {outcome}"
-            if line != last_line:  # one line per change, not one per poll
-                self.stdout.write(f"{clock.stamp()} {line}")
-                last_line = line
             if current.state == GpuInstance.State.READY:
                 self.stdout.write(self.style.SUCCESS(f"ready: {current.gpu_name} at {current.base_url}"))
                 return
+            if not rented and current.vast_id is not None:
+                rented = True  # now there is an id, a GPU and a price to name
+                line = f"rented {instance_headline(current)}"
+            else:
+                line = f"{current.state}: {outcome}"
+            if line != last_line:  # one line per change, not one per poll
+                self.stdout.write(f"{clock.stamp()} {line}")
+                last_line = line
             if not current.is_active:
                 raise CommandError(f"the instance did not become ready: {current.end_reason or current.state}")
             time.sleep(settings.GENHUB_RECONCILE_INTERVAL)
