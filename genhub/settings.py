@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI as static files: /api/docs/ works offline
     "django_q",
     "genhub",
     "providers",
@@ -159,6 +160,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Bulk Wan 2.2 image-to-video on fal.ai or a persistent vast.ai GPU.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Served from our own static files (drf-spectacular-sidecar), never a CDN: the docs work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 # --- task queue (django-q2, ORM broker). Read once at import: changes need a restart. ---
@@ -230,6 +234,12 @@ GENHUB_PUMP_SECONDS = env.float("GENHUB_PUMP_SECONDS", default=60.0)
 # Output check: how far the stored video may be from what was asked.
 GENHUB_VIDEO_FRAME_TOLERANCE = env.int("GENHUB_VIDEO_FRAME_TOLERANCE", default=2)
 GENHUB_VIDEO_DURATION_TOLERANCE = env.float("GENHUB_VIDEO_DURATION_TOLERANCE", default=0.25)
+# --- output frame size (issue 11): pixels each side may differ where the backend renders the asked size
+# (providers round to multiples of 8/16); relative aspect difference where it picks the size (fal). ---
+GENHUB_VIDEO_SIZE_TOLERANCE_PX = env.int("GENHUB_VIDEO_SIZE_TOLERANCE_PX", default=16)
+GENHUB_VIDEO_ASPECT_TOLERANCE = env.float("GENHUB_VIDEO_ASPECT_TOLERANCE", default=0.05)
+# --- metrics (issue 11): a Prometheus scraper sends `Authorization: Bearer <this>`; unset → staff sessions only.
+GENHUB_METRICS_TOKEN = env("GENHUB_METRICS_TOKEN", default="")
 
 # Simulated outside world for development and tests (set by `manage.py run_simulators` / the run script).
 GENHUB_SIMULATED = env.bool("GENHUB_SIMULATED", default=False)

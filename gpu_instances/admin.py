@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from genhub.formatting import usd
 from gpu_instances import services
 from gpu_instances.models import GpuInstance, InstanceEvent
 from gpu_instances.orchestrator import VastAIOrchestrator
@@ -17,8 +18,8 @@ class InstanceEventInline(admin.TabularInline):
 
 @admin.register(GpuInstance)
 class GpuInstanceAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "vast_id", "state", "gpu_name", "dph_usd", "created_at", "ready_at", "last_health_at",
-                    "health_failures", "destroyed_at", "cost", "jobs_link")
+    # The name already says vast id, GPU and state; few, narrow columns so the list fits 1280 px.
+    list_display = ("__str__", "price", "created_at", "health", "cost", "jobs_link")
     list_filter = ("state", "gpu_name")
     search_fields = ("vast_id", "label", "gpu_name", "end_reason")
     # The SwarmUI token is a credential: it is excluded from every admin page.
@@ -27,12 +28,23 @@ class GpuInstanceAdmin(admin.ModelAdmin):
     actions = ["destroy_instances"]
 
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in GpuInstance._meta.fields if f.name != "swarmui_token"] + ["cost", "jobs_link"]
+        return [f.name for f in GpuInstance._meta.fields if f.name != "swarmui_token"] + ["price", "cost", "jobs_link"]
 
-    @admin.display(description="billed / overhead (USD)")
+    @admin.display(description="$/hour", ordering="dph_usd")
+    def price(self, obj):
+        return usd(obj.dph_usd)
+
+    @admin.display(description="last health")
+    def health(self, obj):
+        if obj.last_health_at is None:
+            return "—"
+        verdict = "ok" if obj.last_health_ok else f"failing ({obj.health_failures}×)"
+        return f"{verdict} {obj.last_health_at:%H:%M:%S}"
+
+    @admin.display(description="billed / overhead")
     def cost(self, obj):
         total, _, overhead = services.instance_costs(obj)
-        return f"{total} / {overhead}"
+        return f"{usd(total)} / {usd(overhead)}"
 
     @admin.display(description="jobs")
     def jobs_link(self, obj):

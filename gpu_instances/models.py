@@ -42,6 +42,7 @@ class GpuInstance(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = "GPU instance"
         constraints = [
             # At most one active instance: a second buy fails at the database, even when two workers race.
             models.UniqueConstraint(
@@ -51,7 +52,10 @@ class GpuInstance(models.Model):
         ]
 
     def __str__(self):
-        return f"vast #{self.vast_id or '?'} ({self.gpu_name or 'unknown GPU'}, {self.state})"
+        if self.vast_id is None:
+            # Not rented yet (or the create call failed): there is no vast id or GPU to name.
+            return f"instance {self.pk} (not rented yet, {self.state})"
+        return f"vast #{self.vast_id} ({self.gpu_name or 'GPU not reported yet'}, {self.state})"
 
     @property
     def is_active(self) -> bool:

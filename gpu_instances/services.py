@@ -6,6 +6,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from genhub.formatting import elapsed, usd
 from gpu_instances.models import GpuInstance
 
 
@@ -46,3 +47,59 @@ def instance_summary(instance: GpuInstance) -> dict:
         "health_failures": instance.health_failures,
         "end_reason": instance.end_reason,
     }
+
+
+def instance_headline(instance: GpuInstance) -> str:
+    """One line naming an instance for a person: `vast #12 · A100 SXM4 · $1.1208/h · ready`.
+
+    Before vast has accepted the rental there is no id, GPU or price to show, so it says what is happening.
+    """
+    if instance.vast_id is None:
+        if instance.state == GpuInstance.State.PROVISIONING:
+            return "requested; renting one…"
+        return f"never rented ({instance.state}{': ' + instance.end_reason if instance.end_reason else ''})"
+    parts = [f"vast #{instance.vast_id}", instance.gpu_name or "GPU not reported yet"]
+    if instance.dph_usd is not None:
+        parts.append(f"{usd(instance.dph_usd)}/h")
+    parts.append(instance.state)
+    return " · ".join(parts)
+
+
+def instance_report(instance: GpuInstance) -> list[tuple[str, str]]:
+    """(label, value) rows for `instance_status`: everything an operator asks about the active instance."""
+    total, attributed, overhead = instance_costs(instance)
+    if instance.last_health_at is None:
+        health = "not probed yet"
+    else:
+        verdict = "ok" if instance.last_health_ok else f"FAILING ({instance.health_failures} in a row)"
+        health = f"{verdict} at {instance.last_health_at:%H:%M:%S} UTC"
+    return [
+        ("address", instance.base_url or "— (not booted yet)"),
+        ("price", f"{usd(instance.dph_usd)}/h" if instance.dph_usd is not None else "— (not rented yet)"),
+        ("age", elapsed(instance_age_seconds(instance))),
+        ("billed so far", f"{usd(total)} (jobs {usd(attributed)}, overhead {usd(overhead)})"),
+        ("last health", health),
+    ]
+
+
+# Why an instance ended, from the reason the orchestrator recorded (`end_reason`). The first three are
+# decisions; the rest are replacements: genhub gave up on the machine and rents another when work waits.
+NOT_REPLACEMENTS = ("operator", "released", "leak")
+END_CAUSES = (
+    ("operator", "operator"),  # destroy_instance, the admin action
+    ("released", "released"),  # budget cap, idle shutdown, no demand before renting
+    ("leak", "leak"),  # carried our label, no record owned it
+    ("unhealthy", "health"),  # sustained failed probes
+    ("not ready after", "boot_deadline"),
+    ("vast no longer knows", "vanished"),
+    ("vast reports", "vast_reported_dead"),  # exited / offline, as vast's `show` said
+    ("vast stopped the contract", "vast_stopped"),  # unschedulable or outbid
+    ("container failed to start", "container_failed"),
+)
+
+
+def instance_end_cause(end_reason: str) -> str:
+    for prefix, cause in END_CAUSES:
+        if end_reason.startswith(prefix):
+            return cause
+    return "other"

@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, Q, Sum
 from django.utils.html import format_html
 
+from genhub.formatting import usd
 from jobs import services
 from jobs.models import Alert, BatchRun, Job
 
@@ -20,7 +21,7 @@ class ReadOnlyHistoryMixin:
 
 class JobInline(ReadOnlyHistoryMixin, admin.TabularInline):
     model = Job
-    fields = ("uuid", "input_name", "status", "progress", "attempts", "error_code", "cost_usd", "instance")
+    fields = ("input_name", "seed", "status", "progress_pct", "attempts", "error_code", "cost", "instance")
     readonly_fields = fields
     show_change_link = True
     extra = 0
@@ -29,11 +30,19 @@ class JobInline(ReadOnlyHistoryMixin, admin.TabularInline):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    @admin.display(description="progress")
+    def progress_pct(self, obj):
+        return f"{obj.progress:.0%}"
+
+    @admin.display(description="cost")
+    def cost(self, obj):
+        return usd(obj.cost_usd)
+
 
 @admin.register(BatchRun)
 class BatchRunAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
-    list_display = ("__str__", "owner", "provider", "created_at", "total", "succeeded", "failed", "active", "cost",
-                    "budget_usd", "fallback_policy")
+    # Few, narrow columns so the list fits a 1280 px screen; the counts share one column.
+    list_display = ("__str__", "owner", "provider", "created_at", "jobs_summary", "cost", "budget")
     list_filter = ("provider", "fallback_policy", "created_at")
     search_fields = ("name", "uuid", "owner__username")
     inlines = [JobInline]
@@ -45,25 +54,17 @@ class BatchRunAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
             _failed=Count("jobs", filter=Q(jobs__status=S.FAILED)),
             _active=Count("jobs", filter=Q(jobs__status__in=Job.UNFINISHED)), _cost=Sum("jobs__cost_usd"))
 
-    @admin.display(ordering="_total")
-    def total(self, obj):
-        return obj._total
+    @admin.display(description="jobs", ordering="_total")
+    def jobs_summary(self, obj):
+        return f"{obj._total}: {obj._succeeded} ok, {obj._failed} failed, {obj._active} unfinished"
 
-    @admin.display(ordering="_succeeded")
-    def succeeded(self, obj):
-        return obj._succeeded
-
-    @admin.display(ordering="_failed")
-    def failed(self, obj):
-        return obj._failed
-
-    @admin.display(description="unfinished")
-    def active(self, obj):
-        return obj._active
-
-    @admin.display(description="cost (USD)", ordering="_cost")
+    @admin.display(description="cost", ordering="_cost")
     def cost(self, obj):
-        return obj._cost
+        return usd(obj._cost)
+
+    @admin.display(description="budget", ordering="budget_usd")
+    def budget(self, obj):
+        return usd(obj.budget_usd, places=2)
 
     @admin.action(description="Cancel what has not finished")
     def cancel_batches(self, request, queryset):
@@ -78,18 +79,22 @@ class BatchRunAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
 
 @admin.register(Job)
 class JobAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
-    list_display = ("uuid", "batch", "owner", "provider", "status", "progress_pct", "attempts", "error_code",
-                    "cost_usd", "instance", "created_at", "finished_at")
+    # "batch · input name · seed" names the job; the UUID, error and instance are on its page.
+    list_display = ("__str__", "owner", "provider", "status", "progress_pct", "attempts", "cost", "finished_at")
     list_filter = ("status", "provider", "fallback_from", "error_code", "created_at")
     search_fields = ("uuid", "input_name", "prompt", "external_id", "batch__name", "owner__username")
     list_select_related = ("batch", "owner", "instance")
     actions = ["cancel_jobs", "retry_jobs"]
     # provider_ref holds fal's request URLs, which are not secret; no credential is ever stored on a job.
-    readonly_fields = [f.name for f in Job._meta.fields] + ["video_player"]
+    readonly_fields = [f.name for f in Job._meta.fields] + ["cost", "video_player"]
 
     @admin.display(description="progress")
     def progress_pct(self, obj):
         return f"{obj.progress:.0%}"
+
+    @admin.display(description="cost", ordering="cost_usd")
+    def cost(self, obj):
+        return usd(obj.cost_usd)
 
     @admin.display(description="video")
     def video_player(self, obj):
@@ -111,7 +116,7 @@ class JobAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
 
 @admin.register(Alert)
 class AlertAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
-    list_display = ("created_at", "kind", "message", "batch", "resolved_at", "delivered_at", "delivery_attempts")
+    list_display = ("created_at", "kind", "message", "batch", "resolved_at", "delivered_at")
     list_filter = ("kind", ("resolved_at", admin.EmptyFieldListFilter), ("delivered_at", admin.EmptyFieldListFilter))
     search_fields = ("message", "key")
     readonly_fields = [f.name for f in Alert._meta.fields]

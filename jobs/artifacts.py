@@ -60,7 +60,13 @@ def inspect_video(data: bytes) -> VideoFacts:
     return VideoFacts(frames, fps, frames / fps, codec, width, height, poster)
 
 
-def check_matches_request(facts: VideoFacts, params: dict) -> None:
+def check_matches_request(facts: VideoFacts, params: dict, *, exact_size: bool = True) -> None:
+    """The clip is the one asked for: frame count, length and frame size.
+
+    A backend that renders at the requested width × height (SwarmUI) may round each side (to a multiple
+    of 16 or 8); one that only takes a resolution (fal) chooses the size itself, so only the aspect ratio
+    — which follows the input image — is held to the request.
+    """
     want_frames, want_fps = params["num_frames"], params["fps"]
     want_seconds = want_frames / want_fps
     if abs(facts.frames - want_frames) > settings.GENHUB_VIDEO_FRAME_TOLERANCE or abs(facts.fps - want_fps) > 0.5:
@@ -68,6 +74,21 @@ def check_matches_request(facts: VideoFacts, params: dict) -> None:
                                   f"{want_frames} frames at {want_fps} fps were asked for")
     if abs(facts.duration - want_seconds) > settings.GENHUB_VIDEO_DURATION_TOLERANCE:
         raise OutputMismatchError(f"the output lasts {facts.duration:.2f}s, {want_seconds:.2f}s was asked for")
+    if params.get("width") and params.get("height"):
+        _check_frame_size(facts, params["width"], params["height"], exact_size=exact_size)
+
+
+def _check_frame_size(facts: VideoFacts, want_w: int, want_h: int, *, exact_size: bool) -> None:
+    got = f"{facts.width}×{facts.height}"
+    if exact_size:
+        slack = settings.GENHUB_VIDEO_SIZE_TOLERANCE_PX
+        if abs(facts.width - want_w) > slack or abs(facts.height - want_h) > slack:
+            raise OutputMismatchError(f"the output is {got} pixels, {want_w}×{want_h} was asked for")
+        return
+    got_ratio, want_ratio = facts.width / facts.height, want_w / want_h
+    if abs(got_ratio / want_ratio - 1) > settings.GENHUB_VIDEO_ASPECT_TOLERANCE:
+        raise OutputMismatchError(f"the output is {got} pixels (aspect {got_ratio:.2f}), the request's aspect is "
+                                  f"{want_ratio:.2f} ({want_w}×{want_h})")
 
 
 def store_output(*, job_uuid: str, video: bytes, facts: VideoFacts) -> tuple[str, str]:

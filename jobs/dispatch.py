@@ -225,12 +225,12 @@ def _inspected(provider: Provider, outcome, job: Job):
         return outcome
     facts = artifacts.inspect_video(outcome.video)
     try:
-        artifacts.check_matches_request(facts, job.params)
+        artifacts.check_matches_request(facts, job.params, exact_size=provider.renders_requested_size)
     except artifacts.OutputMismatchError as first:
         video = provider.fetch_output(outcome.source) if outcome.source else outcome.video
         facts = artifacts.inspect_video(video)
         try:
-            artifacts.check_matches_request(facts, job.params)
+            artifacts.check_matches_request(facts, job.params, exact_size=provider.renders_requested_size)
         except artifacts.OutputMismatchError as again:
             raise PermanentError(
                 f"{provider.name} returned a clip that contradicts the request, confirmed on a second look: "

@@ -33,6 +33,9 @@ class BatchRun(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # "Batches" everywhere: the web pages, the API and the admin.
+        verbose_name = "batch"
+        verbose_name_plural = "batches"
 
     def __str__(self):
         return self.name or f"batch {self.pk}"
@@ -132,7 +135,8 @@ class Job(models.Model):
         ]
 
     def __str__(self):
-        return f"job {self.uuid} ({self.status})"
+        # What a person recognises a clip by; the UUID is on the job's page.
+        return f"{self.batch} · {self.input_name} · seed {self.seed}"
 
     @property
     def is_terminal(self) -> bool:

@@ -58,6 +58,9 @@ ProgressCallback = Callable[[float], None]
 class Provider:
     name: str = ""
     polled: bool = False
+    # True when the backend renders at the request's width × height (SwarmUI); False when it only takes a
+    # resolution and follows the image's aspect (fal), so the output check compares the aspect ratio only.
+    renders_requested_size: bool = True
 
     def submit(self, request: GenerationRequest, *, on_progress: ProgressCallback | None = None,
                placement: dict | None = None) -> "Submitted | Finished":

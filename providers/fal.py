@@ -110,6 +110,8 @@ class ResultFetchError(TransientError):
 class FalProvider(Provider):
     name = "fal"
     polled = True
+    # fal's A14B endpoint takes `resolution` and `aspect_ratio: "auto"`, not a width and height.
+    renders_requested_size = False
 
     def __init__(self, client: FalClient | None = None, endpoint: str | None = None):
         self._client = client

@@ -62,3 +62,45 @@ def test_jobs_and_history_cannot_be_edited_in_the_admin(admin_client, user):
     job.refresh_from_db()
     assert response.status_code == 403 or job.prompt != "changed"
     assert job.status == Job.Status.QUEUED
+
+
+# --- what the lists show -------------------------------------------------------------------
+
+
+def test_money_is_shown_with_four_decimals(admin_client, user, instance):
+    batch = make_batch(user, count=2)
+    Job.objects.filter(batch=batch).update(cost_usd=Decimal("0.3038"), status=Job.Status.SUCCEEDED)
+
+    batches = admin_client.get("/admin/jobs/batchrun/").content.decode()
+    jobs = admin_client.get("/admin/jobs/job/").content.decode()
+    instances = admin_client.get("/admin/gpu_instances/gpuinstance/").content.decode()
+
+    assert "$0.6076" in batches and "0.607600" not in batches
+    assert "$0.3038" in jobs
+    assert "$1.2000" in instances
+
+
+def test_jobs_are_named_by_batch_input_and_seed(admin_client, user):
+    batch = make_batch(user, name="harbour clips", count=1, params={"num_frames": 17, "seed": 42})
+    job = batch.jobs.get()
+
+    assert str(job) == "harbour clips · img0.png · seed 42"
+    listing = admin_client.get("/admin/jobs/job/").content.decode()
+    assert "harbour clips · img0.png · seed 42" in listing
+    assert str(job.uuid) not in listing.split('id="result_list"')[1].split("</table>")[0].replace(
+        f"/{job.pk}/", "")
+
+
+def test_batches_are_called_batches_in_the_admin(admin_client, user):
+    make_batch(user)
+    index = admin_client.get("/admin/").content.decode()
+    listing = admin_client.get("/admin/jobs/batchrun/").content.decode()
+
+    assert "Batches" in index and "Batch runs" not in index and "Batch run" not in listing
+    assert "GPU instances" in index and "Gpu instances" not in index
+
+
+def test_an_instance_not_rented_yet_says_so_instead_of_unknown_values():
+    instance = GpuInstance(pk=7, label="genhub", state="provisioning")
+    assert str(instance) == "instance 7 (not rented yet, provisioning)"
+    assert "?" not in str(instance) and "unknown" not in str(instance)

@@ -5,7 +5,9 @@
 - status: 202 IN_QUEUE (with queue_position) → 202 IN_PROGRESS → 200 COMPLETED; a failed request
   is COMPLETED with `error`/`error_type`, and its result answers with the error's status and body.
 - inputs are validated by the "runner" (after submit), as fal does: a bad input is a 422 result.
-- outputs are real MP4s made from the input image, served from `/files/…` without auth (a CDN).
+- outputs are real MP4s made from the input image, served from `/files/…` without auth (a CDN), at the
+  size fal renders: the resolution's short side (480p → 480 px), the long side following the image's
+  aspect (`aspect_ratio: "auto"`) or the ratio asked for, rounded to a multiple of 16.
 - an account's concurrency limit: at most `concurrency` requests are IN_PROGRESS at once (a new
   fal account has 2); the rest wait IN_QUEUE in submission order with a real `queue_position` (the
   requests ahead), and are never rejected for it. The queue moves by the clock, polled or not.
@@ -21,11 +23,14 @@ interpolation on; fetched again it is the same file).
 """
 
 import base64
+import io
 import re
 import threading
 import time
 import uuid
 from collections import Counter
+
+from PIL import Image
 
 from providers.simulators.media import make_video
 from providers.simulators.server import Simulator
@@ -230,4 +235,16 @@ class FalSimulator(Simulator):
             frames = (frames - 1) * (extra + 1) + 1
             if interpolate or payload.get("adjust_fps_for_interpolation", True):
                 fps = fps * (extra + 1)
-        return make_video(image, frames=frames, fps=fps)
+        width, height = output_size(image, payload.get("resolution", "720p"), payload.get("aspect_ratio", "auto"))
+        return make_video(image, frames=frames, fps=fps, width=width, height=height)
+
+
+def output_size(image: bytes, resolution: str, aspect_ratio: str) -> tuple[int, int]:
+    """Frame size for a resolution ("480p") and aspect ("auto" follows the image, else "16:9", "9:16", "1:1")."""
+    short = int(resolution.rstrip("p"))
+    if aspect_ratio == "auto":
+        img_w, img_h = Image.open(io.BytesIO(image)).size
+    else:
+        img_w, img_h = (int(part) for part in aspect_ratio.split(":"))
+    long = round(short * max(img_w, img_h) / min(img_w, img_h) / 16) * 16
+    return (long, short) if img_w >= img_h else (short, long)

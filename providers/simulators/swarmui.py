@@ -383,8 +383,9 @@ class SwarmUISimulator(Simulator):
                 return
             emit({"gen_progress": {"batch_index": "0", "request_id": record.request_id,
                                    "overall_percent": step / steps, "current_percent": step / steps}})
+        width, height = _video_size(body)
         video = make_video(_image_bytes(body["initimage"]), frames=int(body.get("videoframes", 25)),
-                           fps=int(body.get("videofps", 24)))
+                           fps=int(body.get("videofps", 24)), width=width, height=height)
         record.output_path = "View/" + self._save(body, video)
         emit({"image": record.output_path, "batch_index": "0", "request_id": record.request_id,
               "metadata": json.dumps({"sui_image_params": {key: body.get(key) for key in (
@@ -607,6 +608,14 @@ def _drop(connection: socket.socket):
         connection.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+def _video_size(body: dict) -> tuple[int, int]:
+    """`videoresolution: "Image"` renders at the request's width × height; without it SwarmUI uses the
+    model's preferred size, 960 × 960 for Wan 2.2 I2V 14B."""
+    if body.get("videoresolution") == "Image":
+        return int(body.get("width", 1024)), int(body.get("height", 1024))
+    return 960, 960
 
 
 def _image_bytes(value) -> bytes | None:

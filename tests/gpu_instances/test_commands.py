@@ -24,14 +24,20 @@ def test_ensure_instance_waits_until_ready_then_status_and_destroy(vast_sim, set
     output = run("ensure_instance", "--wait", "--timeout", "30")
 
     instance = GpuInstance.objects.get(state=State.READY)
-    assert "ready: A100 SXM4" in output and "[loading]" in output
+    lines = output.splitlines()
+    assert lines[0] == "requested a new instance; renting one…"
+    assert f"rented vast #{instance.vast_id} · A100 SXM4 · $" in output and "loading: " in output
+    assert lines[-1] == f"ready: A100 SXM4 at {instance.base_url}"
+    assert "?" not in output and "unknown" not in output
     status = run("instance_status")
-    assert "ready" in status and instance.base_url in status and "cost_so_far_usd" in status
+    assert status.startswith(f"active: vast #{instance.vast_id} · A100 SXM4 · $")
+    assert instance.base_url in status and "billed so far  $" in status and "overhead $" in status
+    assert "{" not in status and "_usd" not in status
     assert instance.swarmui_token not in status
 
     with pytest.raises(CommandError, match="--yes"):
         call_command("destroy_instance")
-    assert "destroyed" in run("destroy_instance", "--yes")
+    assert "its unfinished jobs went back to the queue" in run("destroy_instance", "--yes")
     instance.refresh_from_db()
     assert instance.state == State.DESTROYED and instance.end_reason.startswith("operator")
     assert [r["destroyed"] for r in vast_sim.instance_records()] == [True]
@@ -66,3 +72,31 @@ def test_the_admin_destroys_an_instance_and_its_jobs_go_back_to_the_queue(admin_
     instance.refresh_from_db()
     assert instance.state == State.DESTROYED
     assert [r["destroyed"] for r in vast_sim.instance_records()] == [True]
+
+
+def test_ensure_instance_prints_one_line_per_change_not_one_per_poll(vast_sim_factory, settings):
+    settings.GENHUB_RECONCILE_INTERVAL = 0.02
+    vast_sim_factory(boot_seconds=0.5, loading_seconds=0.5)
+
+    output = run("ensure_instance", "--wait", "--timeout", "30")
+
+    lines = output.splitlines()[1:]
+    assert len(set(lines)) == len(lines), output
+    assert all(line.startswith("[") or line.startswith("ready:") for line in lines), output
+
+
+def test_a_second_ensure_instance_names_the_pending_request_without_unknowns(vast_sim):
+    run("ensure_instance")
+
+    output = run("ensure_instance")
+
+    assert output == "found the instance: requested; renting one…\n"
+
+
+def test_instance_status_without_an_instance_says_so(db):
+    assert run("instance_status") == "no active instance\n"
+
+
+def test_reconcile_says_why_when_nothing_ran(settings):
+    settings.VAST_API_KEY = ""
+    assert run("reconcile") == "vast.ai is not configured (VAST_API_KEY is unset)\n"

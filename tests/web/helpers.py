@@ -83,7 +83,7 @@ def finish_job(job: Job, *, status=Job.Status.SUCCEEDED, cost="0.0123", error=""
     if status == Job.Status.SUCCEEDED:
         fields["progress"] = 1.0
         fields["output_video"] = default_storage.save(f"outputs/{job.uuid}.mp4", ContentFile(
-            make_video(make_image(), frames=17, fps=16)))
+            make_video(make_image(), frames=17, fps=16, width=320, height=240)))
         fields["poster"] = default_storage.save(f"posters/{job.uuid}.jpg", ContentFile(make_image(fmt="JPEG")))
         fields["cost_usd"] = cost
     else:

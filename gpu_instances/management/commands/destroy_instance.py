@@ -1,11 +1,13 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from genhub.cli import OperatorCommand
 from gpu_instances import selectors
 from gpu_instances.models import GpuInstance
 from gpu_instances.orchestrator import VastAIOrchestrator
+from gpu_instances.services import instance_headline
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Destroy the active GPU instance (its running jobs go back to the queue). Needs --yes."
 
     def add_arguments(self, parser):
@@ -17,9 +19,11 @@ class Command(BaseCommand):
         if instance is None:
             raise CommandError("there is no active instance")
         if not yes:
-            raise CommandError(f"this destroys {instance}; run again with --yes to confirm")
+            raise CommandError(f"this destroys {instance_headline(instance)}; run again with --yes to confirm")
         VastAIOrchestrator().destroy(instance, reason if reason.startswith("operator") else f"operator: {reason}")
         instance.refresh_from_db()
         if instance.state != GpuInstance.State.DESTROYED:
-            raise CommandError(f"destroy requested but not confirmed yet ({instance.state}); reconcile retries it")
-        self.stdout.write(self.style.SUCCESS(f"destroyed {instance}"))
+            raise CommandError(f"destroy requested but not confirmed yet ({instance_headline(instance)}); "
+                               "reconcile retries it")
+        self.stdout.write(self.style.SUCCESS(f"destroyed {instance_headline(instance)}; its unfinished jobs went "
+                                             "back to the queue"))

@@ -1,10 +1,10 @@
-from django.core.management.base import BaseCommand
-
+from genhub.cli import OperatorCommand
+from genhub.formatting import usd
 from gpu_instances import selectors
-from gpu_instances.services import instance_summary
+from gpu_instances.services import instance_cost_so_far, instance_headline, instance_report
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Show the active GPU instance (state, address, age, cost so far, last health) and recent history."
 
     def handle(self, *args, **options):
@@ -12,10 +12,14 @@ class Command(BaseCommand):
         if active is None:
             self.stdout.write("no active instance")
         else:
-            for key, value in instance_summary(active).items():
-                self.stdout.write(f"{key:>16}: {value}")
+            self.stdout.write(f"active: {instance_headline(active)}")
+            for label, value in instance_report(active):
+                self.stdout.write(f"  {label:<14} {value}")
+        history = list(selectors.instance_history())
+        if not history:
+            return
         self.stdout.write("\nrecent instances:")
-        for instance in selectors.instance_history():
-            summary = instance_summary(instance)
-            self.stdout.write(f"  vast #{summary['vast_id']} {summary['state']:<12} {summary['gpu']:<12} "
-                              f"${summary['cost_so_far_usd']} {summary['end_reason']}")
+        for instance in history:
+            name = f"vast #{instance.vast_id}" if instance.vast_id else "not rented"
+            self.stdout.write(f"  {name:<14} {instance.state:<11} {instance.gpu_name or '—':<12} "
+                              f"{usd(instance_cost_so_far(instance)):>9}  {instance.end_reason}".rstrip())

@@ -3,13 +3,30 @@ import time
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from genhub.cli import Clock, OperatorCommand, ProgressBar
+from genhub.formatting import usd
 from jobs import selectors, services
 from jobs.intake import BatchValidationError, UploadedFile, build_batch
+from jobs.models import Job
+
+# The order counts are listed in: what is left first, then what is done.
+COUNT_ORDER = (Job.Status.RUNNING, Job.Status.QUEUED, Job.Status.WAITING_FOR_GPU, Job.Status.PAUSED,
+               Job.Status.SUCCEEDED, Job.Status.FAILED, Job.Status.CANCELLED)
+UNFINISHED_BATCH = ("queued", "waiting_for_gpu", "running")
 
 
-class Command(BaseCommand):
+def words(status: str) -> str:
+    return "waiting for a GPU" if status == Job.Status.WAITING_FOR_GPU else status.replace("_", " ")
+
+
+def describe_counts(counts: dict) -> str:
+    """`1 running, 2 queued, 1 succeeded` — only the states that have jobs."""
+    return ", ".join(f"{counts[status]} {words(status)}" for status in COUNT_ORDER if counts.get(status))
+
+
+class Command(OperatorCommand):
     help = "Submit a batch from image files, like POST /api/batches/."
 
     def add_arguments(self, parser):
@@ -23,6 +40,7 @@ class Command(BaseCommand):
         parser.add_argument("--items", type=Path, help="CSV/TSV/JSON file pairing file names with prompts/seeds")
         parser.add_argument("--seeds-per-image", type=int, default=1)
         parser.add_argument("--wait", action="store_true", help="wait until every job has finished")
+        parser.add_argument("--poll-seconds", type=float, default=2.0, help="with --wait: how often to look")
 
     def handle(self, *args, **options):
         try:
@@ -48,16 +66,31 @@ class Command(BaseCommand):
                      for e in exc.errors]
             raise CommandError("the batch was rejected, nothing was created:\n" + "\n".join(lines)) from None
         batch = services.batch_create(owner=owner, spec=spec)
-        self.stdout.write(f"batch {batch.uuid}: {len(spec.items)} job(s) on {spec.provider}")
+        count = len(spec.items)
+        self.stdout.write(f"batch {batch.uuid}: {count} {'job' if count == 1 else 'jobs'} on {spec.provider}")
         if not options["wait"]:
             return
+        batch = self.follow(owner, batch, poll_seconds=options["poll_seconds"])
+        if batch.n_failed:
+            raise CommandError(f"{batch.n_failed} of {batch.n_total} jobs failed")
+
+    def follow(self, owner, batch, *, poll_seconds: float):
+        """One line each time the batch's state or counts change; a progress bar between them on a terminal."""
+        clock, bar, last = Clock(), ProgressBar(self.stdout), None
         while True:
             batch = selectors.batch_get(user=owner, batch_uuid=batch.uuid)
             status = selectors.batch_status(batch)
-            self.stdout.write(f"  {status}: {selectors.batch_counts(batch)} progress "
-                              f"{selectors.batch_progress(batch):.0%}")
-            if status not in ("queued", "waiting_for_gpu", "running"):
-                break
-            time.sleep(5)
-        if batch.n_failed:
-            raise CommandError(f"{batch.n_failed} job(s) failed")
+            jobs = list(batch.jobs.only("status", "progress"))
+            progress = selectors.batch_progress(batch, jobs)
+            line = f"{words(status)}: {describe_counts(selectors.batch_counts(batch))}"
+            if line != last:
+                bar.clear()
+                self.stdout.write(f"{clock.stamp()} {line}")
+                last = line
+            finished = status not in UNFINISHED_BATCH
+            if finished:
+                bar.clear()
+                self.stdout.write(f"done in {clock.stamp().strip('[] ')}, cost {usd(selectors.batch_cost(batch))}")
+                return batch
+            bar.update(progress, f"{batch.n_succeeded + batch.n_failed + batch.n_cancelled}/{batch.n_total} done")
+            time.sleep(poll_seconds)
