@@ -38,6 +38,11 @@ def log_in(page, username="alice"):
     expect(page.get_by_role("heading", name="Batches", exact=True)).to_be_visible()
 
 
+def form_ready(page):
+    """The new-batch page's script has started: choices made from now on are seen by it."""
+    expect(page.locator("#batch-form")).to_have_attribute("data-ready", "true")
+
+
 def write_images(folder, names):
     paths = []
     for number, name in enumerate(names):
@@ -79,6 +84,7 @@ def test_three_images_paired_by_csv_become_videos_on_the_simulated_gpu(page, use
     screenshot(page, "02-batches-empty")
 
     nav(page, "New batch").click()
+    form_ready(page)
     page.get_by_label("Images or ZIP archives of images").set_input_files(images)
     expect(page.locator("#file-list li")).to_have_count(3)
     page.get_by_label("One row per image, from a CSV/TSV").check()
@@ -161,12 +167,33 @@ def test_three_images_paired_by_csv_become_videos_on_the_simulated_gpu(page, use
     screenshot(page, "10-narrow-batch")
 
 
+def test_files_chosen_before_the_page_script_starts_are_listed_and_sent(page, user, tmp_path):
+    """The flaky-test race made certain: the script is held back until after the files are chosen."""
+    images = write_images(tmp_path, ["early-1.png", "early-2.png"])
+    log_in(page)
+    held = []
+    page.route("**/static/genhub/new-batch.js", lambda route: held.append(route))  # answered below
+    page.goto("/batches/new/", wait_until="commit")
+    page.get_by_label("Images or ZIP archives of images").set_input_files(images)  # the parser is past it
+    assert page.locator("#file-list li").count() == 0 and not page.locator("#batch-form[data-ready]").count()
+    held[0].continue_()
+
+    form_ready(page)
+    expect(page.locator("#file-list li")).to_have_count(2)
+    expect(page.locator("#file-list")).to_contain_text("2 files chosen")
+    page.get_by_label("Prompt", exact=True).fill("the camera slowly orbits")
+    page.get_by_role("button", name="Create batch").click()
+    expect(page).to_have_url(re.compile(r"/batches/[0-9a-f-]{36}/$"))
+    assert sorted(job.input_name for job in Job.objects.all()) == ["early-1.png", "early-2.png"]
+
+
 def test_a_bad_file_is_named_next_to_the_images_and_the_chosen_files_stay(page, user, tmp_path, screenshot):
     good, = write_images(tmp_path, ["good.png"])
     bad = tmp_path / "notes.png"
     bad.write_bytes(b"these are meeting notes, not a picture")
     log_in(page)
     page.goto("/batches/new/")
+    form_ready(page)
 
     page.get_by_label("Images or ZIP archives of images").set_input_files([good])
     drop_file(page, "[data-dropzone]", "notes.png", bad.read_text(), "image/png")  # adds to the picked one
@@ -192,6 +219,7 @@ def test_a_bad_file_is_named_next_to_the_images_and_the_chosen_files_stay(page, 
 def test_the_new_batch_form_is_reachable_with_the_keyboard_alone(page, user):
     log_in(page)
     page.goto("/batches/new/")
+    form_ready(page)
 
     reached = set()
     for _ in range(45):
@@ -241,6 +269,7 @@ def test_a_tiny_budget_pauses_a_fal_batch_and_raising_it_on_the_page_lets_it_fin
     images = write_images(tmp_path, ["dunes.png", "glacier.png", "meadow.png"])
     log_in(page)
     nav(page, "New batch").click()
+    form_ready(page)
     page.get_by_label("Images or ZIP archives of images").set_input_files(images)
     page.get_by_label("Prompt", exact=True).fill("clouds drift over the landscape")
     page.get_by_label("Frames", exact=True).fill("17")  # $0.0425 a clip on fal: $0.05 pays for one of three

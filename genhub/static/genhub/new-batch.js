@@ -102,6 +102,10 @@
   }
 
   input.addEventListener("change", () => add(input.files));
+  // Files may already be chosen when this script starts: picked while the page was still loading
+  // (a slow network or a busy machine), or restored by the browser on Back. No change event
+  // will come for those, so take them now.
+  if (input.files.length) add(input.files);
   zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("dragging"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("dragging"));
   zone.addEventListener("drop", (event) => {
@@ -185,4 +189,8 @@
       form.removeAttribute("aria-busy");
     }
   });
+
+  // Everything above is listening now; tests (and anything else that drives the page) wait for this
+  // rather than guessing how long the script takes to start.
+  form.dataset.ready = "true";
 })();
