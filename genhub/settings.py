@@ -272,3 +272,9 @@ GENHUB_ALERT_WEBHOOK_URL = env("GENHUB_ALERT_WEBHOOK_URL", default="")
 GENHUB_ALERT_WEBHOOK_SECRET = env("GENHUB_ALERT_WEBHOOK_SECRET", default="")
 GENHUB_ALERT_WEBHOOK_TIMEOUT = env.float("GENHUB_ALERT_WEBHOOK_TIMEOUT", default=5)
 GENHUB_ALERT_WEBHOOK_MAX_ATTEMPTS = env.int("GENHUB_ALERT_WEBHOOK_MAX_ATTEMPTS", default=5)
+
+# --- serving stored files (videos, posters, ZIP exports) ---
+# Empty: genhub sends the bytes itself (ranges included). Set to the URL prefix of an nginx `internal`
+# location aliasing MEDIA_ROOT (e.g. /protected-media/) and genhub, after its ownership check, answers
+# with X-Accel-Redirect and no body, and nginx sends the file.
+GENHUB_ACCEL_REDIRECT_PREFIX = env("GENHUB_ACCEL_REDIRECT_PREFIX", default="")

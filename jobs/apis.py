@@ -2,7 +2,7 @@
 
 import json
 
-from django.http import FileResponse, Http404
+from django.http import Http404
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from jobs import selectors, services
+from jobs.file_responses import stored_file_response
 from jobs.forms import batch_spec_from_upload, parse_params_json, parse_seeds_per_image, read_text_upload
 from jobs.intake import BatchValidationError, UploadedFile
 from jobs.models import Provider
@@ -295,15 +296,17 @@ class _JobFileApi(APIView):
     field = ""
     content_type = ""
 
-    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    @extend_schema(responses={(200, "application/octet-stream"): bytes, (206, "application/octet-stream"): bytes})
     def get(self, request, job_id):
+        """The whole file, or with `Range: bytes=…` one part of it (206) for seeking and resuming; HEAD too."""
         job = selectors.job_get(user=request.user, job_uuid=job_id)
         stored = getattr(job, self.field)
         if not stored:
             raise Http404("this job has no such file yet")
         suffix = "mp4" if self.field == "output_video" else "jpg"
-        return FileResponse(stored.open("rb"), content_type=self.content_type,
-                            filename=f"{job.input_name.rsplit('.', 1)[0]}-{job.seed}.{suffix}")
+        return stored_file_response(request, stored.name, content_type=self.content_type,
+                                    filename=f"{job.input_name.rsplit('.', 1)[0]}-{job.seed}.{suffix}",
+                                    cache_control="private, max-age=3600")
 
 
 class JobVideoApi(_JobFileApi):

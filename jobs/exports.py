@@ -1,14 +1,21 @@
 """A batch's finished videos as one ZIP, with a CSV manifest of every job.
 
 The archive is produced as a stream: videos are copied from storage chunk by chunk into a ZIP
-written without seeking, so a batch of a thousand clips never sits in memory at once.
+written without seeking, so a batch of a thousand clips never sits in memory at once. The same jobs
+in the same states always give the same bytes (fixed member times), and the stream is kept on disk
+under a name derived from that state, so a download can be resumed with a byte range and the ZIP
+is built once per state of the batch, not once per request.
 """
 
 import csv
+import hashlib
 import io
+import os
 import zipfile
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
+from django.core.files.storage import default_storage
 from django.utils.text import slugify
 
 from jobs.models import BatchRun, Job
@@ -61,18 +68,64 @@ class _Sink:
         return data
 
 
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a ZIP can hold: the same for every build
+
+
+def _member(name: str, compress_type: int) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
+    info.compress_type = compress_type
+    info.external_attr = 0o644 << 16
+    return info
+
+
 def batch_zip_stream(jobs: list[Job]) -> Iterator[bytes]:
     """Yields the ZIP: the manifest first, then each stored video (MP4s are stored, not recompressed)."""
     sink = _Sink()
     # ZipFile sees no seek/tell on the sink and writes data descriptors instead of seeking back.
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:
-        archive.writestr(MANIFEST_NAME, manifest_csv(jobs), compress_type=zipfile.ZIP_DEFLATED)
+        archive.writestr(_member(MANIFEST_NAME, zipfile.ZIP_DEFLATED), manifest_csv(jobs))
         yield sink.drain()
         for job in jobs:
             if not job.output_video:
                 continue
-            with job.output_video.open("rb") as source, archive.open(video_member_name(job), "w") as target:
+            with (job.output_video.open("rb") as source,
+                  archive.open(_member(video_member_name(job), zipfile.ZIP_STORED), "w") as target):
                 while chunk := source.read(CHUNK_BYTES):
                     target.write(chunk)
                     yield sink.drain()
     yield sink.drain()
+
+
+def _export_key(jobs: list[Job]) -> str:
+    """Changes whenever anything the archive holds would: a job's row in the manifest or its video."""
+    digest = hashlib.sha256(manifest_csv(jobs).encode())
+    for job in jobs:
+        digest.update(f"\0{job.output_video.name if job.output_video else ''}".encode())
+    return digest.hexdigest()[:24]
+
+
+def batch_zip_stored(batch: BatchRun, jobs: list[Job]) -> str:
+    """The storage name of the batch's ZIP as its jobs stand now, built first if it is not there yet.
+
+    Written to a temporary name and moved into place, so a concurrent request never serves half a
+    file; an older export of the batch is removed once the new one is in place. (MEDIA_ROOT is a
+    local disk, as for every stored file: the rename needs a filesystem path.)
+    """
+    folder = f"exports/{batch.uuid}"
+    name = f"{folder}/{_export_key(jobs)}.zip"
+    if default_storage.exists(name):
+        return name
+    target = Path(default_storage.path(name))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{id(jobs):x}.partial")
+    try:
+        with open(partial, "wb") as out:
+            for chunk in batch_zip_stream(jobs):
+                out.write(chunk)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    for old in target.parent.glob("*.zip"):
+        if old != target:
+            old.unlink(missing_ok=True)
+    return name

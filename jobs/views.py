@@ -10,14 +10,14 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import FileResponse, HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.http import content_disposition_header
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from jobs import estimates, exports, selectors, services
 from jobs import params as gen_params
+from jobs.file_responses import stored_file_response
 from jobs.forms import BatchForm, BudgetForm, batch_spec_from_upload, errors_by_anchor
 from jobs.intake import BatchValidationError, UploadedFile
 from jobs.models import BatchRun, Job, Provider
@@ -199,13 +199,13 @@ def batch_retry(request, batch_id):
 
 
 @login_required
+@require_safe
 def batch_download(request, batch_id):
-    """Every finished video of the batch and a CSV manifest of all its jobs, as one streamed ZIP."""
+    """Every finished video of the batch and a CSV manifest of all its jobs, as one ZIP (resumable)."""
     batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
-    response = StreamingHttpResponse(exports.batch_zip_stream(list(selectors.batch_jobs(batch=batch))),
-                                     content_type="application/zip")
-    response["Content-Disposition"] = content_disposition_header(True, exports.export_filename(batch))
-    return response
+    name = exports.batch_zip_stored(batch, list(selectors.batch_jobs(batch=batch)))
+    return stored_file_response(request, name, content_type="application/zip",
+                                filename=exports.export_filename(batch), as_attachment=True)
 
 
 def _job_redirect(job):
@@ -236,10 +236,11 @@ def job_retry(request, job_id):
 
 
 @login_required
+@require_safe
 def job_input_image(request, job_id):
     """The job's input picture, for its card while the video is not there yet (owner only, like all media)."""
     job = selectors.job_get(user=request.user, job_uuid=job_id)
-    response = FileResponse(job.input_image.open("rb"),
-                            content_type=mimetypes.guess_type(job.input_image.name)[0] or "application/octet-stream")
-    response["Cache-Control"] = "private, max-age=86400"  # stored by content hash: it never changes
-    return response
+    return stored_file_response(
+        request, job.input_image.name,
+        content_type=mimetypes.guess_type(job.input_image.name)[0] or "application/octet-stream",
+        cache_control="private, max-age=86400")  # stored by content hash: it never changes
