@@ -45,6 +45,7 @@ class JobOutputSerializer(serializers.Serializer):
     batch = serializers.UUIDField(source="batch.uuid")
     provider = serializers.CharField()
     status = serializers.CharField()
+    phase = serializers.SerializerMethodField()
     progress = serializers.FloatField()
     attempts = serializers.IntegerField()
     max_attempts = serializers.IntegerField()
@@ -66,6 +67,11 @@ class JobOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
+
+    def get_phase(self, job) -> str:
+        """`status`, except `next_on_gpu` for a running vastai job queued inside SwarmUI behind another."""
+        phases = self.context.get("phases")
+        return (phases if phases is not None else selectors.job_phases([job])).get(job.pk, job.status)
 
     def get_error(self, job) -> dict | None:
         return {"code": job.error_code, "message": job.error_message} if job.error_code else None
@@ -129,15 +135,30 @@ class CostComparisonSerializer(serializers.Serializer):
     basis = serializers.CharField()
 
 
+class GpuActivitySerializer(serializers.Serializer):
+    phase = serializers.CharField()
+    message = serializers.CharField()
+    vast_id = serializers.IntegerField(allow_null=True)
+    elapsed_seconds = serializers.IntegerField(allow_null=True)
+    typical_seconds = serializers.IntegerField(allow_null=True)
+
+
 class BatchDetailOutputSerializer(BatchOutputSerializer):
     """One batch: its jobs, and what its finished clips cost against the other provider."""
 
     costs = serializers.SerializerMethodField()
+    gpu = serializers.SerializerMethodField()
     jobs = serializers.SerializerMethodField()
 
     @extend_schema_field(CostComparisonSerializer)
     def get_costs(self, batch) -> dict:
         return CostComparisonSerializer(selectors.batch_cost_comparison(batch)).data
+
+    @extend_schema_field(GpuActivitySerializer(allow_null=True))
+    def get_gpu(self, batch) -> dict | None:
+        """What the GPU is doing while this vastai batch's jobs wait for it (null otherwise); no address."""
+        activity = selectors.gpu_activity_for(batch)
+        return GpuActivitySerializer(activity).data if activity else None
 
     @extend_schema_field(JobOutputSerializer(many=True))
     def get_jobs(self, batch) -> list:
@@ -146,7 +167,8 @@ class BatchDetailOutputSerializer(BatchOutputSerializer):
 
 def _batch_with_jobs(batch, request) -> dict:
     jobs = list(selectors.batch_jobs(batch=batch))
-    return BatchDetailOutputSerializer(batch, context={"request": request, "jobs": jobs}).data
+    return BatchDetailOutputSerializer(batch, context={"request": request, "jobs": jobs,
+                                                       "phases": selectors.job_phases(jobs)}).data
 
 
 # --- views -------------------------------------------------------------------------------

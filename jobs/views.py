@@ -15,6 +15,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
+from genhub.formatting import plural
 from jobs import estimates, exports, selectors, services
 from jobs import params as gen_params
 from jobs.file_responses import stored_file_response
@@ -26,10 +27,18 @@ BATCHES_PER_PAGE = 20
 PREVIEW_ROWS = 200  # the dry run lists this many items; the counts and estimates cover all of them
 # Every job status reads as the model names it; a status added later gets a label without a change here.
 STATUS_LABELS = {status.value: status.label.capitalize() for status in Job.Status} | {
-    "waiting_for_gpu": "Waiting for GPU", "completed_with_failures": "Finished with failures"}
+    "waiting_for_gpu": "Waiting for GPU", "completed_with_failures": "Finished with failures",
+    selectors.NEXT_ON_GPU: "Next on the GPU"}
 FINISHED_BATCH_STATUSES = ("succeeded", "failed", "cancelled", "completed_with_failures")
+# Count chips always shown; the others only while their count is not zero (and "waiting for GPU"
+# never on a fal batch, which has no GPU to wait for).
+CORE_COUNTS = (Job.Status.QUEUED, Job.Status.RUNNING, Job.Status.SUCCEEDED)
 # Error anchors that stand for more than one input (the rows come as a file or pasted).
 ANCHOR_CONTROLS = {"rows": ("rows_file", "rows_text")}
+
+
+def _verb(count: int, one: str, many: str) -> str:
+    return one if count == 1 else many
 
 
 def _lower_first(label: str) -> str:
@@ -60,8 +69,10 @@ def _batch_summary(batch, jobs=None) -> dict:
     return {
         "batch": batch, "status": status, "status_label": STATUS_LABELS.get(status, status),
         "finished": status in FINISHED_BATCH_STATUSES,
-        "counts": [{"status": name, "label": _lower_first(STATUS_LABELS[name]), "n": counts[name]}
-                   for name in Job.Status.values],
+        "counts": [{"status": name, "label": _lower_first(STATUS_LABELS[name]), "n": counts[name],
+                    "optional": name not in CORE_COUNTS}
+                   for name in Job.Status.values
+                   if not (name == Job.Status.WAITING_FOR_GPU and batch.provider == Provider.FAL)],
         "active": sum(counts[name] for name in Job.UNFINISHED), "n_failed": counts[Job.Status.FAILED],
         "n_succeeded": counts[Job.Status.SUCCEEDED],
         "progress": selectors.batch_progress(batch, jobs), "cost": selectors.batch_cost(batch),
@@ -117,7 +128,7 @@ def batch_new(request):
         })
 
     batch = services.batch_create(owner=request.user, spec=spec)
-    messages.success(request, f"Batch created: {len(spec.items)} job(s) on {Provider(spec.provider).label}.")
+    messages.success(request, f"Batch created: {plural(len(spec.items), 'job')} on {Provider(spec.provider).label}.")
     url = reverse("web:batch-detail", args=[batch.uuid])
     if request.headers.get("X-Requested-With") == "fetch":
         # The page's script submitted the form; it navigates itself (a redirect would be fetched twice).
@@ -127,8 +138,10 @@ def batch_new(request):
 
 def _batch_page(request, batch, *, budget_form=None, budget_errors=(), status=200):
     jobs = list(selectors.batch_jobs(batch=batch))
+    phases = selectors.job_phases(jobs)
     for job in jobs:
-        job.status_label = STATUS_LABELS[job.status]
+        job.phase = phases[job.pk]
+        job.status_label = STATUS_LABELS[job.phase]
     costs = selectors.batch_cost_comparison(batch)
     alerts = list(selectors.alerts_open(user=request.user))
     budget_errors = errors_by_anchor(list(budget_errors)).get("budget_usd", [])
@@ -139,6 +152,7 @@ def _batch_page(request, batch, *, budget_form=None, budget_errors=(), status=20
         messages.error(request, "The budget was not changed: see the problem next to the budget field.")
     return render(request, "batches/detail.html", {
         "summary": _batch_summary(batch, jobs), "batch": batch, "jobs": jobs,
+        "gpu": selectors.gpu_activity_for(batch),
         "costs": costs, "saving_text": saving_text(costs.saving),
         "other_provider_label": Provider(costs.other_provider).label,
         "fallback_text": fallback_text(batch.fallback_policy, batch.fallback_after),
@@ -171,11 +185,12 @@ def batch_budget(request, batch_id):
     # Only more room resumes anything (the service re-checks every cap); a lower budget pauses instead.
     if budget is None:
         message = "Budget removed: this batch has no budget now."
-        message += f" Its {paused} paused job(s) start again." if paused else ""
+        message += f" Its {plural(paused, 'paused job')} {_verb(paused, 'starts', 'start')} again." if paused else ""
     else:
         message = f"Budget set to ${budget}."
         more_room = before is None or budget > before
-        message += f" {paused} paused job(s) start again as far as it allows." if paused and more_room else ""
+        message += (f" {plural(paused, 'paused job')} {_verb(paused, 'starts', 'start')} again as far as it "
+                    "allows." if paused and more_room else "")
     messages.success(request, message)
     return redirect(reverse("web:batch-detail", args=[batch.uuid]) + "#batch-costs")
 
@@ -185,7 +200,8 @@ def batch_budget(request, batch_id):
 def batch_cancel(request, batch_id):
     batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
     cancelled = services.batch_cancel(batch=batch)
-    messages.info(request, f"Cancelled {cancelled} unfinished job(s)." if cancelled else "Nothing was left to cancel.")
+    messages.info(request, f"Cancelled {plural(cancelled, 'unfinished job')}." if cancelled
+                  else "Nothing was left to cancel.")
     return redirect("web:batch-detail", batch.uuid)
 
 
@@ -194,7 +210,7 @@ def batch_cancel(request, batch_id):
 def batch_retry(request, batch_id):
     batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
     retried = services.batch_retry_failed(batch=batch)
-    messages.info(request, f"Retrying {retried} failed job(s)." if retried else "No failed jobs to retry.")
+    messages.info(request, f"Retrying {plural(retried, 'failed job')}." if retried else "No failed jobs to retry.")
     return redirect("web:batch-detail", batch.uuid)
 
 

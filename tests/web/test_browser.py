@@ -108,7 +108,7 @@ def test_three_images_paired_by_csv_become_videos_on_the_simulated_gpu(page, use
 
     dry_run.get_by_role("button", name="Create 3 jobs on vast.ai GPU").click()
     expect(page).to_have_url(re.compile(r"/batches/[0-9a-f-]{36}/$"))
-    expect(page.locator(".message")).to_contain_text("Batch created: 3 job(s) on vast.ai GPU.")
+    expect(page.locator(".message")).to_contain_text("Batch created: 3 jobs on vast.ai GPU.")
     page.evaluate("window.stillTheSamePage = true")  # gone if anything reloads the page
     screenshot(page, "04a-batch-just-created")
 
@@ -220,12 +220,14 @@ def test_the_new_batch_form_is_reachable_with_the_keyboard_alone(page, user):
     log_in(page)
     page.goto("/batches/new/")
     form_ready(page)
+    # The fallback policy is there for GPU batches only; chosen without moving the keyboard focus.
+    page.evaluate("document.querySelector('input[name=provider][value=vastai]').click()")
 
     reached = set()
     for _ in range(45):
         page.keyboard.press("Tab")
         reached.add(page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()"))
-    assert {"id_images", "id_name", "id_pairing_0", "id_prompt", "id_provider_0", "id_preset", "id_num_frames",
+    assert {"id_images", "id_name", "id_pairing_0", "id_prompt", "id_provider_1", "id_preset", "id_num_frames",
             "id_cfg", "id_negative_prompt", "id_budget_usd", "id_fallback_0", "id_fallback_after",
             "Preview pairing and estimate", "Create batch"} <= reached
 
@@ -322,7 +324,7 @@ def test_a_tiny_budget_pauses_a_fal_batch_and_raising_it_on_the_page_lets_it_fin
     page.get_by_label("New budget (USD)").fill("1")
     page.get_by_role("button", name="Change the budget").click()
     expect(page.locator(".message")).to_contain_text(
-        "Budget set to $1.00. 2 paused job(s) start again as far as it allows.")
+        "Budget set to $1.00. 2 paused jobs start again as far as it allows.")
     expect(cards.locator(".badge.status-succeeded")).to_have_count(3, timeout=60_000)
     expect(page.locator('[data-summary="status"]')).to_have_text("Succeeded")
     expect(cards.locator('[data-field="paused"]:visible')).to_have_count(0)

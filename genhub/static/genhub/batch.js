@@ -48,8 +48,11 @@
   function updateCard(job) {
     const card = document.getElementById(`job-${job.id}`);
     if (!card) return;
+    // The phase is the status as a person reads it ("Next on the GPU" rather than "Running 0%").
+    const phase = job.phase || job.status;
     card.className = `card status-${job.status}`;
-    setBadge(card.querySelector('[data-field="status"]'), job.status);
+    card.dataset.phase = phase;
+    setBadge(card.querySelector('[data-field="status"]'), phase);
     setProgress(card, "progress", job.progress);
     card.querySelector('[data-field="attempts"]').textContent = `${job.attempts} of ${job.max_attempts}`;
     card.querySelector('[data-field="cost"]').textContent = job.cost_usd === null ? "—" : money(job.cost_usd, 4);
@@ -71,7 +74,7 @@
     }
     showWhen(card, {
       // A stopped or paused job's bar would mislead (a paused card says why it waits instead).
-      progress: !["failed", "cancelled", "paused"].includes(job.status),
+      progress: !["failed", "cancelled", "paused", "next_on_gpu"].includes(phase),
       active: ACTIVE.has(job.status),
       retryable: job.status === "failed" || job.status === "cancelled",
       video: Boolean(job.output_url),
@@ -84,8 +87,19 @@
     summary.querySelector('[data-summary="cost"]').textContent = money(batch.cost_usd, 4);
     Object.entries(batch.counts).forEach(([status, n]) => {
       const count = summary.querySelector(`[data-count="${status}"]`);
-      if (count) count.textContent = n;
+      if (!count) return;
+      count.textContent = n;
+      const chip = count.closest("[data-optional]");  // shown only while it counts something
+      if (chip) chip.hidden = n === 0;
     });
+    const gpu = summary.querySelector('[data-field="gpu"]');
+    if (gpu) {
+      const message = gpu.querySelector('[data-field="gpu-message"]');
+      const text = batch.gpu ? batch.gpu.message : "";
+      if (message.textContent !== text) message.textContent = text;
+      gpu.className = `gpu-activity${batch.gpu ? ` gpu-${batch.gpu.phase}` : ""}`;
+      gpu.hidden = !batch.gpu;
+    }
     showWhen(summary, {
       succeeded: batch.counts.succeeded > 0,
       failed: batch.counts.failed > 0,
@@ -131,4 +145,5 @@
   }
 
   if (summary.dataset.finished !== "true") setTimeout(poll, EVERY_MS);
+  summary.dataset.ready = "true";  // live from here on (tests wait for it instead of guessing)
 })();

@@ -151,6 +151,15 @@
   form.querySelectorAll("input[name=fallback]").forEach((radio) => radio.addEventListener("change", showFallback));
   showFallback();
 
+  // --- sections that apply to one provider only: a fal.ai batch has no GPU to fall back from ------
+  const fallbackSection = document.getElementById("field-fallback");
+  function showProviderSections() {
+    const provider = (form.querySelector("input[name=provider]:checked") || {}).value || "fal";
+    fallbackSection.hidden = provider !== "vastai";
+  }
+  form.querySelectorAll("input[name=provider]").forEach((radio) => radio.addEventListener("change", showProviderSections));
+  showProviderSections();
+
   // --- submit in place: errors and the dry run are swapped in; the chosen files stay ---------
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -161,7 +170,7 @@
     const buttons = form.querySelectorAll("button[type=submit]");
     buttons.forEach((button) => { button.disabled = true; });
     form.setAttribute("aria-busy", "true");
-    status.textContent = `${creating ? "Creating the batch" : "Checking"}: uploading ${chosen.files.length} file(s)…`;
+    status.textContent = `${creating ? "Creating the batch" : "Checking"}: uploading ${chosen.files.length} file${chosen.files.length === 1 ? "" : "s"}…`;
     try {
       const response = await fetch(form.getAttribute("action"), {
         method: "POST", body: data, credentials: "same-origin", headers: { "X-Requested-With": "fetch" },
