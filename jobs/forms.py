@@ -129,7 +129,7 @@ class BatchForm(forms.Form):
                                  help_text=f"{gen_params.MIN_FRAMES}–{gen_params.MAX_FRAMES}, of the form 4n+1")
     fps = forms.CharField(required=False, label="Frames per second", widget=_number(min=4, max=60, step=1))
     resolution = forms.CharField(required=False, label="Resolution", widget=forms.Select(
-        choices=[("", "From the preset")] + [(name, name) for name in gen_params.RESOLUTIONS]))
+        choices=[("", "Preset")] + [(name, name) for name in gen_params.RESOLUTIONS]))
     steps = forms.CharField(required=False, label="Steps", widget=_number(min=2, max=40, step=1))
     cfg = forms.CharField(required=False, label="Guidance (CFG)", widget=_number(min=1, max=10, step=0.5))
     seed = forms.CharField(required=False, label="Seed", widget=_number(min=0, step=1),

@@ -73,8 +73,8 @@
       media.replaceChildren(video);
     }
     showWhen(card, {
-      // A stopped or paused job's bar would mislead (a paused card says why it waits instead).
-      progress: !["failed", "cancelled", "paused", "next_on_gpu"].includes(phase),
+      // A bar only while it generates: waiting, paused or finished jobs say so in their badge.
+      progress: phase === "running",
       active: ACTIVE.has(job.status),
       retryable: job.status === "failed" || job.status === "cancelled",
       video: Boolean(job.output_url),

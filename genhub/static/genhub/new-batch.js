@@ -130,7 +130,7 @@
     const provider = (form.querySelector("input[name=provider]:checked") || {}).value || "fal";
     const merged = { ...(defaults.presets[form.elements.preset.value] || {}), ...(defaults.providers[provider] || {}) };
     ["num_frames", "fps", "steps", "cfg"].forEach((name) => { form.elements[name].placeholder = merged[name] ?? ""; });
-    form.elements.resolution.options[0].textContent = `From the preset (${merged.resolution})`;
+    form.elements.resolution.options[0].textContent = `Preset (${merged.resolution})`;  // short: it must fit the select
   }
   form.elements.preset.addEventListener("change", showDefaults);
   form.querySelectorAll("input[name=provider]").forEach((radio) => radio.addEventListener("change", showDefaults));
