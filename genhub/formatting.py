@@ -20,6 +20,8 @@ def format_duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds} s"
     minutes, seconds = divmod(seconds, 60)
+    if minutes >= 10:
+        seconds = 0  # past ten minutes, seconds are noise
     if minutes < 60:
         return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
     hours, minutes = divmod(minutes, 60)
@@ -32,8 +34,8 @@ def format_ago(moment: datetime, now: datetime | None = None) -> str:
     if elapsed < 10:
         return "just now"
     text = format_duration(elapsed)
-    if elapsed >= 60:  # seconds are noise beyond the first minute
-        text = text.split(" min ")[0] + " min" if " min " in text else text
+    if " min " in text:  # "3 min ago": seconds are noise beyond the first minute
+        text = text.split(" min ")[0] + " min"
     return f"{text} ago"
 
 

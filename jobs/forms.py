@@ -80,7 +80,8 @@ ERROR_ANCHORS = {"items": "rows", "params": "params"}
 def _preset_label(name: str) -> str:
     preset = gen_params.PRESETS[name]
     title = name.upper() if len(name) <= 2 else name.capitalize()  # "HD", "Draft"
-    return f"{title} — {preset['num_frames']} frames at {preset['fps']} fps, {preset['resolution']}"
+    # Short enough for the select on a phone (390 px): a longer label is cut off mid-figure.
+    return f"{title}: {preset['num_frames']} frames, {preset['fps']} fps, {preset['resolution']}"
 
 
 def _number(**attrs):

@@ -187,7 +187,7 @@ def test_count_chips_show_what_happens_and_hide_what_does_not(web, user):
     chips = shown_text(web.get(f"/batches/{batch.uuid}/").content.decode().split('<ul class="counts">')[1]
                        .split("</ul>")[0])
 
-    assert chips == "1 queued 0 running 0 succeeded 1 failed"  # no "0 cancelled", "0 paused", "0 waiting"
+    assert chips == "1 queued 1 failed"  # no "0 running", "0 cancelled", "0 paused", "0 waiting for GPU"
 
 
 # --- wording and figures --------------------------------------------------------------------------------
