@@ -104,28 +104,43 @@ def _export_key(jobs: list[Job]) -> str:
     return digest.hexdigest()[:24]
 
 
-def batch_zip_stored(batch: BatchRun, jobs: list[Job]) -> str:
-    """The storage name of the batch's ZIP as its jobs stand now, built first if it is not there yet.
+def export_name(batch: BatchRun, jobs: list[Job]) -> str:
+    """Where the batch's ZIP, as its jobs stand now, is kept (whether or not it has been built yet)."""
+    return f"exports/{batch.uuid}/{_export_key(jobs)}.zip"
 
-    Written to a temporary name and moved into place, so a concurrent request never serves half a
-    file; an older export of the batch is removed once the new one is in place. (MEDIA_ROOT is a
-    local disk, as for every stored file: the rename needs a filesystem path.)
+
+def export_is_kept(batch: BatchRun, jobs: list[Job]) -> bool:
+    return default_storage.exists(export_name(batch, jobs))
+
+
+def batch_zip_kept_stream(batch: BatchRun, jobs: list[Job]) -> Iterator[bytes]:
+    """Yields the ZIP (as `batch_zip_stream`) and keeps a copy: the first download starts at once,
+    and a later one — a resume with a byte range — is served from the copy.
+
+    The copy is written to a temporary name and moved into place only when complete, so a concurrent
+    request never serves half a file, and an abandoned download leaves nothing behind; an older export of
+    the batch is removed once the new one is in place. (MEDIA_ROOT is a local disk, as for every stored
+    file: the rename needs a filesystem path.)
     """
-    folder = f"exports/{batch.uuid}"
-    name = f"{folder}/{_export_key(jobs)}.zip"
-    if default_storage.exists(name):
-        return name
-    target = Path(default_storage.path(name))
+    target = Path(default_storage.path(export_name(batch, jobs)))
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.{id(jobs):x}.partial")
     try:
         with open(partial, "wb") as out:
             for chunk in batch_zip_stream(jobs):
                 out.write(chunk)
+                yield chunk
         os.replace(partial, target)
     finally:
-        partial.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)  # gone already when it was moved into place
     for old in target.parent.glob("*.zip"):
         if old != target:
             old.unlink(missing_ok=True)
-    return name
+
+
+def batch_zip_stored(batch: BatchRun, jobs: list[Job]) -> str:
+    """The storage name of the batch's ZIP as its jobs stand now, built first if it is not kept yet."""
+    if not export_is_kept(batch, jobs):
+        for _chunk in batch_zip_kept_stream(batch, jobs):
+            pass
+    return export_name(batch, jobs)

@@ -10,9 +10,10 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_POST, require_safe
 
 from genhub.formatting import plural
@@ -217,9 +218,17 @@ def batch_retry(request, batch_id):
 def batch_download(request, batch_id):
     """Every finished video of the batch and a CSV manifest of all its jobs, as one ZIP (resumable)."""
     batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
-    name = exports.batch_zip_stored(batch, list(selectors.batch_jobs(batch=batch)))
-    return stored_file_response(request, name, content_type="application/zip",
-                                filename=exports.export_filename(batch), as_attachment=True)
+    jobs = list(selectors.batch_jobs(batch=batch))
+    filename = exports.export_filename(batch)
+    if (not exports.export_is_kept(batch, jobs) and request.method == "GET" and "Range" not in request.headers
+            and not settings.GENHUB_ACCEL_REDIRECT_PREFIX):
+        # The first download of this state starts at once (a thousand clips take a while to copy) and
+        # keeps a copy; a resume, or the next download, gets the copy with byte ranges.
+        response = StreamingHttpResponse(exports.batch_zip_kept_stream(batch, jobs), content_type="application/zip")
+        response["Content-Disposition"] = content_disposition_header(True, filename)
+        return response
+    return stored_file_response(request, exports.batch_zip_stored(batch, jobs), content_type="application/zip",
+                                filename=filename, as_attachment=True)
 
 
 def _job_redirect(job):
