@@ -31,8 +31,6 @@ STATUS_LABELS = {status.value: status.label.capitalize() for status in Job.Statu
     "waiting_for_gpu": "Waiting for GPU", "completed_with_failures": "Finished with failures",
     selectors.NEXT_ON_GPU: "Next on the GPU"}
 FINISHED_BATCH_STATUSES = ("succeeded", "failed", "cancelled", "completed_with_failures")
-# A count chip shows only while it counts something ("0 queued" on a finished batch is noise), and
-# "waiting for GPU" never on a fal batch, which has no GPU to wait for.
 # Error anchors that stand for more than one input (the rows come as a file or pasted).
 ANCHOR_CONTROLS = {"rows": ("rows_file", "rows_text")}
 
@@ -69,6 +67,8 @@ def _batch_summary(batch, jobs=None) -> dict:
     return {
         "batch": batch, "status": status, "status_label": STATUS_LABELS.get(status, status),
         "finished": status in FINISHED_BATCH_STATUSES,
+        # Every count the batch can have; the page shows a chip only while it counts something ("0 queued"
+        # on a finished batch is noise), and a fal batch has no GPU to wait for.
         "counts": [{"status": name, "label": _lower_first(STATUS_LABELS[name]), "n": counts[name]}
                    for name in Job.Status.values
                    if not (name == Job.Status.WAITING_FOR_GPU and batch.provider == Provider.FAL)],
