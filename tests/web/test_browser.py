@@ -13,34 +13,16 @@ from jobs.alerts import alerts_check
 from jobs.models import BatchRun, Job
 from providers.simulators.media import make_image
 from tests.jobs.factories import make_batch
+from tests.web.browser_steps import form_ready, log_in, nav
 from tests.web.helpers import finish_job
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "alice-password-1"  # the `user` fixture's
 ROWS = [
     ("harbour.png", "boats rock gently in the harbour", "", "101"),
     ("forest.png", "sunlight moves through the trees", "people", "202"),
     ("city.png", "traffic flows at dusk", "", "303"),
 ]
-
-
-def nav(page, name):
-    return page.get_by_role("navigation", name="Main").get_by_role("link", name=name, exact=True)
-
-
-def log_in(page, username="alice"):
-    page.goto("/")
-    expect(page).to_have_url(re.compile(r"/accounts/login/"))
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name="Batches", exact=True)).to_be_visible()
-
-
-def form_ready(page):
-    """The new-batch page's script has started: choices made from now on are seen by it."""
-    expect(page.locator("#batch-form")).to_have_attribute("data-ready", "true")
 
 
 def write_images(folder, names):

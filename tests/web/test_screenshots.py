@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from django.core.files.base import ContentFile
 from django.utils import timezone
 from playwright.sync_api import expect
 
@@ -15,8 +16,8 @@ from gpu_instances.models import GpuInstance, InstanceEvent
 from jobs.models import Alert, Job
 from providers.simulators.media import make_image
 from tests.jobs.factories import make_batch
+from tests.web.browser_steps import form_ready, log_in
 from tests.web.helpers import finish_job
-from tests.web.test_browser import form_ready, log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
@@ -69,8 +70,7 @@ def past_boots():
 
 def portrait(job: Job) -> None:
     """A tall input picture, the kind that once stretched its row of cards."""
-    job.input_image.save(f"portrait-{job.pk}.png", __import__("django.core.files.base", fromlist=["ContentFile"])
-                         .ContentFile(make_image(width=240, height=420)), save=True)
+    job.input_image.save(f"portrait-{job.pk}.png", ContentFile(make_image(width=240, height=420)), save=True)
 
 
 def test_logged_out_and_empty_pages(page, user):
