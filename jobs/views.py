@@ -61,17 +61,26 @@ def saving_text(saving) -> str:
     return "cost the same"
 
 
-def _batch_summary(batch, jobs=None) -> dict:
+def _chip_counts(batch, counts: dict, phases: dict | None) -> list[dict]:
+    """Every count the batch can have; the page shows a chip only while it counts something ("0 queued"
+    on a finished batch is noise). A fal batch has no GPU to wait for; on a GPU batch's own page, jobs
+    queued inside SwarmUI are counted apart from the one generating (batch.js does the same live)."""
+    chip_counts = dict(counts)
+    names = [name for name in Job.Status.values
+             if not (name == Job.Status.WAITING_FOR_GPU and batch.provider == Provider.FAL)]
+    if phases is not None and batch.provider == Provider.VASTAI:
+        chip_counts[selectors.NEXT_ON_GPU] = sum(1 for phase in phases.values() if phase == selectors.NEXT_ON_GPU)
+        chip_counts[Job.Status.RUNNING] -= chip_counts[selectors.NEXT_ON_GPU]
+        names.insert(names.index(Job.Status.RUNNING) + 1, selectors.NEXT_ON_GPU)
+    return [{"status": name, "label": _lower_first(STATUS_LABELS[name]), "n": chip_counts[name]} for name in names]
+
+
+def _batch_summary(batch, jobs=None, phases=None) -> dict:
     counts = selectors.batch_counts(batch)
     status = selectors.batch_status(batch)
     return {
         "batch": batch, "status": status, "status_label": STATUS_LABELS.get(status, status),
-        "finished": status in FINISHED_BATCH_STATUSES,
-        # Every count the batch can have; the page shows a chip only while it counts something ("0 queued"
-        # on a finished batch is noise), and a fal batch has no GPU to wait for.
-        "counts": [{"status": name, "label": _lower_first(STATUS_LABELS[name]), "n": counts[name]}
-                   for name in Job.Status.values
-                   if not (name == Job.Status.WAITING_FOR_GPU and batch.provider == Provider.FAL)],
+        "finished": status in FINISHED_BATCH_STATUSES, "counts": _chip_counts(batch, counts, phases),
         "active": sum(counts[name] for name in Job.UNFINISHED), "n_failed": counts[Job.Status.FAILED],
         "n_succeeded": counts[Job.Status.SUCCEEDED],
         "progress": selectors.batch_progress(batch, jobs), "cost": selectors.batch_cost(batch),
@@ -150,7 +159,7 @@ def _batch_page(request, batch, *, budget_form=None, budget_errors=(), status=20
         budget_form.fields["budget_usd"].widget.attrs.update({"aria-invalid": "true", "autofocus": True})
         messages.error(request, "The budget was not changed: see the problem next to the budget field.")
     return render(request, "batches/detail.html", {
-        "summary": _batch_summary(batch, jobs), "batch": batch, "jobs": jobs,
+        "summary": _batch_summary(batch, jobs, phases), "batch": batch, "jobs": jobs,
         "gpu": selectors.gpu_activity_for(batch),
         "costs": costs, "saving_text": saving_text(costs.saving),
         "other_provider_label": Provider(costs.other_provider).label,

@@ -66,6 +66,8 @@ def test_a_job_waiting_inside_swarmui_behind_another_says_next_on_the_gpu(web, a
     jobs = {job["id"]: job for job in api.get(f"/api/batches/{batch.uuid}/").json()["jobs"]}
 
     assert shown_text(card(page, waiting)).count("Next on the GPU") == 1
+    chips = shown_text(page.split('<ul class="counts">')[1].split("</ul>")[0])
+    assert chips == "1 running 1 next on the GPU"
     assert "0%" not in shown_text(card(page, waiting)), "a job that has not started must not show 0 %"
     assert "Running" in shown_text(card(page, generating)) and "40%" in shown_text(card(page, generating))
     assert jobs[str(waiting.uuid)]["phase"] == "next_on_gpu" and jobs[str(waiting.uuid)]["status"] == "running"

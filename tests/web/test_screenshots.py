@@ -132,6 +132,7 @@ def test_a_gpu_batch_while_the_gpu_boots_and_then_with_a_job_next_on_the_gpu(pag
     expect(page.locator(f"#job-{first.uuid} [data-field=status]")).to_have_text("Running")
     expect(page.locator(f"#job-{second.uuid} [data-field=progress-text]")).to_be_hidden()
     expect(note).to_be_hidden()
+    expect(page.locator(".summary .count:visible")).to_have_text(["2 queued", "1 running", "1 next on the GPU"])
     expect(page.locator("body")).not_to_contain_text("203.0.113.9")
     shoot(page, "07-batch-next-on-gpu")
 

@@ -85,7 +85,13 @@
     setBadge(summary.querySelector('[data-summary="status"]'), batch.status);
     setProgress(summary, "batch-progress", batch.progress);
     summary.querySelector('[data-summary="cost"]').textContent = money(batch.cost_usd, 4);
-    Object.entries(batch.counts).forEach(([status, n]) => {
+    // Jobs queued inside SwarmUI are counted apart from the one generating, as the page renders them.
+    const counts = { ...batch.counts };
+    if (summary.querySelector('[data-count="next_on_gpu"]')) {
+      counts.next_on_gpu = batch.jobs.filter((job) => job.phase === "next_on_gpu").length;
+      counts.running -= counts.next_on_gpu;
+    }
+    Object.entries(counts).forEach(([status, n]) => {
       const count = summary.querySelector(`[data-count="${status}"]`);
       if (!count) return;
       count.textContent = n;
