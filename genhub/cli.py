@@ -10,7 +10,7 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from genhub.formatting import elapsed
+from genhub.formatting import format_duration
 
 # Loggers whose INFO lines would otherwise be interleaved with a command's output.
 CHATTY_LOGGERS = ("django-q", "jobs", "gpu_instances", "providers")
@@ -66,4 +66,4 @@ class Clock:
         self.start = time.monotonic()
 
     def stamp(self) -> str:
-        return f"[{elapsed(time.monotonic() - self.start):>9}]"
+        return f"[{format_duration(time.monotonic() - self.start):>9}]"

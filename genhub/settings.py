@@ -304,6 +304,12 @@ VAST_ESTIMATED_DPH = Decimal(env("VAST_ESTIMATED_DPH", default="1.50"))
 GENHUB_MAX_ARCHIVE_BYTES = env.int("GENHUB_MAX_ARCHIVE_BYTES", default=1024 * 1024 * 1024)
 GENHUB_MAX_ARCHIVE_RATIO = env.int("GENHUB_MAX_ARCHIVE_RATIO", default=100)
 
+# --- serving stored files (videos, posters, ZIP exports) ---
+# Empty: genhub sends the bytes itself (ranges included). Set to the URL prefix of an nginx `internal`
+# location aliasing MEDIA_ROOT (e.g. /protected-media/) and genhub, after its ownership check, answers
+# with X-Accel-Redirect and no body, and nginx sends the file.
+GENHUB_ACCEL_REDIRECT_PREFIX = env("GENHUB_ACCEL_REDIRECT_PREFIX", default="")
+
 # --- spend control ---
 # Monthly cap across both providers (USD, unset = none). fal jobs count their price; vast instances their
 # whole billed time. When spend reaches it, new work pauses; running work finishes.

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from genhub.formatting import elapsed, usd
+from genhub.formatting import format_duration, usd
 from gpu_instances.models import GpuInstance
 
 
@@ -76,7 +76,7 @@ def instance_report(instance: GpuInstance) -> list[tuple[str, str]]:
     return [
         ("address", instance.base_url or "— (not booted yet)"),
         ("price", f"{usd(instance.dph_usd)}/h" if instance.dph_usd is not None else "— (not rented yet)"),
-        ("age", elapsed(instance_age_seconds(instance))),
+        ("age", format_duration(instance_age_seconds(instance))),
         ("billed so far", f"{usd(total)} (jobs {usd(attributed)}, overhead {usd(overhead)})"),
         ("last health", health),
     ]

@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, Q, Sum
 from django.utils.html import format_html
 
-from genhub.formatting import usd
+from genhub.formatting import plural, usd
 from jobs import services
 from jobs.models import Alert, BatchRun, Job
 
@@ -69,12 +69,12 @@ class BatchRunAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
     @admin.action(description="Cancel what has not finished")
     def cancel_batches(self, request, queryset):
         count = sum(services.batch_cancel(batch=batch) for batch in queryset)
-        self.message_user(request, f"Cancelled {count} job(s).", messages.SUCCESS)
+        self.message_user(request, f"Cancelled {plural(count, 'job')}.", messages.SUCCESS)
 
     @admin.action(description="Retry failed jobs")
     def retry_failed(self, request, queryset):
         count = sum(services.batch_retry_failed(batch=batch) for batch in queryset)
-        self.message_user(request, f"Requeued {count} job(s).", messages.SUCCESS)
+        self.message_user(request, f"Requeued {plural(count, 'job')}.", messages.SUCCESS)
 
 
 @admin.register(Job)
@@ -105,12 +105,12 @@ class JobAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
     @admin.action(description="Cancel selected jobs")
     def cancel_jobs(self, request, queryset):
         count = sum(services.job_cancel(job=job) for job in queryset)
-        self.message_user(request, f"Cancelled {count} job(s); finished ones were left alone.", messages.SUCCESS)
+        self.message_user(request, f"Cancelled {plural(count, 'job')}; finished ones were left alone.", messages.SUCCESS)
 
     @admin.action(description="Retry selected failed/cancelled jobs")
     def retry_jobs(self, request, queryset):
         count = sum(services.job_retry(job=job) for job in queryset)
-        self.message_user(request, f"Requeued {count} job(s); others were not failed or cancelled.",
+        self.message_user(request, f"Requeued {plural(count, 'job')}; others were not failed or cancelled.",
                           messages.SUCCESS)
 
 

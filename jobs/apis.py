@@ -3,7 +3,7 @@
 import json
 from collections.abc import Mapping
 
-from django.http import FileResponse, Http404
+from django.http import Http404
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
@@ -16,6 +16,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from gpu_instances import exposure
 from jobs import selectors, services
+from jobs.file_responses import stored_file_response
 from jobs.forms import batch_spec_from_upload, parse_params_json, parse_seeds_per_image, read_text_upload
 from jobs.intake import BatchValidationError, UploadedFile
 from jobs.models import Provider
@@ -50,6 +51,7 @@ class JobOutputSerializer(serializers.Serializer):
     batch = serializers.UUIDField(source="batch.uuid")
     provider = serializers.CharField()
     status = serializers.CharField()
+    phase = serializers.SerializerMethodField()
     progress = serializers.FloatField()
     attempts = serializers.IntegerField()
     max_attempts = serializers.IntegerField()
@@ -80,6 +82,11 @@ class JobOutputSerializer(serializers.Serializer):
         request = self.context.get("request")
         return exposure.shown(text, request.user if request is not None else None,
                               job.instance if job.instance_id else None)
+
+    def get_phase(self, job) -> str:
+        """`status`, except `next_on_gpu` for a running vastai job queued inside SwarmUI behind another."""
+        phases = self.context.get("phases")
+        return (phases if phases is not None else selectors.job_phases([job])).get(job.pk, job.status)
 
     def get_error(self, job) -> dict | None:
         return {"code": job.error_code, "message": self._shown(job.error_message, job)} if job.error_code else None
@@ -153,15 +160,30 @@ class CostComparisonSerializer(serializers.Serializer):
     basis = serializers.CharField()
 
 
+class GpuActivitySerializer(serializers.Serializer):
+    phase = serializers.CharField()
+    message = serializers.CharField()
+    vast_id = serializers.IntegerField(allow_null=True)
+    elapsed_seconds = serializers.IntegerField(allow_null=True)
+    typical_seconds = serializers.IntegerField(allow_null=True)
+
+
 class BatchDetailOutputSerializer(BatchOutputSerializer):
     """One batch: its jobs, and what its finished clips cost against the other provider."""
 
     costs = serializers.SerializerMethodField()
+    gpu = serializers.SerializerMethodField()
     jobs = serializers.SerializerMethodField()
 
     @extend_schema_field(CostComparisonSerializer)
     def get_costs(self, batch) -> dict:
         return CostComparisonSerializer(selectors.batch_cost_comparison(batch)).data
+
+    @extend_schema_field(GpuActivitySerializer(allow_null=True))
+    def get_gpu(self, batch) -> dict | None:
+        """What the GPU is doing while this vastai batch's jobs wait for it (null otherwise); no address."""
+        activity = selectors.gpu_activity_for(batch)
+        return GpuActivitySerializer(activity).data if activity else None
 
     @extend_schema_field(JobOutputSerializer(many=True))
     def get_jobs(self, batch) -> list:
@@ -170,7 +192,8 @@ class BatchDetailOutputSerializer(BatchOutputSerializer):
 
 def _batch_with_jobs(batch, request) -> dict:
     jobs = list(selectors.batch_jobs(batch=batch))
-    return BatchDetailOutputSerializer(batch, context={"request": request, "jobs": jobs}).data
+    return BatchDetailOutputSerializer(batch, context={"request": request, "jobs": jobs,
+                                                       "phases": selectors.job_phases(jobs)}).data
 
 
 # --- views -------------------------------------------------------------------------------
@@ -359,15 +382,17 @@ class _JobFileApi(APIView):
     field = ""
     content_type = ""
 
-    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    @extend_schema(responses={(200, "application/octet-stream"): bytes, (206, "application/octet-stream"): bytes})
     def get(self, request, job_id):
+        """The whole file, or with `Range: bytes=…` one part of it (206) for seeking and resuming; HEAD too."""
         job = selectors.job_get(user=request.user, job_uuid=job_id)
         stored = getattr(job, self.field)
         if not stored:
             raise Http404("this job has no such file yet")
         suffix = "mp4" if self.field == "output_video" else "jpg"
-        return FileResponse(stored.open("rb"), content_type=self.content_type,
-                            filename=f"{job.input_name.rsplit('.', 1)[0]}-{job.seed}.{suffix}")
+        return stored_file_response(request, stored.name, content_type=self.content_type,
+                                    filename=f"{job.input_name.rsplit('.', 1)[0]}-{job.seed}.{suffix}",
+                                    cache_control="private, max-age=3600")
 
 
 class JobVideoApi(_JobFileApi):

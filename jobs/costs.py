@@ -4,6 +4,8 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 
+from genhub.formatting import format_rate  # noqa: F401 (jobs' callers import it from here)
+
 CENT_FRACTION = Decimal("0.0001")
 
 
@@ -28,8 +30,3 @@ def job_cost(*, provider: str, params: dict, meta: dict) -> Decimal | None:
     return None
 
 
-def format_rate(dph: Decimal) -> str:
-    """An hourly price as people write it: 2.00, 1.50, 1.1208 (never 2.0000)."""
-    text = f"{Decimal(dph):.4f}".rstrip("0")
-    whole, _, cents = text.partition(".")
-    return f"{whole}.{cents.ljust(2, '0')}"

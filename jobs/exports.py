@@ -1,13 +1,20 @@
 """A batch's finished videos as one ZIP, with a CSV manifest of every job.
 
 The archive is produced as a stream: videos are copied from storage chunk by chunk into a ZIP
-written without seeking, so a batch of a thousand clips never sits in memory at once.
+written without seeking, so a batch of a thousand clips never sits in memory at once. The same jobs
+in the same states always give the same bytes (fixed member times), and the stream is kept on disk
+under a name derived from that state, so a download can be resumed with a byte range and the ZIP
+is built once per state of the batch, not once per request.
 """
 
+import hashlib
 import io
+import os
 import zipfile
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
+from django.core.files.storage import default_storage
 from django.utils.text import slugify
 
 from genhub import spreadsheet
@@ -62,18 +69,79 @@ class _Sink:
         return data
 
 
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a ZIP can hold: the same for every build
+
+
+def _member(name: str, compress_type: int) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
+    info.compress_type = compress_type
+    info.external_attr = 0o644 << 16
+    return info
+
+
 def batch_zip_stream(jobs: list[Job]) -> Iterator[bytes]:
     """Yields the ZIP: the manifest first, then each stored video (MP4s are stored, not recompressed)."""
     sink = _Sink()
     # ZipFile sees no seek/tell on the sink and writes data descriptors instead of seeking back.
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:
-        archive.writestr(MANIFEST_NAME, manifest_csv(jobs), compress_type=zipfile.ZIP_DEFLATED)
+        archive.writestr(_member(MANIFEST_NAME, zipfile.ZIP_DEFLATED), manifest_csv(jobs))
         yield sink.drain()
         for job in jobs:
             if not job.output_video:
                 continue
-            with job.output_video.open("rb") as source, archive.open(video_member_name(job), "w") as target:
+            with (job.output_video.open("rb") as source,
+                  archive.open(_member(video_member_name(job), zipfile.ZIP_STORED), "w") as target):
                 while chunk := source.read(CHUNK_BYTES):
                     target.write(chunk)
                     yield sink.drain()
     yield sink.drain()
+
+
+def _export_key(jobs: list[Job]) -> str:
+    """Changes whenever anything the archive holds would: a job's row in the manifest or its video."""
+    digest = hashlib.sha256(manifest_csv(jobs).encode())
+    for job in jobs:
+        digest.update(f"\0{job.output_video.name if job.output_video else ''}".encode())
+    return digest.hexdigest()[:24]
+
+
+def export_name(batch: BatchRun, jobs: list[Job]) -> str:
+    """Where the batch's ZIP, as its jobs stand now, is kept (whether or not it has been built yet)."""
+    return f"exports/{batch.uuid}/{_export_key(jobs)}.zip"
+
+
+def export_is_kept(batch: BatchRun, jobs: list[Job]) -> bool:
+    return default_storage.exists(export_name(batch, jobs))
+
+
+def batch_zip_kept_stream(batch: BatchRun, jobs: list[Job]) -> Iterator[bytes]:
+    """Yields the ZIP (as `batch_zip_stream`) and keeps a copy: the first download starts at once,
+    and a later one — a resume with a byte range — is served from the copy.
+
+    The copy is written to a temporary name and moved into place only when complete, so a concurrent
+    request never serves half a file, and an abandoned download leaves nothing behind; an older export of
+    the batch is removed once the new one is in place. (MEDIA_ROOT is a local disk, as for every stored
+    file: the rename needs a filesystem path.)
+    """
+    target = Path(default_storage.path(export_name(batch, jobs)))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{id(jobs):x}.partial")
+    try:
+        with open(partial, "wb") as out:
+            for chunk in batch_zip_stream(jobs):
+                out.write(chunk)
+                yield chunk
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)  # gone already when it was moved into place
+    for old in target.parent.glob("*.zip"):
+        if old != target:
+            old.unlink(missing_ok=True)
+
+
+def batch_zip_stored(batch: BatchRun, jobs: list[Job]) -> str:
+    """The storage name of the batch's ZIP as its jobs stand now, built first if it is not kept yet."""
+    if not export_is_kept(batch, jobs):
+        for _chunk in batch_zip_kept_stream(batch, jobs):
+            pass
+    return export_name(batch, jobs)

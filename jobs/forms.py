@@ -90,7 +90,8 @@ ERROR_ANCHORS = {"items": "rows", "params": "params"}
 def _preset_label(name: str) -> str:
     preset = gen_params.PRESETS[name]
     title = name.upper() if len(name) <= 2 else name.capitalize()  # "HD", "Draft"
-    return f"{title} — {preset['num_frames']} frames at {preset['fps']} fps, {preset['resolution']}"
+    # Short enough for the select on a phone (390 px): a longer label is cut off mid-figure.
+    return f"{title}: {preset['num_frames']} frames, {preset['fps']} fps, {preset['resolution']}"
 
 
 def _number(**attrs):
@@ -139,7 +140,7 @@ class BatchForm(forms.Form):
                                  help_text=f"{gen_params.MIN_FRAMES}–{gen_params.MAX_FRAMES}, of the form 4n+1")
     fps = forms.CharField(required=False, label="Frames per second", widget=_number(min=4, max=60, step=1))
     resolution = forms.CharField(required=False, label="Resolution", widget=forms.Select(
-        choices=[("", "From the preset")] + [(name, name) for name in gen_params.RESOLUTIONS]))
+        choices=[("", "Preset")] + [(name, name) for name in gen_params.RESOLUTIONS]))
     steps = forms.CharField(required=False, label="Steps", widget=_number(min=2, max=40, step=1))
     cfg = forms.CharField(required=False, label="Guidance (CFG)", widget=_number(min=1, max=10, step=0.5))
     seed = forms.CharField(required=False, label="Seed", widget=_number(min=0, step=1),

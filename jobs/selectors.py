@@ -132,3 +132,46 @@ def gpu_down_since():
     if oldest_waiting is None:
         return None
     return max(unavailable, oldest_waiting)
+
+
+# --- what a job is really doing -------------------------------------------------------------------
+
+NEXT_ON_GPU = "next_on_gpu"
+
+
+def job_phases(jobs) -> dict[int, str]:
+    """Each job's status as a person should read it, by job id: the status itself, except that a vastai
+    job sent to SwarmUI that has not made a step yet while an earlier job on the same instance holds
+    the GPU is `next_on_gpu` — it waits in SwarmUI's queue, it is not "running at 0 %".
+
+    The job ahead may be anyone's: only its order is used, nothing of it is shown.
+    """
+    jobs = list(jobs)
+    phases = {job.pk: job.status for job in jobs}
+    waiting = [job for job in jobs if job.status == S.RUNNING and job.provider == "vastai" and job.instance_id
+               and not job.progress]
+    if not waiting:
+        return phases
+    on_instances = (Job.objects.filter(status=S.RUNNING, instance_id__in={job.instance_id for job in waiting})
+                    .values_list("pk", "instance_id", "started_at", "progress"))
+    first_on = {}  # instance → the running job that SwarmUI took first (the one generating)
+    # Generating first (it has made steps), then by when each was sent.
+    for pk, instance_id, _started_at, _progress in sorted(
+            on_instances, key=lambda row: (not row[3], row[2] is None, row[2], row[0])):
+        first_on.setdefault(instance_id, pk)
+    for job in waiting:
+        if first_on.get(job.instance_id) not in (None, job.pk):
+            phases[job.pk] = NEXT_ON_GPU
+    return phases
+
+
+def gpu_activity_for(batch: BatchRun):
+    """What the GPU is doing, for a vastai batch whose jobs wait for it or run on it; None when that
+    says nothing (a fal batch, a finished one, a GPU that is ready)."""
+    from gpu_instances.selectors import gpu_activity
+
+    counts = batch_counts(batch)
+    if batch.provider != "vastai" or not any(counts[name] for name in (S.QUEUED, S.WAITING_FOR_GPU, S.RUNNING)):
+        return None
+    activity = gpu_activity()
+    return None if activity.ready else activity

@@ -10,15 +10,17 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import FileResponse, HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import content_disposition_header
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
+from genhub.formatting import plural
 from gpu_instances import exposure
 from jobs import estimates, exports, selectors, services
 from jobs import params as gen_params
+from jobs.file_responses import stored_file_response
 from jobs.forms import BatchForm, BudgetForm, batch_spec_from_upload, errors_by_anchor
 from jobs.intake import BatchValidationError, UploadedFile
 from jobs.models import BatchRun, Job, Provider
@@ -28,10 +30,15 @@ BATCHES_PER_PAGE = 20
 PREVIEW_ROWS = 200  # the dry run lists this many items; the counts and estimates cover all of them
 # Every job status reads as the model names it; a status added later gets a label without a change here.
 STATUS_LABELS = {status.value: status.label.capitalize() for status in Job.Status} | {
-    "waiting_for_gpu": "Waiting for GPU", "completed_with_failures": "Finished with failures"}
+    "waiting_for_gpu": "Waiting for GPU", "completed_with_failures": "Finished with failures",
+    selectors.NEXT_ON_GPU: "Next on the GPU"}
 FINISHED_BATCH_STATUSES = ("succeeded", "failed", "cancelled", "completed_with_failures")
 # Error anchors that stand for more than one input (the rows come as a file or pasted).
 ANCHOR_CONTROLS = {"rows": ("rows_file", "rows_text")}
+
+
+def _verb(count: int, one: str, many: str) -> str:
+    return one if count == 1 else many
 
 
 def _lower_first(label: str) -> str:
@@ -56,14 +63,26 @@ def saving_text(saving) -> str:
     return "cost the same"
 
 
-def _batch_summary(batch, jobs=None) -> dict:
+def _chip_counts(batch, counts: dict, phases: dict | None) -> list[dict]:
+    """Every count the batch can have; the page shows a chip only while it counts something ("0 queued"
+    on a finished batch is noise). A fal batch has no GPU to wait for; on a GPU batch's own page, jobs
+    queued inside SwarmUI are counted apart from the one generating (batch.js does the same live)."""
+    chip_counts = dict(counts)
+    names = [name for name in Job.Status.values
+             if not (name == Job.Status.WAITING_FOR_GPU and batch.provider == Provider.FAL)]
+    if phases is not None and batch.provider == Provider.VASTAI:
+        chip_counts[selectors.NEXT_ON_GPU] = sum(1 for phase in phases.values() if phase == selectors.NEXT_ON_GPU)
+        chip_counts[Job.Status.RUNNING] -= chip_counts[selectors.NEXT_ON_GPU]
+        names.insert(names.index(Job.Status.RUNNING) + 1, selectors.NEXT_ON_GPU)
+    return [{"status": name, "label": _lower_first(STATUS_LABELS[name]), "n": chip_counts[name]} for name in names]
+
+
+def _batch_summary(batch, jobs=None, phases=None) -> dict:
     counts = selectors.batch_counts(batch)
     status = selectors.batch_status(batch)
     return {
         "batch": batch, "status": status, "status_label": STATUS_LABELS.get(status, status),
-        "finished": status in FINISHED_BATCH_STATUSES,
-        "counts": [{"status": name, "label": _lower_first(STATUS_LABELS[name]), "n": counts[name]}
-                   for name in Job.Status.values],
+        "finished": status in FINISHED_BATCH_STATUSES, "counts": _chip_counts(batch, counts, phases),
         "active": sum(counts[name] for name in Job.UNFINISHED), "n_failed": counts[Job.Status.FAILED],
         "n_succeeded": counts[Job.Status.SUCCEEDED],
         "progress": selectors.batch_progress(batch, jobs), "cost": selectors.batch_cost(batch),
@@ -133,7 +152,7 @@ def batch_new(request):
         })
 
     batch = services.batch_create(owner=request.user, spec=spec)
-    messages.success(request, f"Batch created: {len(spec.items)} job(s) on {Provider(spec.provider).label}.")
+    messages.success(request, f"Batch created: {plural(len(spec.items), 'job')} on {Provider(spec.provider).label}.")
     url = reverse("web:batch-detail", args=[batch.uuid])
     if request.headers.get("X-Requested-With") == "fetch":
         # The page's script submitted the form; it navigates itself (a redirect would be fetched twice).
@@ -154,8 +173,10 @@ def _shown_jobs(jobs, user) -> list:
 
 def _batch_page(request, batch, *, budget_form=None, budget_errors=(), status=200):
     jobs = _shown_jobs(selectors.batch_jobs(batch=batch), request.user)
+    phases = selectors.job_phases(jobs)
     for job in jobs:
-        job.status_label = STATUS_LABELS[job.status]
+        job.phase = phases[job.pk]
+        job.status_label = STATUS_LABELS[job.phase]
     costs = selectors.batch_cost_comparison(batch)
     alerts = list(selectors.alerts_open(user=request.user))
     budget_errors = errors_by_anchor(list(budget_errors)).get("budget_usd", [])
@@ -165,7 +186,8 @@ def _batch_page(request, batch, *, budget_form=None, budget_errors=(), status=20
         budget_form.fields["budget_usd"].widget.attrs.update({"aria-invalid": "true", "autofocus": True})
         messages.error(request, "The budget was not changed: see the problem next to the budget field.")
     return render(request, "batches/detail.html", {
-        "summary": _batch_summary(batch, jobs), "batch": batch, "jobs": jobs,
+        "summary": _batch_summary(batch, jobs, phases), "batch": batch, "jobs": jobs,
+        "gpu": selectors.gpu_activity_for(batch),
         "costs": costs, "saving_text": saving_text(costs.saving),
         "other_provider_label": Provider(costs.other_provider).label,
         "fallback_text": fallback_text(batch.fallback_policy, batch.fallback_after),
@@ -198,11 +220,12 @@ def batch_budget(request, batch_id):
     # Only more room resumes anything (the service re-checks every cap); a lower budget pauses instead.
     if budget is None:
         message = "Budget removed: this batch has no budget now."
-        message += f" Its {paused} paused job(s) start again." if paused else ""
+        message += f" Its {plural(paused, 'paused job')} {_verb(paused, 'starts', 'start')} again." if paused else ""
     else:
         message = f"Budget set to ${budget}."
         more_room = before is None or budget > before
-        message += f" {paused} paused job(s) start again as far as it allows." if paused and more_room else ""
+        message += (f" {plural(paused, 'paused job')} {_verb(paused, 'starts', 'start')} again as far as it "
+                    "allows." if paused and more_room else "")
     messages.success(request, message)
     return redirect(reverse("web:batch-detail", args=[batch.uuid]) + "#batch-costs")
 
@@ -212,7 +235,8 @@ def batch_budget(request, batch_id):
 def batch_cancel(request, batch_id):
     batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
     cancelled = services.batch_cancel(batch=batch)
-    messages.info(request, f"Cancelled {cancelled} unfinished job(s)." if cancelled else "Nothing was left to cancel.")
+    messages.info(request, f"Cancelled {plural(cancelled, 'unfinished job')}." if cancelled
+                  else "Nothing was left to cancel.")
     return redirect("web:batch-detail", batch.uuid)
 
 
@@ -221,19 +245,26 @@ def batch_cancel(request, batch_id):
 def batch_retry(request, batch_id):
     batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
     retried = services.batch_retry_failed(batch=batch)
-    messages.info(request, f"Retrying {retried} failed job(s)." if retried else "No failed jobs to retry.")
+    messages.info(request, f"Retrying {plural(retried, 'failed job')}." if retried else "No failed jobs to retry.")
     return redirect("web:batch-detail", batch.uuid)
 
 
 @login_required
+@require_safe
 def batch_download(request, batch_id):
-    """Every finished video of the batch and a CSV manifest of all its jobs, as one streamed ZIP."""
+    """Every finished video of the batch and a CSV manifest of all its jobs, as one ZIP (resumable)."""
     batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
-    response = StreamingHttpResponse(exports.batch_zip_stream(_shown_jobs(selectors.batch_jobs(batch=batch),
-                                                                          request.user)),
-                                     content_type="application/zip")
-    response["Content-Disposition"] = content_disposition_header(True, exports.export_filename(batch))
-    return response
+    jobs = _shown_jobs(selectors.batch_jobs(batch=batch), request.user)
+    filename = exports.export_filename(batch)
+    if (not exports.export_is_kept(batch, jobs) and request.method == "GET" and "Range" not in request.headers
+            and not settings.GENHUB_ACCEL_REDIRECT_PREFIX):
+        # The first download of this state starts at once (a thousand clips take a while to copy) and
+        # keeps a copy; a resume, or the next download, gets the copy with byte ranges.
+        response = StreamingHttpResponse(exports.batch_zip_kept_stream(batch, jobs), content_type="application/zip")
+        response["Content-Disposition"] = content_disposition_header(True, filename)
+        return response
+    return stored_file_response(request, exports.batch_zip_stored(batch, jobs), content_type="application/zip",
+                                filename=filename, as_attachment=True)
 
 
 def _job_redirect(job):
@@ -264,10 +295,11 @@ def job_retry(request, job_id):
 
 
 @login_required
+@require_safe
 def job_input_image(request, job_id):
     """The job's input picture, for its card while the video is not there yet (owner only, like all media)."""
     job = selectors.job_get(user=request.user, job_uuid=job_id)
-    response = FileResponse(job.input_image.open("rb"),
-                            content_type=mimetypes.guess_type(job.input_image.name)[0] or "application/octet-stream")
-    response["Cache-Control"] = "private, max-age=86400"  # stored by content hash: it never changes
-    return response
+    return stored_file_response(
+        request, job.input_image.name,
+        content_type=mimetypes.guess_type(job.input_image.name)[0] or "application/octet-stream",
+        cache_control="private, max-age=86400")  # stored by content hash: it never changes

@@ -13,29 +13,16 @@ from jobs.alerts import alerts_check
 from jobs.models import BatchRun, Job
 from providers.simulators.media import make_image
 from tests.jobs.factories import make_batch
+from tests.web.browser_steps import form_ready, log_in, nav
 from tests.web.helpers import finish_job
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "alice-password-1"  # the `user` fixture's
 ROWS = [
     ("harbour.png", "boats rock gently in the harbour", "", "101"),
     ("forest.png", "sunlight moves through the trees", "people", "202"),
     ("city.png", "traffic flows at dusk", "", "303"),
 ]
-
-
-def nav(page, name):
-    return page.get_by_role("navigation", name="Main").get_by_role("link", name=name, exact=True)
-
-
-def log_in(page, username="alice"):
-    page.goto("/")
-    expect(page).to_have_url(re.compile(r"/accounts/login/"))
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name="Batches", exact=True)).to_be_visible()
 
 
 def write_images(folder, names):
@@ -79,6 +66,7 @@ def test_three_images_paired_by_csv_become_videos_on_the_simulated_gpu(page, use
     screenshot(page, "02-batches-empty")
 
     nav(page, "New batch").click()
+    form_ready(page)
     page.get_by_label("Images or ZIP archives of images").set_input_files(images)
     expect(page.locator("#file-list li")).to_have_count(3)
     page.get_by_label("One row per image, from a CSV/TSV").check()
@@ -102,7 +90,7 @@ def test_three_images_paired_by_csv_become_videos_on_the_simulated_gpu(page, use
 
     dry_run.get_by_role("button", name="Create 3 jobs on vast.ai GPU").click()
     expect(page).to_have_url(re.compile(r"/batches/[0-9a-f-]{36}/$"))
-    expect(page.locator(".message")).to_contain_text("Batch created: 3 job(s) on vast.ai GPU.")
+    expect(page.locator(".message")).to_contain_text("Batch created: 3 jobs on vast.ai GPU.")
     page.evaluate("window.stillTheSamePage = true")  # gone if anything reloads the page
     screenshot(page, "04a-batch-just-created")
 
@@ -161,12 +149,33 @@ def test_three_images_paired_by_csv_become_videos_on_the_simulated_gpu(page, use
     screenshot(page, "10-narrow-batch")
 
 
+def test_files_chosen_before_the_page_script_starts_are_listed_and_sent(page, user, tmp_path):
+    """The flaky-test race made certain: the script is held back until after the files are chosen."""
+    images = write_images(tmp_path, ["early-1.png", "early-2.png"])
+    log_in(page)
+    held = []
+    page.route("**/static/genhub/new-batch.js", lambda route: held.append(route))  # answered below
+    page.goto("/batches/new/", wait_until="commit")
+    page.get_by_label("Images or ZIP archives of images").set_input_files(images)  # the parser is past it
+    assert page.locator("#file-list li").count() == 0 and not page.locator("#batch-form[data-ready]").count()
+    held[0].continue_()
+
+    form_ready(page)
+    expect(page.locator("#file-list li")).to_have_count(2)
+    expect(page.locator("#file-list")).to_contain_text("2 files chosen")
+    page.get_by_label("Prompt", exact=True).fill("the camera slowly orbits")
+    page.get_by_role("button", name="Create batch").click()
+    expect(page).to_have_url(re.compile(r"/batches/[0-9a-f-]{36}/$"))
+    assert sorted(job.input_name for job in Job.objects.all()) == ["early-1.png", "early-2.png"]
+
+
 def test_a_bad_file_is_named_next_to_the_images_and_the_chosen_files_stay(page, user, tmp_path, screenshot):
     good, = write_images(tmp_path, ["good.png"])
     bad = tmp_path / "notes.png"
     bad.write_bytes(b"these are meeting notes, not a picture")
     log_in(page)
     page.goto("/batches/new/")
+    form_ready(page)
 
     page.get_by_label("Images or ZIP archives of images").set_input_files([good])
     drop_file(page, "[data-dropzone]", "notes.png", bad.read_text(), "image/png")  # adds to the picked one
@@ -192,12 +201,15 @@ def test_a_bad_file_is_named_next_to_the_images_and_the_chosen_files_stay(page, 
 def test_the_new_batch_form_is_reachable_with_the_keyboard_alone(page, user):
     log_in(page)
     page.goto("/batches/new/")
+    form_ready(page)
+    # The fallback policy is there for GPU batches only; chosen without moving the keyboard focus.
+    page.evaluate("document.querySelector('input[name=provider][value=vastai]').click()")
 
     reached = set()
     for _ in range(45):
         page.keyboard.press("Tab")
         reached.add(page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()"))
-    assert {"id_images", "id_name", "id_pairing_0", "id_prompt", "id_provider_0", "id_preset", "id_num_frames",
+    assert {"id_images", "id_name", "id_pairing_0", "id_prompt", "id_provider_1", "id_preset", "id_num_frames",
             "id_cfg", "id_negative_prompt", "id_budget_usd", "id_fallback_0", "id_fallback_after",
             "Preview pairing and estimate", "Create batch"} <= reached
 
@@ -241,6 +253,7 @@ def test_a_tiny_budget_pauses_a_fal_batch_and_raising_it_on_the_page_lets_it_fin
     images = write_images(tmp_path, ["dunes.png", "glacier.png", "meadow.png"])
     log_in(page)
     nav(page, "New batch").click()
+    form_ready(page)
     page.get_by_label("Images or ZIP archives of images").set_input_files(images)
     page.get_by_label("Prompt", exact=True).fill("clouds drift over the landscape")
     page.get_by_label("Frames", exact=True).fill("17")  # $0.0425 a clip on fal: $0.05 pays for one of three
@@ -293,7 +306,7 @@ def test_a_tiny_budget_pauses_a_fal_batch_and_raising_it_on_the_page_lets_it_fin
     page.get_by_label("New budget (USD)").fill("1")
     page.get_by_role("button", name="Change the budget").click()
     expect(page.locator(".message")).to_contain_text(
-        "Budget set to $1.00. 2 paused job(s) start again as far as it allows.")
+        "Budget set to $1.00. 2 paused jobs start again as far as it allows.")
     expect(cards.locator(".badge.status-succeeded")).to_have_count(3, timeout=60_000)
     expect(page.locator('[data-summary="status"]')).to_have_text("Succeeded")
     expect(cards.locator('[data-field="paused"]:visible')).to_have_count(0)

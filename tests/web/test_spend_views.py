@@ -197,7 +197,7 @@ def test_raising_the_budget_saves_it_and_says_the_paused_jobs_start_again(web, u
     batch.refresh_from_db()
     assert batch.budget_usd == Decimal("2.50")
     page = text_of(web.get(response["Location"]).content.decode())
-    assert "Budget set to $2.50. 2 paused job(s) start again as far as it allows." in page
+    assert "Budget set to $2.50. 2 paused jobs start again as far as it allows." in page
 
 
 def test_lowering_the_budget_does_not_promise_that_paused_jobs_start(web, user):
@@ -218,7 +218,7 @@ def test_removing_the_budget_leaves_the_batch_without_one_and_its_paused_jobs_st
 
     batch.refresh_from_db()
     assert batch.budget_usd is None
-    assert "Budget removed: this batch has no budget now. Its 1 paused job(s) start again." in text_of(
+    assert "Budget removed: this batch has no budget now. Its 1 paused job starts again." in text_of(
         response.content.decode())
 
 

@@ -157,7 +157,7 @@ def test_creating_a_batch_pairs_csv_rows_with_their_files_and_opens_the_batch(we
     assert (batch.name, batch.provider, batch.owner) == ("harbour", "fal", user)
     assert [(job.input_name, job.prompt, job.seed) for job in batch.jobs.all()] == [
         ("b.png", "a boat drifts", 7), ("a.png", "a cat", 8)]
-    assert "Batch created: 2 job(s) on fal.ai." in web.get(response["Location"]).content.decode()
+    assert "Batch created: 2 jobs on fal.ai." in web.get(response["Location"]).content.decode()
 
 
 def test_the_page_script_gets_the_new_batch_address_instead_of_a_redirect(web):
@@ -368,7 +368,7 @@ def test_cancelling_the_batch_cancels_what_has_not_finished(web, user):
     response = web.post(f"/batches/{batch.uuid}/cancel/", follow=True)
 
     assert sorted(batch.jobs.values_list("status", flat=True)) == [S.CANCELLED, S.SUCCEEDED]
-    assert "Cancelled 1 unfinished job(s)." in response.content.decode()
+    assert "Cancelled 1 unfinished job." in response.content.decode()
 
 
 def test_retrying_the_batch_requeues_its_failed_jobs(web, user):
@@ -379,7 +379,7 @@ def test_retrying_the_batch_requeues_its_failed_jobs(web, user):
     response = web.post(f"/batches/{batch.uuid}/retry/", follow=True)
 
     assert list(batch.jobs.values_list("status", flat=True)) == [S.QUEUED, S.QUEUED]
-    assert "Retrying 2 failed job(s)." in response.content.decode()
+    assert "Retrying 2 failed jobs." in response.content.decode()
 
 
 def test_one_job_can_be_cancelled_and_then_retried(web, user):
@@ -453,7 +453,7 @@ def test_the_instance_panel_shows_the_active_instance_and_the_jobs_waiting(web, 
     page = text_of(web.get("/instance/").content.decode())
 
     active = page.split("Earlier instances")[0]
-    for fact in ("State ready", "GPU H100 SXM", "Price $2.150/h", "Last health check none yet",
+    for fact in ("State ready", "GPU H100 SXM", "Price $2.15/h", "Last health check none yet",
                  "Jobs waiting or running 3", "vast.ai id #4242"):
         assert fact in active, fact
 

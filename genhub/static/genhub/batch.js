@@ -48,15 +48,18 @@
   function updateCard(job) {
     const card = document.getElementById(`job-${job.id}`);
     if (!card) return;
+    // The phase is the status as a person reads it ("Next on the GPU" rather than "Running 0%").
+    const phase = job.phase || job.status;
     card.className = `card status-${job.status}`;
-    setBadge(card.querySelector('[data-field="status"]'), job.status);
+    card.dataset.phase = phase;
+    setBadge(card.querySelector('[data-field="status"]'), phase);
     setProgress(card, "progress", job.progress);
     card.querySelector('[data-field="attempts"]').textContent = `${job.attempts} of ${job.max_attempts}`;
     card.querySelector('[data-field="cost"]').textContent = job.cost_usd === null ? "—" : money(job.cost_usd, 4);
     setNote(card, "paused", job.paused_reason, job.status === "paused" && Boolean(job.paused_reason));
     setNote(card, "fallback", job.fallback_reason, Boolean(job.fallback_from));
     const queued = job.status === "running" && job.queue_position !== null;
-    setNote(card, "queue", queued ? `waiting in fal's queue: ${job.queue_position} request(s) ahead` : "", queued);
+    setNote(card, "queue", queued ? `waiting in fal's queue: ${job.queue_position} request${job.queue_position === 1 ? "" : "s"} ahead` : "", queued);
     const error = card.querySelector('[data-field="error"]');
     error.textContent = job.error ? job.error.message : "";
     error.hidden = !job.error;
@@ -72,8 +75,8 @@
       media.replaceChildren(video);
     }
     showWhen(card, {
-      // A stopped or paused job's bar would mislead (a paused card says why it waits instead).
-      progress: !["failed", "cancelled", "paused"].includes(job.status),
+      // A bar only while it generates: waiting, paused or finished jobs say so in their badge.
+      progress: phase === "running",
       active: ACTIVE.has(job.status),
       retryable: job.status === "failed" || job.status === "cancelled",
       video: Boolean(job.output_url),
@@ -84,10 +87,27 @@
     setBadge(summary.querySelector('[data-summary="status"]'), batch.status);
     setProgress(summary, "batch-progress", batch.progress);
     summary.querySelector('[data-summary="cost"]').textContent = money(batch.cost_usd, 4);
-    Object.entries(batch.counts).forEach(([status, n]) => {
+    // Jobs queued inside SwarmUI are counted apart from the one generating, as the page renders them.
+    const counts = { ...batch.counts };
+    if (summary.querySelector('[data-count="next_on_gpu"]')) {
+      counts.next_on_gpu = batch.jobs.filter((job) => job.phase === "next_on_gpu").length;
+      counts.running -= counts.next_on_gpu;
+    }
+    Object.entries(counts).forEach(([status, n]) => {
       const count = summary.querySelector(`[data-count="${status}"]`);
-      if (count) count.textContent = n;
+      if (!count) return;
+      count.textContent = n;
+      const chip = count.closest("[data-optional]");  // shown only while it counts something
+      if (chip) chip.hidden = n === 0;
     });
+    const gpu = summary.querySelector('[data-field="gpu"]');
+    if (gpu) {
+      const message = gpu.querySelector('[data-field="gpu-message"]');
+      const text = batch.gpu ? batch.gpu.message : "";
+      if (message.textContent !== text) message.textContent = text;
+      gpu.className = `gpu-activity${batch.gpu ? ` gpu-${batch.gpu.phase}` : ""}`;
+      gpu.hidden = !batch.gpu;
+    }
     showWhen(summary, {
       succeeded: batch.counts.succeeded > 0,
       failed: batch.counts.failed > 0,
@@ -134,4 +154,5 @@
   }
 
   if (summary.dataset.finished !== "true") setTimeout(poll, EVERY_MS);
+  summary.dataset.ready = "true";  // live from here on (tests wait for it instead of guessing)
 })();

@@ -102,6 +102,10 @@
   }
 
   input.addEventListener("change", () => add(input.files));
+  // Files may already be chosen when this script starts: picked while the page was still loading
+  // (a slow network or a busy machine), or restored by the browser on Back. No change event
+  // will come for those, so take them now.
+  if (input.files.length) add(input.files);
   zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("dragging"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("dragging"));
   zone.addEventListener("drop", (event) => {
@@ -126,7 +130,7 @@
     const provider = (form.querySelector("input[name=provider]:checked") || {}).value || "fal";
     const merged = { ...(defaults.presets[form.elements.preset.value] || {}), ...(defaults.providers[provider] || {}) };
     ["num_frames", "fps", "steps", "cfg"].forEach((name) => { form.elements[name].placeholder = merged[name] ?? ""; });
-    form.elements.resolution.options[0].textContent = `From the preset (${merged.resolution})`;
+    form.elements.resolution.options[0].textContent = `Preset (${merged.resolution})`;  // short: it must fit the select
   }
   form.elements.preset.addEventListener("change", showDefaults);
   form.querySelectorAll("input[name=provider]").forEach((radio) => radio.addEventListener("change", showDefaults));
@@ -147,6 +151,15 @@
   form.querySelectorAll("input[name=fallback]").forEach((radio) => radio.addEventListener("change", showFallback));
   showFallback();
 
+  // --- sections that apply to one provider only: a fal.ai batch has no GPU to fall back from ------
+  const fallbackSection = document.getElementById("field-fallback");
+  function showProviderSections() {
+    const provider = (form.querySelector("input[name=provider]:checked") || {}).value || "fal";
+    fallbackSection.hidden = provider !== "vastai";
+  }
+  form.querySelectorAll("input[name=provider]").forEach((radio) => radio.addEventListener("change", showProviderSections));
+  showProviderSections();
+
   // --- submit in place: errors and the dry run are swapped in; the chosen files stay ---------
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -157,7 +170,7 @@
     const buttons = form.querySelectorAll("button[type=submit]");
     buttons.forEach((button) => { button.disabled = true; });
     form.setAttribute("aria-busy", "true");
-    status.textContent = `${creating ? "Creating the batch" : "Checking"}: uploading ${chosen.files.length} file(s)…`;
+    status.textContent = `${creating ? "Creating the batch" : "Checking"}: uploading ${chosen.files.length} file${chosen.files.length === 1 ? "" : "s"}…`;
     try {
       const response = await fetch(form.getAttribute("action"), {
         method: "POST", body: data, credentials: "same-origin", headers: { "X-Requested-With": "fetch" },
@@ -185,4 +198,8 @@
       form.removeAttribute("aria-busy");
     }
   });
+
+  // Everything above is listening now; tests (and anything else that drives the page) wait for this
+  // rather than guessing how long the script takes to start.
+  form.dataset.ready = "true";
 })();
