@@ -105,7 +105,8 @@ class JobAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
     @admin.action(description="Cancel selected jobs")
     def cancel_jobs(self, request, queryset):
         count = sum(services.job_cancel(job=job) for job in queryset)
-        self.message_user(request, f"Cancelled {plural(count, 'job')}; finished ones were left alone.", messages.SUCCESS)
+        self.message_user(request, f"Cancelled {plural(count, 'job')}; finished ones were left alone.",
+                          messages.SUCCESS)
 
     @admin.action(description="Retry selected failed/cancelled jobs")
     def retry_jobs(self, request, queryset):
