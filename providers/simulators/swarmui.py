@@ -181,6 +181,11 @@ class SwarmUISimulator(Simulator):
         as a plain GET on /API/..., which it redirects to `/Error/NoGetAPI` (§2.2)."""
         self._refuse_ws = enabled
 
+    def status_waiting(self) -> int:
+        """Generations waiting for the GPU, across all sessions (for assertions)."""
+        with self._lock:
+            return self._queued
+
     # --- request handling ---
 
     def handle(self, request: SimulatorHandler):
