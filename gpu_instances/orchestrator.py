@@ -331,14 +331,19 @@ class VastAIOrchestrator:
             return None
         since = max(filter(None, (progress.last_moved_at, instance.last_stall_at)))
         quiet = (now - since).total_seconds()
-        if quiet <= progress.stall_limit_seconds:
+        limit = progress.stall_limit_seconds
+        if instance.stall_count:
+            # After an interrupt or a restart the backend may load its models again before the first step:
+            # give that cold start a floor's more time, so a slow reload never escalates to the next step.
+            limit += settings.SWARMUI_STALL_FLOOR_SECONDS
+        if quiet <= limit:
             return None
         count = instance.stall_count + 1
         if not GpuInstance.objects.filter(pk=instance.pk, stall_count=instance.stall_count).update(
                 stall_count=count, last_stall_at=now):
             return None  # another reconciler took this step
         instance.refresh_from_db()
-        cause = (f"no generation progress for {quiet:.0f}s (stall limit {progress.stall_limit_seconds:.0f}s) "
+        cause = (f"no generation progress for {quiet:.0f}s (stall limit {limit:.0f}s) "
                  f"with {progress.running} job(s) on it, although SwarmUI's status routes answer")
         if count == 1:
             return self._stall_interrupt(instance, cause)

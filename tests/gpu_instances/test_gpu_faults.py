@@ -94,6 +94,7 @@ def place_running(batch, instance, *, quiet_seconds: float):
 @pytest.fixture
 def stall_after(settings):
     settings.SWARMUI_STALL_SECONDS = 5
+    settings.SWARMUI_STALL_FLOOR_SECONDS = 1  # the cold-start allowance after a step
     return 5
 
 
@@ -108,7 +109,7 @@ def test_progress_within_the_limit_is_no_stall(vast_sim, batch, instance, stall_
 @pytest.mark.django_db
 def test_a_first_stall_interrupts_swarmui_and_requeues_without_using_an_attempt(vast_sim, batch, instance,
                                                                                  stall_after):
-    place_running(batch, instance, quiet_seconds=stall_after + 1)
+    place_running(batch, instance, quiet_seconds=stall_after + 3)
 
     outcome = step()
 
@@ -132,12 +133,12 @@ def test_a_first_stall_interrupts_swarmui_and_requeues_without_using_an_attempt(
 def test_a_second_stall_restarts_the_backend_and_waits_for_it_to_run(vast_sim, batch, instance, stall_after):
     swarm = vast_sim._swarmui(instance.vast_id)
     swarm.restart_seconds = 1.0
-    place_running(batch, instance, quiet_seconds=stall_after + 1)
+    place_running(batch, instance, quiet_seconds=stall_after + 3)
     step()
     step()  # healthy again
-    place_running(batch, instance, quiet_seconds=stall_after + 1)
+    place_running(batch, instance, quiet_seconds=stall_after + 3)
     # The clock of a new stall runs from the last step taken, not from the old progress.
-    GpuInstance.objects.filter(pk=instance.pk).update(last_stall_at=timezone.now() - timedelta(seconds=stall_after + 1))
+    GpuInstance.objects.filter(pk=instance.pk).update(last_stall_at=timezone.now() - timedelta(seconds=stall_after + 3))
 
     assert "stall 2" in step()
 
@@ -155,8 +156,8 @@ def test_a_second_stall_restarts_the_backend_and_waits_for_it_to_run(vast_sim, b
 @pytest.mark.django_db
 def test_a_third_stall_replaces_the_instance_and_avoids_its_machine(vast_sim, batch, instance, stall_after):
     GpuInstance.objects.filter(pk=instance.pk).update(
-        stall_count=2, last_stall_at=timezone.now() - timedelta(seconds=stall_after + 1))
-    place_running(batch, instance, quiet_seconds=stall_after + 1)
+        stall_count=2, last_stall_at=timezone.now() - timedelta(seconds=stall_after + 3))
+    place_running(batch, instance, quiet_seconds=stall_after + 3)
 
     assert step().startswith("replaced: stalled 3 times")
 
@@ -168,13 +169,25 @@ def test_a_third_stall_replaces_the_instance_and_avoids_its_machine(vast_sim, ba
 
 
 @pytest.mark.django_db
+def test_after_a_step_the_next_stall_allows_for_a_cold_model_load(vast_sim, batch, instance, settings):
+    settings.SWARMUI_STALL_SECONDS = 5
+    settings.SWARMUI_STALL_FLOOR_SECONDS = 90
+    GpuInstance.objects.filter(pk=instance.pk).update(
+        stall_count=1, last_stall_at=timezone.now() - timedelta(seconds=60))
+    place_running(batch, instance, quiet_seconds=60)  # past the limit, within limit + floor
+
+    assert step() == "healthy"
+    assert vast_sim._swarmui(instance.vast_id).backend_restarts == 0
+
+
+@pytest.mark.django_db
 def test_a_healthy_generation_puts_the_ladder_back_at_its_first_step(vast_sim, batch, instance, stall_after):
     GpuInstance.objects.filter(pk=instance.pk).update(
         stall_count=1, last_stall_at=timezone.now() - timedelta(seconds=stall_after + 5))
     first, second = batch.jobs.all()
     Job.objects.filter(pk=first.pk).update(status=S.SUCCEEDED, instance=instance, finished_at=timezone.now()
                                            - timedelta(seconds=stall_after + 2), generation_seconds=1.0)
-    moved = timezone.now() - timedelta(seconds=stall_after + 1)
+    moved = timezone.now() - timedelta(seconds=stall_after + 3)
     Job.objects.filter(pk=second.pk).update(status=S.RUNNING, attempts=1, claims=1, instance=instance,
                                             started_at=moved, progress_at=moved, heartbeat_at=timezone.now())
 
