@@ -117,3 +117,56 @@ def test_cancelling_a_generating_job_interrupts_it_in_swarmui_within_seconds(gpu
     assert Job.objects.get(pk=job.pk).status == S.CANCELLED
     # The instance stays in rotation: a cancel is not trouble with the GPU.
     assert instance.state == GpuInstance.State.READY
+
+
+def terminate_every_connection():
+    """Every genhub connection to the database is cut (a failover): the worker's and its heartbeat's."""
+    db = connection.settings_dict
+    with psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"],
+                         autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
+def test_a_generation_survives_every_database_connection_being_cut_mid_way(gpu, user, monkeypatch):
+    gpu.swarmui_generation_seconds = 3.0  # the heartbeat thread has its own connection open by mid-way
+    job, token = claimed_job(user)
+    real_heartbeat = services.job_heartbeat
+    cut = []
+
+    def heartbeat(**kwargs):
+        if (kwargs.get("progress") or 0) >= 0.5 and not cut:
+            cut.append(True)
+            terminate_every_connection()
+        return real_heartbeat(**kwargs)
+
+    monkeypatch.setattr(services, "job_heartbeat", heartbeat)
+
+    assert dispatch.job_run_dispatched(job_id=job.pk, dispatch_token=token) == S.SUCCEEDED
+
+    assert cut
+    assert len(generations(gpu)) == 1
+    assert Job.objects.get(pk=job.pk).output_video
+
+
+def test_cancelling_the_batch_interrupts_its_generating_job(gpu, user):
+    gpu.swarmui_generation_seconds = 30
+    job, token = claimed_job(user)
+
+    def work():
+        try:
+            dispatch.job_run_dispatched(job_id=job.pk, dispatch_token=token)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    wait_for(lambda: Job.objects.get(pk=job.pk).progress_at is not None and generations(gpu), timeout=20,
+             message="the generation to start on the GPU")
+
+    assert services.batch_cancel(batch=job.batch) == 1
+    worker.join(15)
+
+    assert not worker.is_alive()
+    (generation,) = generations(gpu)
+    assert generation.error == "Generation session interrupted."
