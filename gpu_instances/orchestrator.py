@@ -283,6 +283,8 @@ class VastAIOrchestrator:
             return self._probe_failed(instance, stall, keep_working=True)
         if remote.doubt_reason:
             # SwarmUI answers: the instance keeps working; only sustained trouble replaces it.
+            if instance.state == State.UNHEALTHY:
+                transition(instance, State.READY, f"SwarmUI answers again ({remote.doubt_reason})")
             return self._probe_failed(instance, f"{remote.doubt_reason}, although SwarmUI still answers",
                                       keep_working=True)
         GpuInstance.objects.filter(pk=instance.pk).update(

@@ -229,3 +229,14 @@ def test_a_job_that_just_finished_moves_the_queue_for_the_one_waiting_behind_it(
 
     assert progress.running == 1
     assert (timezone.now() - progress.last_moved_at).total_seconds() < 60
+
+
+@pytest.mark.django_db
+def test_an_instance_that_answers_again_works_while_vast_still_says_offline(vast_sim, instance):
+    VastAIOrchestrator().report_trouble(instance, "a job's call timed out")
+    vast_sim.offline(instance.vast_id, shows=1)
+
+    step()
+
+    instance.refresh_from_db()
+    assert instance.state == State.READY and instance.health_failures == 1
