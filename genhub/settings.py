@@ -264,6 +264,8 @@ GENHUB_GPU_HOOKS = {
     "instance_lost": "jobs.services.jobs_requeue_for_instance",
     "release_reason": "jobs.gpu_policy.gpu_release_reason",
     "attributed_cost": "jobs.spend.instance_attributed",
+    "instance_progress": "jobs.gpu_watch.instance_progress",
+    "instance_stalled": "jobs.services.jobs_release_for_instance",
 }
 VAST_GPU_NAMES = env.list("VAST_GPU_NAMES", default=["H100 SXM", "H100 PCIE", "H100 NVL", "H200", "H200 NVL",
                                                      "A100 SXM4", "A100 PCIE", "A100X"])
@@ -291,6 +293,18 @@ GENHUB_RECONCILE_INTERVAL = env.float("GENHUB_RECONCILE_INTERVAL", default=5)
 # vast.ai enforces minimum intervals per endpoint; the client paces itself at these × this factor
 # (0 only against the simulator).
 VAST_PACING_SCALE = env.float("VAST_PACING_SCALE", default=1.0)
+
+# --- GPU faults: progress watchdog, vast status hysteresis, database blips ---
+# A generation with no progress for this long is a stall (0 = derive it from genhub's measured time per step
+# on the instance for the jobs' parameters × SWARMUI_STALL_FACTOR, never below SWARMUI_STALL_FLOOR_SECONDS).
+# Ladder per instance: 1st stall → InterruptAll + requeue (attempt kept), 2nd → RestartBackends, 3rd → replace.
+SWARMUI_STALL_SECONDS = env.float("SWARMUI_STALL_SECONDS", default=0)
+SWARMUI_STALL_FLOOR_SECONDS = env.float("SWARMUI_STALL_FLOOR_SECONDS", default=90)
+SWARMUI_STALL_FACTOR = env.float("SWARMUI_STALL_FACTOR", default=5)
+# After RestartBackends, how long the backend may take to run again before the instance is replaced.
+SWARMUI_RESTART_DEADLINE_SECONDS = env.float("SWARMUI_RESTART_DEADLINE_SECONDS", default=300)
+# A worker retries recording a finished generation this long while the database is away.
+GENHUB_DB_RETRY_SECONDS = env.float("GENHUB_DB_RETRY_SECONDS", default=120)
 
 # --- web app (issue 5): dry-run estimates and ZIP uploads ---
 # Planning numbers for the dry run on the new-batch page only; what a job really cost is measured per job.

@@ -35,6 +35,11 @@ class GpuInstance(models.Model):
     health_failures = models.PositiveIntegerField(default=0)
     first_health_failure_at = models.DateTimeField(null=True, blank=True)
     destroyed_at = models.DateTimeField(null=True, blank=True)
+    # The progress watchdog's escalation ladder: stalls since the last healthy generation (1 → interrupt,
+    # 2 → restart the backend, 3 → replace), when the last one was acted on, and a backend restart under way.
+    stall_count = models.PositiveSmallIntegerField(default=0)
+    last_stall_at = models.DateTimeField(null=True, blank=True)
+    backend_restart_at = models.DateTimeField(null=True, blank=True)
     end_reason = models.TextField(blank=True)
     # Who asked for it: waiting jobs ("demand"), or an operator (`ensure_instance`), whose request stands
     # even while no job needs the GPU.

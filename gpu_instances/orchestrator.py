@@ -243,6 +243,9 @@ class VastAIOrchestrator:
             return self._fail(instance, "vast no longer knows this instance (it vanished while booting)")
         if remote.dead_reason:
             return self._fail(instance, remote.dead_reason)
+        if remote.actual_status == "offline":
+            # Before it ever served, a host that lost contact with vast is not worth waiting for.
+            return self._fail(instance, f"{remote.doubt_reason} while booting")
         if booted_for > settings.VAST_BOOT_DEADLINE_SECONDS:
             return self._fail(instance, f"not ready after {booted_for:.0f}s (deadline "
                                         f"{settings.VAST_BOOT_DEADLINE_SECONDS}s); trying another machine")
@@ -261,35 +264,141 @@ class VastAIOrchestrator:
         return "ready"
 
     def _check_health(self, instance: GpuInstance) -> str:
-        now = timezone.now()
         remote = self._show(instance)
         if remote is None:
             return self._fail(instance, "vast no longer knows this instance (it vanished)")
         if remote.dead_reason:
             return self._fail(instance, remote.dead_reason)
+        if instance.backend_restart_at:
+            return self._follow_restart(instance)
         probe = readiness(instance)
-        if probe.ready:
-            GpuInstance.objects.filter(pk=instance.pk).update(
-                last_health_at=now, last_health_ok=True, health_failures=0, first_health_failure_at=None)
+        if not probe.ready:
+            reason = f"{probe.reason}; {remote.doubt_reason}" if remote.doubt_reason else probe.reason
+            return self._probe_failed(instance, reason, keep_working=False)
+        stall = self._watch_progress(instance)
+        instance.refresh_from_db()
+        if not instance.is_active:
+            return stall
+        if stall:
+            return self._probe_failed(instance, stall, keep_working=True)
+        if remote.doubt_reason:
+            # SwarmUI answers: the instance keeps working; only sustained trouble replaces it.
             if instance.state == State.UNHEALTHY:
-                transition(instance, State.READY, "healthy again")
-            return "healthy"
+                transition(instance, State.READY, f"SwarmUI answers again ({remote.doubt_reason})")
+            return self._probe_failed(instance, f"{remote.doubt_reason}, although SwarmUI still answers",
+                                      keep_working=True)
+        GpuInstance.objects.filter(pk=instance.pk).update(
+            last_health_at=timezone.now(), last_health_ok=True, health_failures=0, first_health_failure_at=None)
+        if instance.state == State.UNHEALTHY:
+            transition(instance, State.READY, "healthy again")
+        return "healthy"
+
+    def _probe_failed(self, instance: GpuInstance, reason: str, *, keep_working: bool) -> str:
+        """Counts one failed probe. `keep_working`: SwarmUI itself answers, so work goes on meanwhile."""
+        now = timezone.now()
         failures = instance.health_failures + 1
         first = instance.first_health_failure_at or now
         GpuInstance.objects.filter(pk=instance.pk).update(
             last_health_at=now, last_health_ok=False, health_failures=failures, first_health_failure_at=first)
-        if instance.state == State.READY:
-            transition(instance, State.UNHEALTHY, f"health probe failed: {probe.reason}")
+        if instance.state == State.READY and not keep_working:
+            transition(instance, State.UNHEALTHY, f"health probe failed: {reason}")
         else:
-            record(instance, "health", f"health probe failed ({failures}): {probe.reason}")
+            record(instance, "health", f"health probe failed ({failures}): {reason}")
         # Hysteresis: several failures spread over a minimum time, so one dropped probe never kills
         # a healthy (and paid-for, model-loaded) instance.
         failing_for = (now - first).total_seconds()
         if failures >= settings.VAST_HEALTH_FAILURES and failing_for >= settings.VAST_HEALTH_MIN_SECONDS:
             instance.refresh_from_db()
-            return self._fail(instance, f"unhealthy: {failures} failed probes over {failing_for:.0f}s "
-                                        f"({probe.reason})")
-        return f"unhealthy ({failures} failure(s) over {failing_for:.0f}s): {probe.reason}"
+            return self._fail(instance, f"unhealthy: {failures} failed probes over {failing_for:.0f}s ({reason})")
+        return f"unhealthy ({failures} failure(s) over {failing_for:.0f}s): {reason}"
+
+    # --- the progress watchdog ---------------------------------------------------------------
+
+    def _watch_progress(self, instance: GpuInstance) -> str | None:
+        """A stall (work on the instance, no progress for longer than the limit) takes the next step of the
+        ladder: interrupt, then restart the backend, then replace the instance. Returns the stall, or None.
+
+        The clock runs from the later of the last progress and the last step taken, so one stall is acted
+        on once; a healthy generation since the last step puts the ladder back at the bottom.
+        """
+        progress = _hook("instance_progress")(instance_id=instance.pk)
+        now = timezone.now()
+        if instance.stall_count and progress.last_success_at and instance.last_stall_at \
+                and progress.last_success_at > instance.last_stall_at:
+            GpuInstance.objects.filter(pk=instance.pk).update(stall_count=0)
+            record(instance, "stall", f"a healthy generation after {instance.stall_count} stall(s): the "
+                                      f"watchdog starts again from its first step")
+            instance.refresh_from_db()
+        if not progress.running or progress.last_moved_at is None:
+            return None
+        since = max(filter(None, (progress.last_moved_at, instance.last_stall_at)))
+        quiet = (now - since).total_seconds()
+        limit = progress.stall_limit_seconds
+        if instance.stall_count:
+            # After an interrupt or a restart the backend may load its models again before the first step:
+            # give that cold start a floor's more time, so a slow reload never escalates to the next step.
+            limit += settings.SWARMUI_STALL_FLOOR_SECONDS
+        if quiet <= limit:
+            return None
+        count = instance.stall_count + 1
+        if not GpuInstance.objects.filter(pk=instance.pk, stall_count=instance.stall_count).update(
+                stall_count=count, last_stall_at=now):
+            return None  # another reconciler took this step
+        instance.refresh_from_db()
+        cause = (f"no generation progress for {quiet:.0f}s (stall limit {limit:.0f}s) "
+                 f"with {progress.running} job(s) on it, although SwarmUI's status routes answer")
+        if count == 1:
+            return self._stall_interrupt(instance, cause)
+        if count == 2:
+            return self._stall_restart(instance, cause)
+        return self._fail(instance, f"stalled {count} times without a healthy generation between: {cause}")
+
+    def _requeue_stalled(self, instance: GpuInstance, reason: str) -> int:
+        # Released before SwarmUI is told, so the interrupted workers' failure reports find nothing to count.
+        return _hook("instance_stalled")(instance_id=instance.pk, reason=reason)
+
+    def _stall_interrupt(self, instance: GpuInstance, cause: str) -> str:
+        if instance.state == State.READY:  # out of rotation while its jobs are taken off
+            transition(instance, State.UNHEALTHY, f"stalled: {cause}")
+        requeued = self._requeue_stalled(instance, f"the GPU stalled and was interrupted: {cause}")
+        try:
+            swarmui_for(instance, health=True).interrupt_all()
+            done = "interrupted every generation in SwarmUI (InterruptAll)"
+        except ProviderError as exc:
+            done = f"InterruptAll failed ({exc.message}); the workers interrupt their own generations"
+        record(instance, "stall", f"stall 1: {cause}. Step 1: {done}; {requeued} job(s) back to the queue "
+                                  f"without using an attempt")
+        return f"stall 1: interrupted ({cause})"
+
+    def _stall_restart(self, instance: GpuInstance, cause: str) -> str:
+        if instance.state == State.READY:
+            transition(instance, State.UNHEALTHY, f"stalled again: {cause}")
+        requeued = self._requeue_stalled(instance, f"the GPU stalled again; its backend restarts: {cause}")
+        GpuInstance.objects.filter(pk=instance.pk).update(backend_restart_at=timezone.now())
+        try:
+            count = swarmui_for(instance, health=True).restart_backends()
+            done = f"restarted {count} SwarmUI backend(s) (RestartBackends); waiting for `running`"
+        except ProviderError as exc:
+            done = f"RestartBackends failed ({exc.message}); waiting for the backend until the restart deadline"
+        record(instance, "stall", f"stall 2: {cause}. Step 2: {done}; {requeued} job(s) back to the queue "
+                                  f"without using an attempt")
+        return f"stall 2: restarting the backend ({cause})"
+
+    def _follow_restart(self, instance: GpuInstance) -> str:
+        waited = (timezone.now() - instance.backend_restart_at).total_seconds()
+        probe = readiness(instance)
+        if probe.ready:
+            now = timezone.now()
+            GpuInstance.objects.filter(pk=instance.pk).update(
+                backend_restart_at=None, last_health_at=now, last_health_ok=True, health_failures=0,
+                first_health_failure_at=None)
+            instance.refresh_from_db()
+            transition(instance, State.READY, f"backend running again {waited:.0f}s after RestartBackends")
+            return "backend restarted"
+        if waited > settings.SWARMUI_RESTART_DEADLINE_SECONDS:
+            return self._fail(instance, f"backend not running {waited:.0f}s after RestartBackends "
+                                        f"(deadline {settings.SWARMUI_RESTART_DEADLINE_SECONDS:.0f}s): {probe.reason}")
+        return f"waiting for the backend restart ({waited:.0f}s): {probe.reason}"
 
     def _show(self, instance: GpuInstance):
         return self.vast.show_instance(instance.vast_id) if instance.vast_id else None

@@ -43,7 +43,8 @@ class VastAIProvider(Provider):
             raise TransientError("no GPU instance is ready", code="instance_not_ready")
         return {"instance_id": instance.pk}
 
-    def submit(self, request: GenerationRequest, *, on_progress=None, placement: dict | None = None) -> Finished:
+    def submit(self, request: GenerationRequest, *, on_progress=None, placement: dict | None = None,
+               cancel=None) -> Finished:
         instance = GpuInstance.objects.get(pk=(placement or self.placement())["instance_id"])
         if instance.state != GpuInstance.State.READY:
             raise TransientError(f"instance vast #{instance.vast_id} is {instance.state}", code="instance_not_ready")
@@ -67,7 +68,8 @@ class VastAIProvider(Provider):
                 on_progress(fraction)
 
         try:
-            video = swarmui_for(instance).generate_video(swarm_params, on_progress=relay)
+            # `cancel` (set when the job is cancelled or taken from this worker) interrupts it in SwarmUI.
+            video = swarmui_for(instance).generate_video(swarm_params, on_progress=relay, cancel=cancel)
         except TransientError as exc:
             if exc.code in UNREACHABLE_CODES:
                 VastAIOrchestrator().report_trouble(instance, exc.message)

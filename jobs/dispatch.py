@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection
 from django.utils import timezone
 
 from genhub.leases import lease_acquire, lease_release, lease_renew
@@ -40,6 +40,8 @@ PROGRESS_EVERY_SECONDS = 1.0
 # Failures after which the remote has finished and bills the attempt although no clip was delivered.
 BILLED_FAILURES = {"bad_output", "output_mismatch", "result_unavailable"}
 RESULT_FETCH_MAX_DELAY = 300.0
+# How often a worker looks whether its job was cancelled (a cheap read): the GPU is freed within about this.
+CANCEL_CHECK_SECONDS = 1.0
 
 
 def provider_pump(*, provider_name: str) -> str:
@@ -284,36 +286,54 @@ def job_run_dispatched(*, job_id: int, dispatch_token: str) -> str:
         nonlocal last_beat
         if time.monotonic() - last_beat >= PROGRESS_EVERY_SECONDS:
             last_beat = time.monotonic()
-            services.job_heartbeat(job_ids=[job.pk], progress=fraction, claim=job.claims)
+            try:
+                services.job_heartbeat(job_ids=[job.pk], progress=fraction, claim=job.claims)
+            except DatabaseError:
+                # Raised into the client, this would abandon a generation the GPU is still making (and
+                # bills). The heartbeat thread keeps the job alive meanwhile; the next report reconnects.
+                log.warning("job %s: could not record progress (database error); generation continues",
+                            job.uuid, exc_info=True)
+                close_old_connections()
 
-    with _Heartbeat(job.pk, job.claims):
+    with _Heartbeat(job.pk, job.claims) as heartbeat:
         try:
-            outcome = _inspected(
-                provider, provider.submit(generation_request(job), on_progress=on_progress, placement=placement), job)
+            outcome = _inspected(provider, provider.submit(generation_request(job), on_progress=on_progress,
+                                                           placement=placement, cancel=heartbeat.gone), job)
         except ProviderError as exc:
             outcome = exc
     _settle(job, outcome)
-    return Job.objects.values_list("status", flat=True).get(pk=job_id)
+    return _db_retry(lambda: Job.objects.values_list("status", flat=True).get(pk=job_id), what="read the job")
 
 
 class _Heartbeat:
-    """Beats for a job while this worker holds it, whether or not the provider reports progress.
+    """Beats for a job while this worker holds it, whether or not the provider reports progress, and
+    notices when the job is no longer this worker's.
 
     A job queued inside SwarmUI behind a long generation hears nothing for minutes; without its own
-    beat the stale sweep would take it for lost and run it a second time.
+    beat the stale sweep would take it for lost and run it a second time. Every CANCEL_CHECK_SECONDS it
+    also reads whether the job still runs this claim: once cancelled (or handed to another attempt) it
+    sets `gone`, and the provider interrupts the generation so the GPU is free for the next job.
     """
 
     def __init__(self, job_id: int, claim: int):
         self.job_id, self.claim = job_id, claim
         self.stop = threading.Event()
+        self.gone = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
 
     def _run(self):
+        last_beat = time.monotonic()
         try:
-            while not self.stop.wait(settings.GENHUB_HEARTBEAT_SECONDS):
+            while not self.stop.wait(min(CANCEL_CHECK_SECONDS, settings.GENHUB_HEARTBEAT_SECONDS)):
                 try:
-                    services.job_heartbeat(job_ids=[self.job_id], claim=self.claim)
-                except Exception:  # a dropped connection must not end the beat for good
+                    if not Job.objects.filter(pk=self.job_id, status=S.RUNNING, claims=self.claim).exists():
+                        log.info("job %s is no longer running this attempt: stopping its generation", self.job_id)
+                        self.gone.set()
+                        return
+                    if time.monotonic() - last_beat >= settings.GENHUB_HEARTBEAT_SECONDS:
+                        services.job_heartbeat(job_ids=[self.job_id], claim=self.claim)
+                        last_beat = time.monotonic()
+                except Exception:  # a dropped connection must not end the beat for good, nor the generation
                     log.exception("heartbeat for job %s failed; trying again", self.job_id)
                     close_old_connections()
         finally:
@@ -347,6 +367,10 @@ def _settle(job: Job, outcome) -> None:
     """
     try:
         _record(job, outcome)
+    except DatabaseError:
+        # The database stayed away longer than the retries: recording a failure would fail the same way.
+        # The job stays running until the stale sweep requeues it.
+        log.exception("could not record the outcome of job %s: the database did not come back", job.uuid)
     except Exception as exc:
         log.exception("could not record the outcome of job %s", job.uuid)
         services.job_fail(job_id=job.pk, code="internal_error", permanent=False, claim=job.claims,
@@ -359,10 +383,11 @@ def _record(job: Job, outcome) -> None:
                  "permanent" if outcome.permanent else "transient", outcome.message)
         if outcome.code in BILLED_FAILURES:
             # The provider finished and bills the clip even though no clip is delivered from it.
-            services.job_add_cost(job_id=job.pk, cost=costs.job_cost(provider=job.provider, params=job.params,
-                                                                      meta={}), wasted=True)
-        services.job_fail(job_id=job.pk, code=outcome.code, message=outcome.message, permanent=outcome.permanent,
-                          claim=job.claims)
+            cost = costs.job_cost(provider=job.provider, params=job.params, meta={})
+            _db_retry(lambda: services.job_add_cost(job_id=job.pk, cost=cost, wasted=True),
+                      what="record a billed attempt")
+        _db_retry(lambda: services.job_fail(job_id=job.pk, code=outcome.code, message=outcome.message,
+                                            permanent=outcome.permanent, claim=job.claims), what="record a failure")
         return
     finished, facts = outcome
     meta = finished.meta
@@ -379,14 +404,34 @@ def _record(job: Job, outcome) -> None:
                           message=f"genhub could not store the paid clip nor keep it for later: "
                                   f"{type(exc).__name__}: {exc}")
         return
-    succeeded = services.job_succeed(
+    # A paid result: the database may be briefly away, so the success is retried, never given up at once.
+    succeeded = _db_retry(lambda: services.job_succeed(
         job_id=job.pk, claim=job.claims, output_video=video_name, poster=poster_name, video_frames=facts.frames,
-        video_fps=facts.fps, video_duration=round(facts.duration, 3), video_codec=facts.codec,
-        cost=cost, generation_seconds=meta.get("generation_seconds"), instance_id=meta.get("instance_id"),
-    )
+        video_fps=facts.fps, video_duration=round(facts.duration, 3), video_codec=facts.codec, cost=cost,
+        generation_seconds=meta.get("generation_seconds"), instance_id=meta.get("instance_id"),
+    ), what="record a result")
     if not succeeded:  # cancelled or handed to another attempt while it ran: nothing points at these files
         artifacts.discard(video_name, poster_name)
         services.job_add_cost(job_id=job.pk, cost=cost, wasted=True)  # paid for all the same
+
+
+def _db_retry(call, *, what: str):
+    """Runs a database write, reconnecting and trying again for up to GENHUB_DB_RETRY_SECONDS when the
+    database is away (a restart, a failover, a terminated connection). Other errors pass at once."""
+    deadline = time.monotonic() + settings.GENHUB_DB_RETRY_SECONDS
+    pause = 0.5
+    while True:
+        try:
+            return call()
+        except (OperationalError, InterfaceError):  # the connection, not the data: bad data would fail again
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("could not %s (database error); reconnecting and trying again", what, exc_info=True)
+            close_old_connections()
+            if connection.connection is not None and not connection.is_usable():
+                connection.close()
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 def job_cancel_remote(*, provider_name: str, ref: dict) -> None:

@@ -124,6 +124,9 @@ class Job(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # When the job's generation last moved: placed on a GPU, or its progress advanced. The GPU progress
+    # watchdog reads it; a heartbeat alone (the worker is alive) does not move it.
+    progress_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

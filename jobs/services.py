@@ -117,6 +117,7 @@ def job_heartbeat(*, job_ids, progress: float | None = None, claim: int | None =
     fields = {"heartbeat_at": timezone.now()}
     if progress is not None:
         fields["progress"] = max(0.0, min(1.0, progress))
+        fields["progress_at"] = fields["heartbeat_at"]  # the GPU watchdog's sign of life
     running = Job.objects.filter(pk__in=list(job_ids), status=S.RUNNING)
     if claim is not None:
         running = running.filter(claims=claim)
@@ -135,7 +136,15 @@ def job_release(*, job_id: int, claim: int, reason: str) -> bool:
 
 
 def job_place(*, job_id: int, claim: int, instance_id: int | None) -> bool:
-    return _running(job_id, claim).update(instance_id=instance_id) == 1
+    # The watchdog's clock for this generation starts here: placed, it must start and advance.
+    return _running(job_id, claim).update(instance_id=instance_id, progress_at=timezone.now()) == 1
+
+
+def jobs_release_for_instance(*, instance_id: int, reason: str) -> int:
+    """The instance's generations were interrupted by the GPU watchdog (a stall, not the jobs' fault):
+    back to the queue without using up an attempt. Each job's claim as found must still hold."""
+    jobs = Job.objects.filter(status=S.RUNNING, instance_id=instance_id).values_list("pk", "claims")
+    return sum(1 for job_id, claim in list(jobs) if job_release(job_id=job_id, claim=claim, reason=reason))
 
 
 def _running(job_id: int, claim: int | None):

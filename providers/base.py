@@ -9,6 +9,7 @@ returns plain results. Two shapes of backend exist:
   progress through `on_progress`, and returns `Finished`.
 """
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -63,7 +64,9 @@ class Provider:
     renders_requested_size: bool = True
 
     def submit(self, request: GenerationRequest, *, on_progress: ProgressCallback | None = None,
-               placement: dict | None = None) -> "Submitted | Finished":
+               placement: dict | None = None, cancel: threading.Event | None = None) -> "Submitted | Finished":
+        """Blocking providers stop the work (and raise) once `cancel` is set; polled ones are cancelled
+        through `cancel(ref)` and never get it."""
         raise NotImplementedError
 
     def placement(self) -> dict:

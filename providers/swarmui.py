@@ -10,13 +10,17 @@ Quirks it handles (see `reference/swarmui-api.md`; each one has broken real clie
   including the WebSocket handshake and file downloads, must carry it as the exact `Authorization`
   header, or the server answers a plain-text 401 `Unauthorized` (§2.3);
 - the WS `image` message is flat (`{"image": "View/...", ...}`), not nested as the docs say (§3.3);
-- output paths contain spaces and prompt text and must be percent-encoded when fetched (§3.2).
+- output paths contain spaces and prompt text and must be percent-encoded when fetched (§3.2);
+- `InterruptAll` stops the generations of the calling *session* (all of the user's sessions with
+  `other_sessions: true`; src/WebAPI/BasicAPIFeatures.cs). SwarmUI has no per-request interrupt, so each
+  generation in flight runs on a session of its own, and cancelling one job interrupts only that job.
 """
 
 import base64
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -38,6 +42,8 @@ from providers.swarmui_contract import (
 
 log = logging.getLogger(__name__)
 
+# How often a generation's wait checks whether its caller wants it stopped: a cancel frees the GPU within this.
+CANCEL_POLL_SECONDS = 0.5
 SERVICE = "SwarmUI"
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".gif", ".webp")
 # Route errors that mean the request itself is wrong (§2.2 "Notes": param validation and missing
@@ -73,6 +79,13 @@ _WS_LOGGER = _NoDebugLogger(logging.getLogger("websockets.client"), {})
 
 class _SessionExpired(Exception):
     """SwarmUI no longer knows our session id (HTTP 401 / WS error with `invalid_session_id`)."""
+
+
+class GenerationCancelled(TransientError):
+    """The caller asked for the generation to stop; it was interrupted in SwarmUI."""
+
+    def __init__(self, message: str = "SwarmUI: generation interrupted at genhub's request"):
+        super().__init__(message, code="cancelled")
 
 
 class _WebSocketUnavailable(Exception):
@@ -144,6 +157,9 @@ class SwarmUIClient:
         self.ws_idle_timeout = ws_idle_timeout
         self._session_id: str | None = None
         self._session_lock = threading.Lock()
+        # Generations in flight hold a session each (the main one first), so an interrupt reaches one job only.
+        self._busy_sessions: set[str] = set()
+        self._spare_sessions: list[str] = []
 
     def __repr__(self):
         return f"SwarmUIClient({self.base_url!r})"  # never the token
@@ -175,6 +191,27 @@ class SwarmUIClient:
             return Readiness(False, "SwarmUI does not list: " + ", ".join(missing))
         return Readiness(True, "ready")
 
+    # --- recovery ---
+
+    def interrupt_all(self) -> None:
+        """`InterruptAll` for every session of genhub's SwarmUI user: every generation, running or waiting."""
+        self._call("InterruptAll", {"other_sessions": True}, read_timeout=self.status_timeout)
+
+    def restart_backends(self) -> int:
+        """`RestartBackends`: restarts the running (or errored) backends and returns how many; they are
+        `loading` until they run again, which `is_ready` tells."""
+        answer = self._call("RestartBackends", {"backend": "all"}, read_timeout=self.status_timeout)
+        count = answer.get("count")
+        return count if isinstance(count, int) else 0
+
+    def _interrupt_session(self, session_id: str) -> None:
+        """Best effort: a failure here leaves the generation to the watchdog, which interrupts everything."""
+        try:
+            self._post("InterruptAll", {"session_id": session_id, "other_sessions": False},
+                       read_timeout=self.status_timeout)
+        except (ProviderError, _SessionExpired) as exc:
+            log.warning("SwarmUI at %s: could not interrupt a cancelled generation: %s", self.base_url, exc)
+
     def _missing(self, subtype: str, names) -> list[str]:
         if not names:
             return []
@@ -186,17 +223,19 @@ class SwarmUIClient:
 
     # --- generation ---
 
-    def generate_video(self, params: dict, *, on_progress: Callable[[float], None] | None = None) -> GeneratedVideo:
+    def generate_video(self, params: dict, *, on_progress: Callable[[float], None] | None = None,
+                       cancel: threading.Event | None = None) -> GeneratedVideo:
         """Run one generation and download its video. Raises ProviderError.
 
         Prefers the WebSocket route for progress; falls back to the blocking HTTP route only when the
         WebSocket route is unusable before the request could start. A generation is never sent twice
         over HTTP: a lost answer is a transient error for the caller to handle, not a silent re-run.
         `on_progress` gets fractions 0..1; an exception it raises abandons the wait (the server may
-        still finish the job).
+        still finish the job). When `cancel` is set, the generation is interrupted in SwarmUI (running or
+        still queued there) and `GenerationCancelled` raised; the blocking HTTP route cannot be cancelled.
         """
         try:
-            path, request_id = self._generate_ws(params, on_progress)
+            path, request_id = self._generate_ws(params, on_progress, cancel)
         except _WebSocketUnavailable as exc:
             log.info("SwarmUI at %s: WebSocket route unusable (%s), using HTTP", self.base_url, exc)
             path, request_id = self._generate_http(params), None
@@ -214,18 +253,22 @@ class SwarmUIClient:
         path, _ = _pick_video({str(index): (path, None) for index, path in enumerate(data.get("images") or [])})
         return path
 
-    def _generate_ws(self, params: dict, on_progress) -> tuple[str, str | None]:
-        session_id = self._session()
+    def _generate_ws(self, params: dict, on_progress, cancel) -> tuple[str, str | None]:
+        session_id = self._borrow_session()
         try:
-            return self._ws_once(params, session_id, on_progress)
-        except _SessionExpired:
-            pass
-        try:
-            return self._ws_once(params, self._renew_session(session_id), on_progress)
-        except _SessionExpired:
-            raise TransientError("SwarmUI: a fresh session was refused as invalid", code="invalid_session") from None
+            try:
+                return self._ws_once(params, session_id, on_progress, cancel)
+            except _SessionExpired:
+                session_id = self._renew_borrowed(session_id)
+            try:
+                return self._ws_once(params, session_id, on_progress, cancel)
+            except _SessionExpired:
+                raise TransientError("SwarmUI: a fresh session was refused as invalid",
+                                     code="invalid_session") from None
+        finally:
+            self._return_session(session_id)
 
-    def _ws_once(self, params: dict, session_id: str, on_progress) -> tuple[str, str | None]:
+    def _ws_once(self, params: dict, session_id: str, on_progress, cancel) -> tuple[str, str | None]:
         url = self._ws_url("/API/GenerateText2ImageWS")
         try:
             # Previews and inline (`donotsave`) results can exceed websockets' 1 MiB default.
@@ -245,20 +288,29 @@ class SwarmUIClient:
         except (InvalidHandshake, OSError) as exc:
             raise _WebSocketUnavailable(type(exc).__name__) from None
         with ws:
-            return self._ws_exchange(ws, {**params, "session_id": session_id}, on_progress)
+            return self._ws_exchange(ws, {**params, "session_id": session_id}, on_progress, cancel)
 
-    def _ws_exchange(self, ws, body: dict, on_progress) -> tuple[str, str | None]:
+    def _ws_exchange(self, ws, body: dict, on_progress, cancel=None) -> tuple[str, str | None]:
         received_any = False
         outputs: dict[str, tuple[str, str | None]] = {}  # batch index -> (path, request id)
         progress = None  # None until the first gen_progress: the moment the GPU takes this job
+        poll = min(self.ws_idle_timeout, CANCEL_POLL_SECONDS) if cancel is not None else self.ws_idle_timeout
         try:
             ws.send(json.dumps(body))
+            heard = time.monotonic()
             while True:
+                if cancel is not None and cancel.is_set():
+                    self._interrupt_session(body["session_id"])
+                    raise GenerationCancelled()
                 try:
-                    message = _decode(ws.recv(timeout=self.ws_idle_timeout))
+                    raw = ws.recv(timeout=poll)
                 except TimeoutError:
+                    if time.monotonic() - heard < self.ws_idle_timeout:
+                        continue
                     raise TransientError(f"SwarmUI: WebSocket silent for {self.ws_idle_timeout}s during generation",
                                          code="timeout") from None
+                heard = time.monotonic()
+                message = _decode(raw)
                 received_any = True
                 if "error" in message or "error_id" in message:
                     if message.get("error_id") == "invalid_session_id":
@@ -318,6 +370,36 @@ class SwarmUIClient:
             if self._session_id is None:
                 self._session_id = self._new_session()
             return self._session_id
+
+    def _borrow_session(self) -> str:
+        """A session no other generation of ours is using: the main one if free, else a spare, else a new one."""
+        with self._session_lock:
+            if self._session_id is None:
+                self._session_id = self._new_session()
+            if self._session_id not in self._busy_sessions:
+                chosen = self._session_id
+            else:
+                chosen = self._spare_sessions.pop() if self._spare_sessions else None
+            if chosen:
+                self._busy_sessions.add(chosen)
+                return chosen
+        chosen = self._new_session()
+        with self._session_lock:
+            self._busy_sessions.add(chosen)
+        return chosen
+
+    def _renew_borrowed(self, stale: str) -> str:
+        fresh = self._renew_session(stale) if stale == self._session_id else self._new_session()
+        with self._session_lock:
+            self._busy_sessions.discard(stale)
+            self._busy_sessions.add(fresh)
+        return fresh
+
+    def _return_session(self, session_id: str) -> None:
+        with self._session_lock:
+            self._busy_sessions.discard(session_id)
+            if session_id != self._session_id:
+                self._spare_sessions.append(session_id)
 
     def _renew_session(self, stale: str) -> str:
         with self._session_lock:

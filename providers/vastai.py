@@ -30,7 +30,12 @@ DEFAULT_MIN_INTERVALS = {"search": 6.5, "create": 5.0, "show": 2.2, "list": 1.2,
 
 # §4 actual_status values after which the container never serves again. Not `unknown` (no recent heartbeat),
 # which can be transient at runtime: callers give it, like the pending states, their own deadline.
-DEAD_STATUSES = frozenset({"exited", "offline", "stopped", "frozen"})
+DEAD_STATUSES = frozenset({"exited", "stopped", "frozen"})
+# Statuses that do not prove a running instance dead: `offline` is computed by vast when the host misses
+# its heartbeats to vast's servers (often brief; the container may serve throughout), `unknown` is a missed
+# host heartbeat, and `created`/`loading` after ready are transient. They count as failed probes under
+# the health hysteresis instead (while booting, `offline` still fails at once).
+DOUBTFUL_STATUSES = frozenset({"offline", "unknown", "created", "loading"})
 # Tokens vast's own CLI self-test treats as a failed container in `status_msg` (§6, "Vast's own reference loop").
 STATUS_MSG_ERROR_TOKENS = ("error", "failed", "failure", "exception", "traceback", "oci runtime", "permission denied")
 
@@ -185,6 +190,13 @@ class Instance:
         if self.actual_status != "running" or not mapping or not self.public_ipaddr:
             return None
         return f"http://{self.public_ipaddr}:{int(mapping[0]['HostPort'])}"
+
+    @property
+    def doubt_reason(self) -> str | None:
+        """Why vast's view of a running instance is in doubt (a failed probe, not death), or None."""
+        if self.actual_status is None or self.actual_status in DOUBTFUL_STATUSES:
+            return f"vast reports actual_status={self.actual_status or 'none'}"
+        return None
 
     @property
     def dead_reason(self) -> str | None:

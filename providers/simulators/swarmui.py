@@ -9,7 +9,13 @@ message (§3.3), and real MP4 outputs under `View/local/raw/<date>/<name with sp
 when requested percent-encoded (§3.2). Like a GPU it runs one generation at a time.
 
 Faults are injected from tests and from the simulated vast.ai through thread-safe methods:
-`kill()`, `hang()`, `fail_health()`, `expire_sessions()`, `fail_next_generation()`, `refuse_websockets()`.
+`kill()`, `hang()`, `fail_health()`, `expire_sessions()`, `fail_next_generation()`, `refuse_websockets()`,
+`wedge()`.
+
+`InterruptAll` and `RestartBackends` act as in `src/WebAPI/BasicAPIFeatures.cs` / `BackendAPI.cs`: an
+interrupt ends the generations of the calling session (of every session with `other_sessions: true`, all
+sessions here being the one `local` user), running or still waiting, with a WS `error`; a restart takes
+the backend through `loading` back to `running` and ends every generation in flight.
 """
 
 import base64
@@ -42,6 +48,8 @@ OP_CONTINUATION, OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x8, 0x9, 0xA
 # `Utilities.FilePathForbidden` (§3.2), plus `/`, which would nest folders.
 FORBIDDEN_PATH_CHARS = set('<>:"\\|?*~&@;#$^/')
 STATUS_ROUTES = {"getcurrentstatus", "listbackends", "listmodels"}
+INTERRUPTED = "Generation session interrupted."
+BACKEND_RESTARTED = "Backend was restarted while generating; please try again."
 VIDEO_FORMATS = {"webp", "gif", "gif-hd", "webm", "h264-mp4", "h265-mp4", "prores"}
 # id -> (display name, min, max). Bounds are the simulator's, not read from SwarmUI.
 INT_PARAMS = {
@@ -57,6 +65,14 @@ class _Killed(Exception):
     """The simulated machine died: drop everything without answering."""
 
 
+class _Interrupted(Exception):
+    """This generation's session was interrupted, or the backend restarted under it."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
 @dataclass
 class SimulatedGeneration:
     """One generation the simulated GPU started (a queued one that never got the GPU is not listed)."""
@@ -68,6 +84,8 @@ class SimulatedGeneration:
     finished_at: float | None = None
     output_path: str | None = None  # the `View/...` path returned
     error: str | None = None
+    session_id: str = ""
+    wedged: bool = False  # stopped advancing (see `wedge()`)
 
 
 class SwarmUISimulator(Simulator):
@@ -82,9 +100,14 @@ class SwarmUISimulator(Simulator):
         self.loras = list(loras if loras is not None else [LIGHTX2V_LORA])
         self.keep_alive_seconds = 30.0  # SwarmUI sends `keep_alive` about every 30 s while a job waits
         self.close_wait_seconds = 2.0  # after `socket_intention: close` SwarmUI waits 2 s for more requests
+        self.restart_seconds = 0.5  # how long RestartBackends keeps the backend `loading`
         # What happened, for assertions.
         self.generations: list[SimulatedGeneration] = []
         self.request_log: list[tuple[str, str, bool]] = []  # (method, raw path, had the right token)
+        self.interrupts: list[tuple[str, bool]] = []  # InterruptAll calls: (session id, other_sessions)
+        self.backend_restarts = 0
+        # Sessions whose generations were interrupted while waiting (never got the GPU), for assertions.
+        self.interrupted_waiting: list[str] = []
 
         self._lock = threading.Lock()
         self._gpu = threading.Lock()
@@ -98,6 +121,9 @@ class SwarmUISimulator(Simulator):
         self._files: dict[str, bytes] = {}  # path under View/ -> bytes
         self._counter = 0
         self._queued = self._live = 0
+        self._wedges: int | bool = 0
+        self._interrupt_epochs: dict[str, int] = {}  # session id -> interrupts so far
+        self._restart_epoch = 0
         self._connections = weakref.WeakSet()
         self._server_id = str(uuid.uuid4())
 
@@ -142,10 +168,23 @@ class SwarmUISimulator(Simulator):
         with self._lock:
             self._generation_failures.append(message)
 
+    def wedge(self, n_or_bool: int | bool = True):
+        """SwarmUI's queue wedges (upstream issue #1219): the next generation(s) to get the GPU stop
+        advancing after their first step while the WebSocket stays open on `keep_alive`s and every status
+        route answers. `True` wedges every generation (even after a restart: a broken machine), a number
+        that many. An interrupt or a backend restart ends a wedged generation like any other."""
+        with self._lock:
+            self._wedges = n_or_bool
+
     def refuse_websockets(self, enabled: bool = True):
         """Behave as behind a proxy that drops the `Upgrade` header: the WS handshake reaches SwarmUI
         as a plain GET on /API/..., which it redirects to `/Error/NoGetAPI` (§2.2)."""
         self._refuse_ws = enabled
+
+    def status_waiting(self) -> int:
+        """Generations waiting for the GPU, across all sessions (for assertions)."""
+        with self._lock:
+            return self._queued
 
     # --- request handling ---
 
@@ -233,7 +272,51 @@ class SwarmUISimulator(Simulator):
             "listbackends": lambda body: self._backends_payload(),
             "listmodels": self._list_models,
             "generatetext2image": self._generate_http,
+            "interruptall": self._interrupt_all,
+            "restartbackends": self._restart_backends,
         }
+
+    def _interrupt_all(self, body: dict) -> dict:
+        """`InterruptAll`: this session's generations, or (`other_sessions`) those of all the user's sessions."""
+        session_id = str(body.get("session_id"))
+        other = bool(body.get("other_sessions", False))
+        with self._lock:
+            self.interrupts.append((session_id, other))
+            for target in (set(self._sessions) | {session_id}) if other else {session_id}:
+                self._interrupt_epochs[target] = self._interrupt_epochs.get(target, 0) + 1
+        return {"success": True}
+
+    def _restart_backends(self, body: dict) -> dict:
+        """`RestartBackends`: only a running or errored backend restarts; it loads again, then runs."""
+        if body.get("backend", "all") not in ("all", "0"):
+            return {"result": "Success.", "count": 0}
+        with self._lock:
+            if self.backend_status not in ("running", "errored"):
+                return {"result": "Success.", "count": 0}
+            self.backend_restarts += 1
+            self._restart_epoch += 1
+            self.backend_status = "loading"
+        timer = threading.Timer(self.restart_seconds, self._restarted)
+        timer.daemon = True
+        timer.start()
+        return {"result": "Success.", "count": 1}
+
+    def _restarted(self):
+        with self._lock:
+            if self.backend_status == "loading" and not self._killed:
+                self.backend_status = "running"
+
+    def _epoch(self, session_id: str) -> tuple[int, int]:
+        with self._lock:
+            return self._interrupt_epochs.get(session_id, 0), self._restart_epoch
+
+    def _check_interrupt(self, session_id: str, epoch: tuple[int, int], *, running: bool = True):
+        """A restart ends the generations the backend was running; one still waiting just waits longer."""
+        now = self._epoch(session_id)
+        if running and now[1] != epoch[1]:
+            raise _Interrupted(BACKEND_RESTARTED)
+        if now[0] != epoch[0]:
+            raise _Interrupted(INTERRUPTED)
 
     def _get_new_session(self, body: dict) -> dict:
         session_id = secrets.token_hex(20).upper()  # 40 hex chars (§2.1)
@@ -328,10 +411,18 @@ class SwarmUISimulator(Simulator):
         if error:
             emit({"error": error})
             return
+        session_id = str(body.get("session_id", ""))
+        epoch = self._epoch(session_id)
         with self._lock:
             self._queued += 1
         try:
-            self._wait_for_gpu(emit)
+            self._wait_for_gpu(emit, session_id, epoch)
+            epoch = (epoch[0], self._epoch(session_id)[1])  # a restart while it waited does not end it
+        except _Interrupted as exc:
+            with self._lock:
+                self.interrupted_waiting.append(session_id)
+            emit({"error": exc.message})
+            return
         finally:
             with self._lock:
                 self._queued -= 1
@@ -340,14 +431,22 @@ class SwarmUISimulator(Simulator):
                 self._counter += 1
                 self._live += 1
                 record = SimulatedGeneration(str(self._counter), transport,
-                                             {k: v for k, v in body.items() if k != "session_id"}, time.monotonic())
+                                             {k: v for k, v in body.items() if k != "session_id"}, time.monotonic(),
+                                             session_id=session_id)
                 self.generations.append(record)
                 failure = self._generation_failures.popleft() if self._generation_failures else None
+                if self._wedges:
+                    record.wedged = True
+                    if self._wedges is not True:
+                        self._wedges -= 1
             try:
-                self._run(record, body, emit, failure)
+                self._run(record, body, emit, failure, epoch)
             except _Killed:
                 record.error = "killed"
                 raise
+            except _Interrupted as exc:
+                record.error = exc.message
+                emit({"error": exc.message})
             finally:
                 record.finished_at = time.monotonic()
                 with self._lock:
@@ -355,13 +454,19 @@ class SwarmUISimulator(Simulator):
         finally:
             self._gpu.release()
 
-    def _wait_for_gpu(self, emit):
+    def _wait_for_gpu(self, emit, session_id: str, epoch: tuple[int, int]):
         """Wait for a running backend, then for the GPU, which runs one job at a time."""
         last_sign = time.monotonic()
         while True:
             self._alive()
+            self._check_interrupt(session_id, epoch, running=False)
             if self.backend_status == "running":
                 if self._gpu.acquire(timeout=0.05):
+                    try:
+                        self._check_interrupt(session_id, epoch, running=False)
+                    except _Interrupted:
+                        self._gpu.release()
+                        raise
                     return
             else:
                 time.sleep(0.05)
@@ -369,7 +474,7 @@ class SwarmUISimulator(Simulator):
                 emit({"keep_alive": True})
                 last_sign = time.monotonic()
 
-    def _run(self, record: SimulatedGeneration, body: dict, emit, failure: str | None):
+    def _run(self, record: SimulatedGeneration, body: dict, emit, failure: str | None, epoch: tuple[int, int]):
         steps = max(int(body.get("videosteps") or 20), math.ceil(self.generation_seconds / 2))
         # The backend reports as soon as its workflow starts executing, before the first sampling step.
         emit({"gen_progress": {"batch_index": "0", "request_id": record.request_id, "overall_percent": 0.0,
@@ -377,6 +482,9 @@ class SwarmUISimulator(Simulator):
         for step in range(1, steps + 1):
             time.sleep(self.generation_seconds / steps)
             self._alive()
+            self._check_interrupt(record.session_id, epoch)
+            if record.wedged and step > 1:
+                self._stay_wedged(record, emit, epoch)
             if failure and step > steps // 2:
                 record.error = failure
                 emit({"error": failure})
@@ -391,6 +499,17 @@ class SwarmUISimulator(Simulator):
               "metadata": json.dumps({"sui_image_params": {key: body.get(key) for key in (
                   "prompt", "seed", "model", "videomodel", "videoframes", "videofps", "videosteps")}})})
         emit({"discard_indices": []})
+
+    def _stay_wedged(self, record: SimulatedGeneration, emit, epoch: tuple[int, int]):
+        """No more progress, ever; the socket only hears keep-alives until an interrupt or restart."""
+        last_sign = time.monotonic()
+        while True:
+            time.sleep(0.05)
+            self._alive()
+            self._check_interrupt(record.session_id, epoch)
+            if time.monotonic() - last_sign >= self.keep_alive_seconds:
+                emit({"keep_alive": True})
+                last_sign = time.monotonic()
 
     def _save(self, body: dict, video: bytes) -> str:
         """Default `OutPath.Format`: raw/[year]-[month]-[day]/[hour][minute][request_time_inc]-[prompt]-[model]."""

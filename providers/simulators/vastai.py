@@ -149,6 +149,8 @@ class VastAISimulator(Simulator):
         self._vanished: dict[int, int] = {}  # offer id → HTTP status its create answers with
         self._next_id = 1000001
         self._faults = Counter()
+        # instance id -> (shows left or None, monotonic end or None) of an `offline` blip
+        self._offline: dict[int, tuple[int | None, float | None]] = {}
         self._rate_limit_seconds = 1.0
         self._rate_limit_header = True
         self._server_error_status = 500
@@ -180,6 +182,34 @@ class VastAISimulator(Simulator):
             if mode == "vanish":
                 self._rented.discard(inst.offer["id"])  # the host re-offers the GPU it reclaimed
         self._shut_down(inst)
+
+    def offline(self, id: int, *, seconds: float | None = None, shows: int | None = None) -> None:
+        """The host loses contact with vast's servers: vast computes `actual_status: "offline"` for the
+        instance (§ statuses; nothing changes on the machine, so its container and SwarmUI keep serving),
+        for `seconds`, or for the next `shows` answers about it, or (neither given) until `offline(id, shows=0)`."""
+        with self._lock:
+            self._instance(id)
+            if shows == 0:
+                self._offline.pop(int(id), None)
+                return
+            until = time.monotonic() + seconds if seconds is not None else None
+            self._offline[int(id)] = (shows, until)
+
+    def _is_offline(self, inst: SimInstance, *, consume: bool) -> bool:
+        """Whether this answer shows the instance offline (uses up one show of a counted blip)."""
+        blip = self._offline.get(inst.id)
+        if blip is None:
+            return False
+        shows, until = blip
+        if until is not None and time.monotonic() >= until:
+            del self._offline[inst.id]
+            return False
+        if shows is not None and consume:
+            if shows <= 1:
+                del self._offline[inst.id]
+            else:
+                self._offline[inst.id] = (shows - 1, until)
+        return True
 
     def hang_instance(self, id: int) -> None:
         """SwarmUI accepts connections but never answers; vast keeps reporting `running`."""
@@ -457,7 +487,7 @@ class VastAISimulator(Simulator):
 
     # --- show / list / destroy ---------------------------------------------------------------------------
 
-    def _row(self, inst: SimInstance) -> dict:
+    def _row(self, inst: SimInstance, *, shown: bool = False) -> dict:
         """One instance as vast shows it (§4 "Fields")."""
         elapsed = time.monotonic() - inst.created_at
         running = inst.state == "running"
@@ -468,6 +498,9 @@ class VastAISimulator(Simulator):
             actual, message = None, "Instance is stopped: it could not be scheduled."
         elif inst.state == "exited":
             actual, message = "exited", "Container exited unexpectedly (exit code 137)"
+        elif self._is_offline(inst, consume=shown):
+            # Computed by vast from the host's missed heartbeats; the last message stays as it was.
+            actual, message = "offline", f"success, running {inst.image}/{inst.runtype or 'ssh'}"
         else:
             actual, message = "running", f"success, running {inst.image}/{inst.runtype or 'ssh'}"
         target = "stopped" if inst.state == "stopped" else "running"
@@ -500,7 +533,7 @@ class VastAISimulator(Simulator):
     def _show(self, _body, _params, instance_id: int):
         with self._lock:
             inst = self._live(instance_id)
-            return 200, {"instances": self._row(inst) if inst else None}
+            return 200, {"instances": self._row(inst, shown=True) if inst else None}
 
     @staticmethod
     def _retired_list(_body, _params, _arg):

@@ -1,0 +1,172 @@
+"""A worker streaming a generation on the GPU: database blips in its callbacks never abandon the generation
+or lose its paid result, and a cancel reaches SwarmUI. Real PostgreSQL (connections really terminated),
+the simulated vast.ai and SwarmUI over real HTTP, the worker's code run in this process."""
+
+import threading
+import uuid
+
+import psycopg
+import pytest
+from django.db import connection
+
+from gpu_instances.models import GpuInstance
+from jobs import dispatch, services
+from jobs.models import Job
+from tests.conftest import wait_for
+from tests.gpu_instances.test_reconcile import ready_instance, reconcile_until
+from tests.jobs.factories import make_batch
+
+pytestmark = pytest.mark.django_db(transaction=True)
+S = Job.Status
+
+
+@pytest.fixture
+def gpu(vast_sim_factory, settings):
+    settings.GENHUB_RECONCILE_INTERVAL = 0.05
+    sim = vast_sim_factory(swarmui_generation_seconds=2.0)
+    return sim
+
+
+def claimed_job(user, **batch_kwargs):
+    batch = make_batch(user, provider="vastai", **batch_kwargs)
+    reconcile_until(ready_instance)
+    job = batch.jobs.order_by("position").first()
+    token = uuid.uuid4().hex
+    assert services.job_claim(job_id=job.pk, dispatch_token=token)
+    return job, token
+
+
+def terminate_my_connection():
+    """What a database restart or failover does to this worker: its server process is gone."""
+    pid = connection.connection.info.backend_pid
+    db = connection.settings_dict
+    with psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"],
+                         autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+def generations(sim):
+    return [g for r in sim.instance_records() for g in sim.instances[r["id"]].swarmui.generations]
+
+
+def test_a_database_error_in_the_progress_callback_does_not_abandon_the_generation(gpu, user, monkeypatch):
+    job, token = claimed_job(user)
+    real_heartbeat = services.job_heartbeat
+    cut = []
+
+    def heartbeat(**kwargs):
+        if kwargs.get("progress") is not None and not cut:
+            cut.append(True)
+            terminate_my_connection()
+        return real_heartbeat(**kwargs)
+
+    monkeypatch.setattr(services, "job_heartbeat", heartbeat)
+
+    assert dispatch.job_run_dispatched(job_id=job.pk, dispatch_token=token) == S.SUCCEEDED
+
+    assert cut
+    job.refresh_from_db()
+    assert job.output_video and job.attempts == 1
+    assert len(generations(gpu)) == 1
+
+
+def test_a_finished_generation_is_recorded_once_the_database_is_back(gpu, user, monkeypatch, settings):
+    settings.GENHUB_DB_RETRY_SECONDS = 30
+    job, token = claimed_job(user)
+    real_succeed = services.job_succeed
+    calls = []
+
+    def succeed(**kwargs):
+        calls.append(True)
+        if len(calls) == 1:
+            terminate_my_connection()  # the database goes away just as the paid result is recorded
+        return real_succeed(**kwargs)
+
+    monkeypatch.setattr(services, "job_succeed", succeed)
+
+    assert dispatch.job_run_dispatched(job_id=job.pk, dispatch_token=token) == S.SUCCEEDED
+
+    assert len(calls) == 2
+    job.refresh_from_db()
+    assert job.status == S.SUCCEEDED and job.output_video and job.cost_usd is not None
+    assert len(generations(gpu)) == 1
+
+
+def test_cancelling_a_generating_job_interrupts_it_in_swarmui_within_seconds(gpu, user):
+    gpu.swarmui_generation_seconds = 30  # far longer than the test may wait
+    job, token = claimed_job(user)
+
+    def work():
+        try:
+            dispatch.job_run_dispatched(job_id=job.pk, dispatch_token=token)
+        finally:
+            connection.close()  # this thread's own
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    wait_for(lambda: Job.objects.get(pk=job.pk).progress_at is not None and generations(gpu), timeout=20,
+             message="the generation to start on the GPU")
+
+    assert services.job_cancel(job=Job.objects.get(pk=job.pk))
+    worker.join(15)
+
+    assert not worker.is_alive()
+    (generation,) = generations(gpu)
+    assert generation.error == "Generation session interrupted."
+    instance = GpuInstance.objects.get(state=GpuInstance.State.READY)
+    assert Job.objects.get(pk=job.pk).status == S.CANCELLED
+    # The instance stays in rotation: a cancel is not trouble with the GPU.
+    assert instance.state == GpuInstance.State.READY
+
+
+def terminate_every_connection():
+    """Every genhub connection to the database is cut (a failover): the worker's and its heartbeat's."""
+    db = connection.settings_dict
+    with psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"],
+                         autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
+def test_a_generation_survives_every_database_connection_being_cut_mid_way(gpu, user, monkeypatch):
+    gpu.swarmui_generation_seconds = 3.0  # the heartbeat thread has its own connection open by mid-way
+    job, token = claimed_job(user)
+    real_heartbeat = services.job_heartbeat
+    cut = []
+
+    def heartbeat(**kwargs):
+        if (kwargs.get("progress") or 0) >= 0.5 and not cut:
+            cut.append(True)
+            terminate_every_connection()
+        return real_heartbeat(**kwargs)
+
+    monkeypatch.setattr(services, "job_heartbeat", heartbeat)
+
+    assert dispatch.job_run_dispatched(job_id=job.pk, dispatch_token=token) == S.SUCCEEDED
+
+    assert cut
+    assert len(generations(gpu)) == 1
+    assert Job.objects.get(pk=job.pk).output_video
+
+
+def test_cancelling_the_batch_interrupts_its_generating_job(gpu, user):
+    gpu.swarmui_generation_seconds = 30
+    job, token = claimed_job(user)
+
+    def work():
+        try:
+            dispatch.job_run_dispatched(job_id=job.pk, dispatch_token=token)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    wait_for(lambda: Job.objects.get(pk=job.pk).progress_at is not None and generations(gpu), timeout=20,
+             message="the generation to start on the GPU")
+
+    assert services.batch_cancel(batch=job.batch) == 1
+    worker.join(15)
+
+    assert not worker.is_alive()
+    (generation,) = generations(gpu)
+    assert generation.error == "Generation session interrupted."
