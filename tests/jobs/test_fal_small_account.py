@@ -72,7 +72,7 @@ def test_a_waiting_job_shows_its_place_in_fals_queue_in_the_api(user, fal_sim, s
     assert by_place[0]["remote_started_at"] and by_place[2]["remote_started_at"] is None
     assert {row["status"] for row in rows} == {"running"}
     page = api.get(f"/batches/{batch.uuid}/").content.decode()
-    assert "waiting in fal's queue: 1 request(s) ahead" in page  # on the job card
+    assert "waiting in fal's queue: 1 request ahead" in page  # on the job card
 
 
 def test_a_completed_request_whose_result_fails_is_fetched_again_with_backoff_and_never_resubmitted(

@@ -50,7 +50,7 @@ def test_the_instance_panel_shows_a_user_what_the_gpu_does_but_not_where_it_is(u
 
     assert leaks(page) == []
     shown = text_of(page)
-    assert "H100 SXM" in shown and "$2.100/h" in shown and "ready" in shown
+    assert "H100 SXM" in shown and "$2.10/h" in shown and "ready" in shown
     assert "SwarmUI ready at [address hidden] after 312s" in shown
     assert "stopped answering" in shown
 
