@@ -23,7 +23,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from genhub.leases import lease_acquire, lease_release, lease_renew
+from genhub.db import DatabaseError, reconnect, with_reconnect
+from genhub.leases import HeldLease
 from gpu_instances.models import GpuInstance, InstanceEvent
 from providers.errors import ProviderError
 from providers.http import HttpClient
@@ -135,30 +136,52 @@ class VastAIOrchestrator:
 
     # --- reconcile --------------------------------------------------------------------------
 
-    def reconcile(self, *, max_seconds: float | None = None, say=None) -> str:
-        """Runs short steps under the lease while there is something to follow, at most `max_seconds`."""
+    def reconcile(self, *, max_seconds: float | None = None, say=None, wait: float = 0.0) -> str:
+        """Runs short steps under the lease while there is something to follow, at most `max_seconds`.
+
+        A reconcile asked for while another holds the lease is not lost: it leaves a wake-up that the
+        holder serves with another step before it lets go. One still following something (a boot, a
+        replacement) when its time is up hands over to a fresh task, so recovery never waits for the
+        minute schedule. `wait`: take over a lease whose holder died (see `lease_acquire`).
+        """
         if not settings.VAST_API_KEY:
             return "vast.ai is not configured (VAST_API_KEY is unset)"
         say = say or (lambda message: None)
         max_seconds = settings.GENHUB_RECONCILE_SECONDS if max_seconds is None else max_seconds
-        lease_seconds = max_seconds + 300
-        holder = lease_acquire(name=LEASE, seconds=lease_seconds)
-        if not holder:
-            return "skipped: another reconcile holds the lease"
+        lease = HeldLease.acquire(LEASE, wait=wait)
+        if lease is None:
+            return "skipped: another reconcile holds the lease (it will run another step)"
         deadline = time.monotonic() + max_seconds
         steps = []
+        released = keep_going = False
         try:
-            while True:
-                outcome, keep_going = self.step()
+            while not lease.lost.is_set():
+                outcome, keep_going = self._guarded_step()
                 steps.append(outcome)
                 say(outcome)
-                if not keep_going or time.monotonic() >= deadline:
+                if time.monotonic() >= deadline:
                     break
-                lease_renew(name=LEASE, holder=holder, seconds=lease_seconds)
+                if not keep_going:
+                    if lease.release():
+                        released = True
+                        break
+                    continue  # asked for again while this step ran: another step
                 time.sleep(settings.GENHUB_RECONCILE_INTERVAL)
         finally:
-            lease_release(name=LEASE, holder=holder)
+            if not released and (lease.hand_over() or keep_going):
+                from gpu_instances.tasks import reconcile as reconcile_task
+
+                with_reconnect(reconcile_task.enqueue, what="reconcile hand-over")
         return steps[-1] if steps else "nothing to do"
+
+    def _guarded_step(self) -> tuple[str, bool]:
+        """A database error (a connection cut under the loop) costs one step, not the loop."""
+        try:
+            return self.step()
+        except DatabaseError as exc:
+            log.exception("reconcile step failed on the database; reconnecting")
+            reconnect()
+            return f"database error: {type(exc).__name__}", True
 
     def step(self) -> tuple[str, bool]:
         """One pass over the world. Returns (what happened, whether another step soon is useful)."""

@@ -23,7 +23,8 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from genhub.leases import lease_acquire, lease_release, lease_renew
+from genhub.db import DatabaseError, reconnect, with_reconnect
+from genhub.leases import HeldLease
 from jobs import artifacts, budget, costs, services
 from jobs.models import Job
 from providers.base import Finished, GenerationRequest, Pending, Provider, Submitted
@@ -38,32 +39,51 @@ HTTP_THREADS = 8
 PROGRESS_EVERY_SECONDS = 1.0
 
 
-def provider_pump(*, provider_name: str) -> str:
-    lease = f"pump:{provider_name}"
-    lease_seconds = settings.GENHUB_PUMP_SECONDS + 120
-    holder = lease_acquire(name=lease, seconds=lease_seconds)
-    if not holder:
-        return "skipped: another pump holds the lease"
+def provider_pump(*, provider_name: str, wait: float = 0.0) -> str:
+    """Runs the provider's passes under its lease for up to GENHUB_PUMP_SECONDS, then hands over.
+
+    A pump asked for while another holds the lease leaves a wake-up on it and exits; the holder sees
+    the wake-up when it is about to let go and makes another pass (genhub/leases.py), so no request
+    is lost. `wait`: take over a lease whose holder died (see `lease_acquire`).
+    """
+    lease = HeldLease.acquire(f"pump:{provider_name}", wait=wait)
+    if lease is None:
+        return "skipped: another pump holds the lease (it will make another pass)"
     provider = get_provider(provider_name)
     deadline = time.monotonic() + settings.GENHUB_PUMP_SECONDS
     passes = 0
+    released = False
     try:
-        while True:
+        while not lease.lost.is_set():
             passes += 1
-            more = _pump_pass(provider)
-            if not more or time.monotonic() >= deadline:
+            more = _guarded_pass(provider)
+            if time.monotonic() >= deadline:
                 break
-            lease_renew(name=lease, holder=holder, seconds=lease_seconds)
+            if not more:
+                if lease.release():
+                    released = True
+                    break
+                continue  # a wake-up arrived while this pass ran: make another
             time.sleep(provider.poll_interval())
     finally:
-        lease_release(name=lease, holder=holder)
-    # Checked after the release: a pump task enqueued for new work while we held the lease exited
-    # at once, so the work it came for is ours to hand over.
-    if _has_unfinished(provider_name):
-        from jobs.tasks import pump as pump_task
+        if not released:
+            # Out of time (or an error): hand over to a fresh task while work remains or was asked for.
+            pending = lease.hand_over()
+            if pending or _has_unfinished(provider_name):
+                from jobs.tasks import pump as pump_task
 
-        pump_task.enqueue(provider_name)
+                with_reconnect(lambda: pump_task.enqueue(provider_name), what="pump hand-over")
     return f"{passes} pass(es)"
+
+
+def _guarded_pass(provider: Provider) -> bool:
+    """One pass; a database error (a connection cut under the loop) costs this pass, not the pump."""
+    try:
+        return _pump_pass(provider)
+    except DatabaseError:
+        log.exception("%s pump pass failed on the database; reconnecting", provider.name)
+        reconnect()
+        return True
 
 
 def pumps_restart() -> list[str]:
@@ -85,6 +105,10 @@ def _has_unfinished(provider_name: str) -> bool:
 
 
 def _pump_pass(provider: Provider) -> bool:
+    if not provider.polled:
+        # Each worker beats for its job from a thread of its own; a job whose beats stopped lost its
+        # worker (a killed cluster). The pump finds it within seconds, not at the next scheduled sweep.
+        services.jobs_sweep_stale(provider_name=provider.name)
     budget.apply_caps(provider_name=provider.name)
     if provider.polled:
         _submit_queued(provider)

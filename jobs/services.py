@@ -288,21 +288,37 @@ def batch_set_budget(*, batch: BatchRun, budget_usd) -> BatchRun:
 # --- stale-job sweep ----------------------------------------------------------------------
 
 
-def jobs_sweep_stale(*, now=None) -> int:
-    """Running jobs whose heartbeat stopped: their worker died. Requeue them (attempt counted).
+def jobs_sweep_stale(*, now=None, provider_name: str | None = None) -> int:
+    """Running jobs whose heartbeat stopped for GENHUB_STALE_JOB_SECONDS (a few missed beats): their worker
+    died. Back to the queue; the attempt counts only if a worker had started it.
 
-    Jobs a polled provider tracks by request id are left alone: the poller resumes them from the
-    stored id, and resubmitting would pay for the same clip twice.
+    - A job dispatched but never taken by a worker (its `run_job` task was lost with a killed cluster)
+      goes back without using an attempt; if the old task is delivered later, its token no longer
+      matches and it does nothing.
+    - Jobs a polled provider tracks by request id are left alone: the poller resumes them from the
+      stored id, and resubmitting would pay for the same clip twice. Those it is still submitting are
+      left alone while their pump's lease is alive (the pump beats for them every pass).
     """
+    from genhub.models import Lease
     from providers.registry import get_provider, provider_names
 
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.GENHUB_STALE_JOB_SECONDS)
-    polled = [name for name in provider_names() if get_provider(name).polled]
-    stale = Job.objects.filter(status=S.RUNNING).filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True))
+    names = [provider_name] if provider_name else list(provider_names())
+    polled = [name for name in names if get_provider(name).polled]
+    live_pumps = set(Lease.objects.filter(name__in=[f"pump:{name}" for name in polled], expires_at__gte=now)
+                     .exclude(holder="").values_list("name", flat=True))
+    stale = Job.objects.filter(status=S.RUNNING, provider__in=names).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True))
     stale = stale.exclude(Q(provider__in=polled) & ~Q(external_id=""))
-    jobs = list(stale.values_list("pk", "claims"))
-    if jobs:
-        log.warning("requeueing %d stale job(s): %s", len(jobs), [pk for pk, _ in jobs])
-    return jobs_requeue_lost(jobs=jobs, code="worker_lost",
-                             message=f"no heartbeat for {settings.GENHUB_STALE_JOB_SECONDS}s; the worker was lost")
+    stale = stale.exclude(provider__in=[name for name in polled if f"pump:{name}" in live_pumps])
+    jobs = list(stale.values_list("pk", "claims", "dispatch_token"))
+    if not jobs:
+        return 0
+    log.warning("requeueing %d stale job(s): %s", len(jobs), [pk for pk, _, _ in jobs])
+    untaken = [(pk, claim) for pk, claim, token in jobs if token]
+    released = sum(1 for pk, claim in untaken if job_release(
+        job_id=pk, claim=claim, reason="its worker task was lost before it started (the cluster stopped)"))
+    return released + jobs_requeue_lost(
+        jobs=[(pk, claim) for pk, claim, token in jobs if not token], code="worker_lost",
+        message=f"no heartbeat for {settings.GENHUB_STALE_JOB_SECONDS:g}s; the worker was lost")
