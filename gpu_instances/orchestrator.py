@@ -26,18 +26,23 @@ from django.utils.module_loading import import_string
 from genhub.db import DatabaseError, reconnect, with_reconnect
 from genhub.leases import HeldLease
 from gpu_instances.models import GpuInstance, InstanceEvent
+from gpu_instances.offers import SearchBlocked, offers_find, offers_forget, offers_invalidate
 from providers.errors import ProviderError
 from providers.http import HttpClient
 from providers.swarmui import SwarmUIClient
 from providers.swarmui_contract import LIGHTX2V_LORA, LIGHTX2V_LORA_LOW
-from providers.vastai import DEFAULT_MIN_INTERVALS, OfferFilters, VastAIClient, build_create_request
+from providers.vastai import (
+    DEFAULT_MIN_INTERVALS,
+    CreateOutcomeUnknown,
+    OfferFilters,
+    VastAIClient,
+    build_create_request,
+)
 
 log = logging.getLogger(__name__)
 
 State = GpuInstance.State
 LEASE = "gpu_instances.reconcile"
-# A purchase claim older than this belongs to a reconciler that died (a create takes seconds).
-STALE_PURCHASE_SECONDS = 600
 
 
 def _hook(name: str):
@@ -214,9 +219,15 @@ class VastAIOrchestrator:
     def _provision(self, instance: GpuInstance) -> str:
         if not settings.SWARMUI_IMAGE:
             return self._note_error(instance, "SWARMUI_IMAGE is not set: cannot rent an instance")
+        if instance.swarmui_token and instance.vast_id is None:
+            # Claimed by a purchase that never recorded its instance: a create whose answer was lost, or a
+            # buyer that died mid-create. Look for what it may have rented before ever buying again.
+            return self._resolve_purchase(instance)
         avoid = self._machines_to_avoid()
         try:
-            offers = self.vast.search_offers(OfferFilters.from_settings(exclude_machine_ids=avoid))
+            offers = offers_find(self.vast, OfferFilters.from_settings(exclude_machine_ids=avoid))
+        except SearchBlocked as exc:
+            return self._note_error(instance, exc.message)
         except ProviderError as exc:
             return self._note_error(instance, f"offer search failed: {exc.message}")
         if not offers:
@@ -228,26 +239,62 @@ class VastAIOrchestrator:
                                              swarmui_token="").update(swarmui_token=token,
                                                                       state_changed_at=timezone.now())
         if not claimed:
-            claimed_for = (timezone.now() - instance.state_changed_at).total_seconds()
-            if claimed_for > STALE_PURCHASE_SECONDS:
-                # The buyer died mid-purchase; whatever it may have rented carries our label and no
-                # record, so the leak sweep destroys it. Free the claim for a fresh purchase.
-                GpuInstance.objects.filter(pk=instance.pk, vast_id__isnull=True).update(
-                    swarmui_token="", state_changed_at=timezone.now())
             return "another reconciler is renting this instance"
         body = build_create_request(image=settings.SWARMUI_IMAGE, label=self.label, disk_gb=settings.VAST_DISK_GB,
                                     swarmui_token=token)
+        gone = []
         try:
-            offer, vast_id = self.vast.create_on_first_available(offers, body)
+            offer, vast_id = self.vast.create_on_first_available(offers, body, gone=lambda o: gone.append(o.id))
+        except CreateOutcomeUnknown as exc:
+            # The claim (and its token, which vast echoes in the instance's env) stays: the next steps look
+            # for the instance this create may have made, and the leak sweep leaves it alone meanwhile.
+            offers_forget(gone + [exc.offer_id])
+            GpuInstance.objects.filter(pk=instance.pk, swarmui_token=token).update(offer_id=exc.offer_id)
+            record(instance, "create", f"{exc.message}; looking for the instance it may have made before "
+                                       f"renting again")
+            return "create not answered: looking for its instance"
         except ProviderError as exc:
-            # Nothing was rented (a create with an unknown outcome is found by the leak sweep): release the claim.
+            # Nothing was rented: release the claim.
+            offers_forget(gone)
+            if exc.code == "no_offer_available":
+                offers_invalidate()
             GpuInstance.objects.filter(pk=instance.pk, swarmui_token=token).update(swarmui_token="")
             return self._note_error(instance, f"could not rent any of {len(offers)} offer(s): {exc.message}")
+        offers_forget(gone + [offer.id])
         transition(instance, State.LOADING, f"rented {offer.gpu_name} at ${offer.dph_total:.3f}/h on machine "
                                             f"{offer.machine_id} (vast #{vast_id})",
                    vast_id=vast_id, offer_id=offer.id, machine_id=offer.machine_id, gpu_name=offer.gpu_name or "",
                    num_gpus=offer.num_gpus or 1, dph_usd=round(offer.dph_total, 4))
         return f"rented vast #{vast_id}"
+
+    def _resolve_purchase(self, instance: GpuInstance) -> str:
+        """Adopts the instance an unanswered create made (recognised by the per-instance token vast echoes
+        in its env), or, once none has appeared for VAST_CREATE_RESOLVE_SECONDS, frees the claim to rent
+        again. Never both: the instance found is this row's, not a leak and not a reason to buy."""
+        try:
+            remote = self.vast.list_instances(label=self.label)
+        except ProviderError as exc:
+            return f"could not look for the instance of an unanswered create: {exc.message}"
+        owned = set(GpuInstance.objects.exclude(pk=instance.pk).filter(vast_id__isnull=False)
+                    .values_list("vast_id", flat=True))
+        found = [r for r in remote if r.id not in owned and r.swarmui_token == instance.swarmui_token]
+        if found:
+            made = found[0]
+            dph = round(made.dph_total, 4) if made.dph_total is not None else None
+            if transition(instance, State.LOADING, f"adopted vast #{made.id}: its create had not answered, and "
+                                                   f"vast lists it with this instance's token",
+                          vast_id=made.id, machine_id=made.machine_id, gpu_name=made.gpu_name or "", dph_usd=dph):
+                record(instance, "adopt", f"adopted vast #{made.id} (machine {made.machine_id}) made by a create "
+                                          f"whose answer was lost; not bought again")
+            return f"adopted vast #{made.id}"
+        waited = (timezone.now() - instance.state_changed_at).total_seconds()
+        if waited < settings.VAST_CREATE_RESOLVE_SECONDS:
+            return f"looking for the instance of an unanswered create ({waited:.0f}s)"
+        if GpuInstance.objects.filter(pk=instance.pk, vast_id__isnull=True, swarmui_token=instance.swarmui_token
+                                      ).update(swarmui_token="", offer_id=None, state_changed_at=timezone.now()):
+            record(instance, "create", f"no instance appeared within {waited:.0f}s of the unanswered create; "
+                                       f"renting again")
+        return "the unanswered create made nothing: renting again"
 
     def _note_error(self, instance: GpuInstance, message: str) -> str:
         """Records a problem once (not on every step) and keeps trying."""
@@ -353,10 +400,11 @@ class VastAIOrchestrator:
     def _sweep_leaks(self) -> None:
         """Destroys any instance with our label that the database does not own (a crash between buying
         and recording, a second deployment, a manual rental with the same label)."""
-        purchase_since = timezone.now() - timedelta(seconds=STALE_PURCHASE_SECONDS)
-        if GpuInstance.objects.filter(label=self.label, state=State.PROVISIONING, vast_id__isnull=True,
-                                      state_changed_at__gte=purchase_since).exclude(swarmui_token="").exists():
-            return  # a purchase is under way: its new instance is not recorded yet and is no leak
+        if GpuInstance.objects.filter(label=self.label, state=State.PROVISIONING, vast_id__isnull=True).exclude(
+                swarmui_token="").exists():
+            # A purchase is under way or its create went unanswered: the instance it may have made is not
+            # recorded yet and is no leak. `_resolve_purchase` adopts it or gives the claim up.
+            return
         owned = set(GpuInstance.objects.filter(label=self.label, vast_id__isnull=False)
                     .exclude(state__in=(State.DESTROYED, State.FAILED)).values_list("vast_id", flat=True))
         try:

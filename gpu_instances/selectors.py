@@ -22,3 +22,21 @@ def gpu_unavailable_since():
         return last_ready_end
     first_request = GpuInstance.objects.order_by("created_at").values_list("created_at", flat=True).first()
     return first_request
+
+
+def vast_search_block():
+    """(until, reason) while vast's daily search quota blocks renting, else None."""
+    from django.utils import timezone
+
+    from gpu_instances.models import OfferSearch
+
+    row = OfferSearch.objects.filter(name="vast", blocked_until__gt=timezone.now()).first()
+    return (row.blocked_until, row.blocked_reason) if row else None
+
+
+def gpu_rental_blocked_until():
+    """When renting can start again, while nothing is rented and the search quota blocks a new rental."""
+    if GpuInstance.objects.filter(state__in=GpuInstance.ACTIVE_STATES, vast_id__isnull=False).exists():
+        return None
+    block = vast_search_block()
+    return block[0] if block else None
