@@ -136,6 +136,7 @@ class Alert(models.Model):
         BUDGET_WARNING = "budget_warning"  # 80 % of a cap
         BUDGET_REACHED = "budget_reached"  # 100 %: new work is paused
         BATCH_STALLED = "batch_stalled"
+        VAST_SEARCH_QUOTA = "vast_search_quota"  # no GPU can be rented until vast's daily quota resets
 
     kind = models.CharField(max_length=32, choices=Kind.choices)
     key = models.CharField(max_length=100)

@@ -199,15 +199,27 @@ def jobs_fall_back_while_gpu_unavailable(*, provider_name: str) -> int:
     """Batches with the `unrecoverable` policy leave the GPU once it has been unavailable long enough."""
     from jobs.selectors import gpu_down_since
 
+    from gpu_instances.selectors import gpu_rental_blocked_until
+
     since = gpu_down_since() if provider_name == "vastai" else None
     if since is None:
         return 0
-    down_minutes = (timezone.now() - since).total_seconds() / 60
+    now = timezone.now()
+    down_minutes = (now - since).total_seconds() / 60
+    reason = f"the GPU has been unavailable for {down_minutes:.0f} min"
+    # While vast's search quota blocks renting, the outage is known to last at least until the reset: a batch
+    # that would wait no longer than that leaves now rather than after its full wait.
+    outage_minutes = down_minutes
+    blocked_until = gpu_rental_blocked_until()
+    if blocked_until:
+        outage_minutes += (blocked_until - now).total_seconds() / 60
+        reason += (f", and vast.ai's daily search quota blocks renting another until "
+                   f"{blocked_until:%Y-%m-%d %H:%M} UTC")
     waiting = (S.QUEUED, S.WAITING_FOR_GPU)
     due = Job.objects.filter(provider="vastai", status__in=waiting,
                              batch__fallback_policy=BatchRun.Fallback.UNRECOVERABLE,
-                             batch__fallback_after__lte=down_minutes)
-    moved = due.update(**_fallback_fields(f"the GPU has been unavailable for {down_minutes:.0f} min"))
+                             batch__fallback_after__lte=outage_minutes)
+    moved = due.update(**_fallback_fields(reason))
     if moved:
         _enqueue_pump("fal")
     return moved
