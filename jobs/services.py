@@ -197,9 +197,8 @@ def job_fall_back(*, job_id: int, from_states, reason: str, claim: int | None = 
 
 def jobs_fall_back_while_gpu_unavailable(*, provider_name: str) -> int:
     """Batches with the `unrecoverable` policy leave the GPU once it has been unavailable long enough."""
-    from jobs.selectors import gpu_down_since
-
     from gpu_instances.selectors import gpu_rental_blocked_until
+    from jobs.selectors import gpu_down_since
 
     since = gpu_down_since() if provider_name == "vastai" else None
     if since is None:

@@ -242,9 +242,10 @@ class VastAISimulator(Simulator):
     def slow_create(self, n: int = 1, *, seconds: float = 2.0, make: str = "before", status: int = 200) -> None:
         """The next `n` creates answer only after `seconds`. `make="before"`: the instance exists at once and
         the answer is late; `"after"`: vast acts only after the delay, so the instance appears late, even when
-        the client gave up waiting. `status`: the late answer's HTTP status (a 5xx after renting)."""
-        if make not in ("before", "after"):
-            raise ValueError("make must be 'before' or 'after'")
+        the client gave up waiting; `"never"`: nothing is rented (a 5xx that really failed). `status`: the late
+        answer's HTTP status (a 5xx after renting)."""
+        if make not in ("before", "after", "never"):
+            raise ValueError("make must be 'before', 'after' or 'never'")
         with self._lock:
             self._slow_creates += [{"seconds": float(seconds), "make": make, "status": int(status)}] * int(n)
 
@@ -325,9 +326,9 @@ class VastAISimulator(Simulator):
             return self._slow_creates.pop(0) if self._slow_creates else None
 
     def _slow_create(self, request, body, query, offer_id, slow: dict):
-        if slow["make"] == "after":
+        if slow["make"] != "before":
             time.sleep(slow["seconds"])
-        status, payload = self._create(body, query, offer_id)
+        status, payload = (500, {}) if slow["make"] == "never" else self._create(body, query, offer_id)
         if slow["make"] == "before":
             time.sleep(slow["seconds"])
         if slow["status"] >= 500:
