@@ -249,7 +249,11 @@ def job_run_dispatched(*, job_id: int, dispatch_token: str) -> str:
         nonlocal last_beat
         if time.monotonic() - last_beat >= PROGRESS_EVERY_SECONDS:
             last_beat = time.monotonic()
-            services.job_heartbeat(job_ids=[job.pk], progress=fraction, claim=job.claims)
+            try:
+                services.job_heartbeat(job_ids=[job.pk], progress=fraction, claim=job.claims)
+            except DatabaseError:  # a cut connection must not abandon the generation; the next beat reconnects
+                log.warning("progress of job %s not recorded (database error); reconnecting", job.uuid)
+                reconnect()
 
     with _Heartbeat(job.pk, job.claims):
         try:
@@ -257,6 +261,9 @@ def job_run_dispatched(*, job_id: int, dispatch_token: str) -> str:
                 provider.submit(generation_request(job), on_progress=on_progress, placement=placement), job)
         except ProviderError as exc:
             outcome = exc
+    # The generation may have outlived this thread's connection (a database restart): a paid result must
+    # not be lost to a dead connection, so check it before recording.
+    reconnect()
     _settle(job, outcome)
     return Job.objects.values_list("status", flat=True).get(pk=job_id)
 

@@ -9,21 +9,23 @@ every pass, so jobs whose beats stop later are found within seconds too.
 """
 
 import logging
+import os
 
 from django.db import DatabaseError
 
 from genhub.leases import lease_acquire, lease_term
 
 log = logging.getLogger(__name__)
-# One resume per this many seconds, however many workers spawn (six at start, one per recycle).
+# One resume per cluster start and this many seconds, however many workers spawn (six at start, one per recycle).
 RESUME_EVERY_SECONDS = 10.0
 
 
 def on_worker_spawn(sender=None, proc_name: str = "", **kwargs) -> None:
     """django-q2's `post_spawn`, in every new worker process."""
     try:
-        # A lease that is never released: whoever takes it in a 10 s window enqueues the resume.
-        if lease_acquire(name="cluster:resume", seconds=RESUME_EVERY_SECONDS):
+        # A lease that is never released: the first worker of this cluster (keyed by the sentinel, the
+        # workers' parent) to take it in a 10 s window enqueues the resume.
+        if lease_acquire(name=f"cluster:resume:{os.getppid()}", seconds=RESUME_EVERY_SECONDS):
             from jobs.tasks import resume as resume_task
 
             resume_task.enqueue()
