@@ -16,7 +16,13 @@ log = logging.getLogger(__name__)
 
 
 def reconnect() -> None:
-    """Drops this thread's connection if it is broken, so the next query opens a fresh one."""
+    """Drops this thread's connection if it is broken, so the next query opens a fresh one.
+
+    Never inside a transaction: it could not be resumed on a new connection anyway (and the tests' own
+    transaction must survive).
+    """
+    if connection.in_atomic_block:
+        return
     try:
         close_old_connections()
     except DatabaseError:

@@ -3,11 +3,22 @@
 import threading
 
 import pytest
+from django.db import connection
 
 from gpu_instances.orchestrator import VastAIOrchestrator
 from jobs import dispatch
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def in_own_connection(call):
+    def run():
+        try:
+            call()
+        finally:
+            connection.close()
+
+    return run
 
 
 def test_a_reconcile_asked_for_while_another_runs_is_served_by_the_holder(monkeypatch):
@@ -22,7 +33,8 @@ def test_a_reconcile_asked_for_while_another_runs_is_served_by_the_holder(monkey
         return "idle", False  # nothing more to follow: the holder would let go now
 
     monkeypatch.setattr(VastAIOrchestrator, "step", step)
-    holder = threading.Thread(target=lambda: VastAIOrchestrator().reconcile(max_seconds=30), name="holder")
+    holder = threading.Thread(target=in_own_connection(lambda: VastAIOrchestrator().reconcile(max_seconds=30)),
+                              name="holder")
     holder.start()
     assert entered.wait(10)
 
@@ -45,7 +57,8 @@ def test_a_pump_asked_for_while_another_runs_is_served_by_the_holder(monkeypatch
         return False  # nothing unfinished
 
     monkeypatch.setattr(dispatch, "_pump_pass", one_pass)
-    holder = threading.Thread(target=lambda: dispatch.provider_pump(provider_name="vastai"), name="holder")
+    holder = threading.Thread(target=in_own_connection(lambda: dispatch.provider_pump(provider_name="vastai")),
+                              name="holder")
     holder.start()
     assert entered.wait(10)
 
