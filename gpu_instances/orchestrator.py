@@ -158,7 +158,7 @@ class VastAIOrchestrator:
             return "skipped: another reconcile holds the lease (it will run another step)"
         deadline = time.monotonic() + max_seconds
         steps = []
-        released = keep_going = False
+        released = keep_going = clean = False
         try:
             while not lease.lost.is_set():
                 outcome, keep_going = self._guarded_step()
@@ -172,21 +172,28 @@ class VastAIOrchestrator:
                         break
                     continue  # asked for again while this step ran: another step
                 time.sleep(settings.GENHUB_RECONCILE_INTERVAL)
+            clean = True
         finally:
-            if not released and (lease.hand_over() or keep_going):
+            # Not after a bug: a fresh task would only hit it again at once (the minute schedule retries).
+            pending = False if released else lease.hand_over()
+            if not released and clean and (pending or keep_going):
                 from gpu_instances.tasks import reconcile as reconcile_task
 
                 with_reconnect(reconcile_task.enqueue, what="reconcile hand-over")
         return steps[-1] if steps else "nothing to do"
 
     def _guarded_step(self) -> tuple[str, bool]:
-        """A database error (a connection cut under the loop) costs one step, not the loop."""
+        """A database error (a connection cut under the loop) or an unanswered vast call costs one step,
+        not the loop."""
         try:
             return self.step()
         except DatabaseError as exc:
             log.exception("reconcile step failed on the database; reconnecting")
             reconnect()
             return f"database error: {type(exc).__name__}", True
+        except ProviderError as exc:  # vast unreachable for this step: the next one tries again
+            log.warning("reconcile step failed: %s", exc.message)
+            return f"vast.ai call failed: {exc.message}", True
 
     def step(self) -> tuple[str, bool]:
         """One pass over the world. Returns (what happened, whether another step soon is useful)."""

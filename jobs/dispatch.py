@@ -52,7 +52,7 @@ def provider_pump(*, provider_name: str, wait: float = 0.0) -> str:
     provider = get_provider(provider_name)
     deadline = time.monotonic() + settings.GENHUB_PUMP_SECONDS
     passes = 0
-    released = False
+    released = clean = False
     try:
         while not lease.lost.is_set():
             passes += 1
@@ -65,11 +65,13 @@ def provider_pump(*, provider_name: str, wait: float = 0.0) -> str:
                     break
                 continue  # a wake-up arrived while this pass ran: make another
             time.sleep(provider.poll_interval())
+        clean = True
     finally:
         if not released:
-            # Out of time (or an error): hand over to a fresh task while work remains or was asked for.
+            # Out of time: hand over to a fresh task while work remains or was asked for. Not after a bug
+            # (the fresh task would only hit it again at once): the minute schedule restarts the pump then.
             pending = lease.hand_over()
-            if pending or _has_unfinished(provider_name):
+            if clean and (pending or with_reconnect(lambda: _has_unfinished(provider_name))):
                 from jobs.tasks import pump as pump_task
 
                 with_reconnect(lambda: pump_task.enqueue(provider_name), what="pump hand-over")
