@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 State = GpuInstance.State
 LEASE = "gpu_instances.reconcile"
+# How far vast's clock (an instance's `start_date`) may be behind ours when matching an unanswered create.
+CLOCK_SKEW_SECONDS = 60
 
 
 def _hook(name: str):
@@ -284,7 +286,14 @@ class VastAIOrchestrator:
             return f"could not look for the instance of an unanswered create: {exc.message}"
         owned = set(GpuInstance.objects.exclude(pk=instance.pk).filter(vast_id__isnull=False)
                     .values_list("vast_id", flat=True))
-        found = [r for r in remote if r.id not in owned and r.swarmui_token == instance.swarmui_token]
+        unowned = [r for r in remote if r.id not in owned]
+        found = [r for r in unowned if r.swarmui_token == instance.swarmui_token]
+        if not found:
+            # Should vast stop echoing the env: our label, created since this create was sent, and only when
+            # exactly one such instance exists (two could not be told apart; the leak sweep takes them).
+            sent = instance.state_changed_at.timestamp() - CLOCK_SKEW_SECONDS
+            window = [r for r in unowned if r.swarmui_token is None and r.start_date and r.start_date >= sent]
+            found = window if len(window) == 1 else []
         if found:
             made = found[0]
             dph = round(made.dph_total, 4) if made.dph_total is not None else None

@@ -103,3 +103,16 @@ def test_a_create_that_made_nothing_is_given_up_after_the_resolve_window(vast_si
     instance = GpuInstance.objects.get()
     assert len(paid(vast_sim)) == 1 and instance.vast_id == paid(vast_sim)[0]["id"]
     assert instance.events.filter(message__contains="renting again").exists()
+
+
+def test_without_the_token_echoed_only_a_single_instance_created_in_the_window_is_adopted(
+        vast_sim, demand, short_create_timeout, monkeypatch):
+    from providers import vastai
+
+    monkeypatch.setattr(vastai, "_env_value", lambda extra_env, name: None)  # vast shows no env
+    vast_sim.slow_create(seconds=1.5, make="before")
+
+    reconcile_until(lambda: GpuInstance.objects.filter(state=State.LOADING).exists())
+
+    (remote,) = paid(vast_sim)
+    assert GpuInstance.objects.get().vast_id == remote["id"] and not remote["destroyed"]
