@@ -103,3 +103,18 @@ def test_work_falls_back_to_fal_at_once_when_the_quota_blocks_renting_longer_tha
     job = batch.jobs.first()
     assert (job.provider, job.fallback_from) == ("fal", "vastai")
     assert "search quota" in job.fallback_reason
+
+
+def test_the_operator_sees_the_block_in_instance_status_and_the_admin(vast_sim, demand, admin_client):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    vast_sim.exhaust_search_quota()
+    VastAIOrchestrator().step()
+
+    out = StringIO()
+    call_command("instance_status", stdout=out)
+    assert "offer search paused until" in out.getvalue() and "quota" in out.getvalue()
+    page = admin_client.get("/admin/gpu_instances/offersearch/")
+    assert page.status_code == 200 and b"quota" in page.content

@@ -14,6 +14,9 @@ class Command(BaseCommand):
         else:
             for key, value in instance_summary(active).items():
                 self.stdout.write(f"{key:>16}: {value}")
+        block = selectors.vast_search_block()
+        if block:
+            self.stdout.write(f"\noffer search paused until {block[0]:%Y-%m-%d %H:%M} UTC: {block[1]}")
         self.stdout.write("\nrecent instances:")
         for instance in selectors.instance_history():
             summary = instance_summary(instance)
