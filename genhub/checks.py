@@ -62,3 +62,14 @@ def q_cluster_check(app_configs, **kwargs):
                 )
             )
     return errors
+
+
+@register()
+def heartbeat_check(app_configs, **kwargs):
+    """A stale threshold within two heartbeats would requeue jobs whose workers are alive (and pay twice)."""
+    beat = float(getattr(settings, "GENHUB_HEARTBEAT_SECONDS", 5))
+    stale = float(getattr(settings, "GENHUB_STALE_JOB_SECONDS", 4 * beat))
+    if stale < 2 * beat:
+        return [Error(f"GENHUB_STALE_JOB_SECONDS={stale:g} must be at least twice GENHUB_HEARTBEAT_SECONDS={beat:g}",
+                      hint="a job would be taken from a live worker after one late beat", id="genhub.E004")]
+    return []

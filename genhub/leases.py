@@ -1,38 +1,160 @@
-"""Compare-and-set leases: acquire, renew and release a named lock without holding a transaction."""
+"""Compare-and-set leases: at most one process runs a named loop, and no request for it is lost.
 
+- A lease is held for a short term (GENHUB_LEASE_SECONDS) and renewed by a thread of the holder, so a
+  holder whose process died (SIGKILL, OOM, a lost host) lets go within one term, not minutes.
+- A caller that finds the lease held does not just go away: it records a wake-up on the row, in the
+  same compare-and-set that saw the lease held. The holder releases only with a compare-and-set on
+  "no wake-up pending"; when one is, it runs another pass first. So a request that arrives while
+  another process is busy is always served by someone.
+- Every write survives a connection that died under it (reconnect and retry): a release on a dead
+  connection would otherwise leave the lease held until it expires.
+"""
+
+import logging
+import threading
+import time
 import uuid
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from genhub.db import DatabaseError, reconnect, with_reconnect
 from genhub.models import Lease
 
+log = logging.getLogger(__name__)
 
-def lease_acquire(*, name: str, seconds: float) -> str | None:
-    """Returns a holder token if the lease was free (or expired), None if someone else holds it."""
+
+def lease_term() -> float:
+    return float(settings.GENHUB_LEASE_SECONDS)
+
+
+def lease_acquire(*, name: str, seconds: float | None = None, wait: float = 0.0) -> str | None:
+    """A holder token if the lease was free (or lapsed); None if someone else holds it.
+
+    None also means a wake-up was recorded for the holder, who runs another pass before it lets go.
+    `wait` > 0: if the holder stops renewing within that time (it died), take the lease over once it
+    lapses instead of leaving the wake-up with a dead holder. A live holder's renewal ends the wait.
+    """
+    seconds = lease_term() if seconds is None else seconds
     holder = uuid.uuid4().hex
+    with_reconnect(lambda: _ensure_row(name), what=f"lease {name}")
+    give_up = time.monotonic() + wait
+    first_seen = None
+    while True:
+        if with_reconnect(lambda: _take(name, holder, seconds), what=f"lease {name}"):
+            return holder
+        if not with_reconnect(lambda: _ask_for_wake_up(name), what=f"lease {name}"):
+            continue  # released or lapsed between the two statements: try to take it
+        if time.monotonic() >= give_up:
+            return None
+        expires = Lease.objects.filter(name=name).values_list("expires_at", flat=True).first()
+        if first_seen is None:
+            first_seen = expires
+        elif expires and first_seen and expires > first_seen:
+            return None  # the holder renewed: it is alive and will see the wake-up
+        time.sleep(min(0.5, max(0.05, give_up - time.monotonic())))
+
+
+def _take(name: str, holder: str, seconds: float) -> bool:
     now = timezone.now()
-    until = now + timedelta(seconds=seconds)
+    return bool(Lease.objects.filter(name=name).filter(Q(expires_at__isnull=True) | Q(expires_at__lt=now)).update(
+        holder=holder, expires_at=now + timedelta(seconds=seconds), wake_requested=False))
+
+
+def _ask_for_wake_up(name: str) -> bool:
+    """Leaves a wake-up on a lease that is held; False when it is not held any more (take it instead)."""
+    return bool(Lease.objects.filter(name=name, expires_at__gte=timezone.now()).exclude(holder="").update(
+        wake_requested=True))
+
+
+def _ensure_row(name: str) -> None:
     try:
         with transaction.atomic():
             Lease.objects.get_or_create(name=name)
     except IntegrityError:
         pass  # created concurrently by another process: fine, the row exists now
-    got = (
-        Lease.objects.filter(name=name)
-        .filter(Q(expires_at__isnull=True) | Q(expires_at__lt=now))
-        .update(holder=holder, expires_at=until)
-    )
-    # 0 rows: another process holds an unexpired lease.
-    return holder if got else None
 
 
-def lease_renew(*, name: str, holder: str, seconds: float) -> bool:
-    until = timezone.now() + timedelta(seconds=seconds)
+def lease_renew(*, name: str, holder: str, seconds: float | None = None) -> bool:
+    until = timezone.now() + timedelta(seconds=lease_term() if seconds is None else seconds)
     return Lease.objects.filter(name=name, holder=holder).update(expires_at=until) == 1
 
 
-def lease_release(*, name: str, holder: str) -> None:
-    Lease.objects.filter(name=name, holder=holder).update(holder="", expires_at=None)
+def lease_release(*, name: str, holder: str, force: bool = False) -> bool:
+    """Lets go unless a wake-up arrived: then returns False and keeps the lease (the wake-up is now
+    taken; run another pass and call again). `force` lets go regardless and returns whether one was
+    pending (the caller then hands the work over to a fresh task). True also when the lease was no
+    longer ours (it lapsed and someone else took it: they run)."""
+
+    def release():
+        mine = Lease.objects.filter(name=name, holder=holder)
+        if force:
+            pending = mine.filter(wake_requested=True).exists()
+            mine.update(holder="", expires_at=None, wake_requested=False)
+            return not pending
+        if mine.filter(wake_requested=False).update(holder="", expires_at=None):
+            return True
+        return not mine.update(wake_requested=False)
+
+    return with_reconnect(release, attempts=8, what=f"release of lease {name}")
+
+
+class HeldLease:
+    """A lease this process holds, renewed every third of its term by a thread of its own (with its
+    own connection) for as long as the process lives, however long one step of the loop takes."""
+
+    def __init__(self, name: str, holder: str, term: float):
+        self.name, self.holder, self.term = name, holder, term
+        self.lost = threading.Event()  # someone else took it over: stop as soon as possible
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"lease-{name}", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def acquire(cls, name: str, *, wait: float = 0.0) -> "HeldLease | None":
+        term = lease_term()
+        holder = lease_acquire(name=name, seconds=term, wait=wait)
+        return cls(name, holder, term) if holder else None
+
+    def _renew(self):
+        try:
+            while not self._stop.wait(self.term / 3):
+                try:
+                    if not lease_renew(name=self.name, holder=self.holder, seconds=self.term):
+                        log.warning("lease %s was taken over while we held it", self.name)
+                        self.lost.set()
+                        return
+                except DatabaseError as exc:  # try again next beat; the term leaves room for two misses
+                    log.warning("could not renew lease %s: %s", self.name, exc)
+                    reconnect()
+        finally:
+            connection.close()  # this thread's own connection
+
+    def release(self) -> bool:
+        """False: a wake-up arrived; the lease is still held, run another pass."""
+        if self.lost.is_set():
+            self._stop_renewing()
+            return True
+        released = lease_release(name=self.name, holder=self.holder)
+        if released:
+            self._stop_renewing()
+        return released
+
+    def hand_over(self) -> bool:
+        """Lets go whatever is pending; True when a wake-up was pending (enqueue a fresh run)."""
+        self._stop_renewing()
+        if self.lost.is_set():
+            return False
+        try:
+            return not lease_release(name=self.name, holder=self.holder, force=True)
+        except DatabaseError:
+            log.exception("could not release lease %s; it lapses within %.0fs", self.name, self.term)
+            return True
+
+    def _stop_renewing(self):
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=self.term)

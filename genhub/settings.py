@@ -225,10 +225,11 @@ HTTP_BACKOFF_SECONDS = env.float("HTTP_BACKOFF_SECONDS", default=1.0)
 
 # --- jobs ---
 GENHUB_JOB_MAX_ATTEMPTS = env.int("GENHUB_JOB_MAX_ATTEMPTS", default=3)
-# A running job whose heartbeat is older than this is presumed lost with its worker.
-GENHUB_STALE_JOB_SECONDS = env.int("GENHUB_STALE_JOB_SECONDS", default=300)
-# A worker holding a job beats this often (well inside the stale threshold).
-GENHUB_HEARTBEAT_SECONDS = env.float("GENHUB_HEARTBEAT_SECONDS", default=30)
+# A worker holding a job beats this often, from a thread of its own whatever the generation does.
+GENHUB_HEARTBEAT_SECONDS = env.float("GENHUB_HEARTBEAT_SECONDS", default=5)
+# A running job whose heartbeat is older than this is presumed lost with its worker: a few missed beats
+# (issue 9), not minutes, so a killed cluster's jobs run again within seconds of its restart.
+GENHUB_STALE_JOB_SECONDS = env.float("GENHUB_STALE_JOB_SECONDS", default=4 * GENHUB_HEARTBEAT_SECONDS)
 # How long one pump task keeps looping before handing over to a fresh task (well under Q_CLUSTER timeout).
 GENHUB_PUMP_SECONDS = env.float("GENHUB_PUMP_SECONDS", default=60.0)
 # Output check: how far the stored video may be from what was asked.
@@ -354,3 +355,14 @@ GENHUB_STORAGE_MIN_FREE_MB = env.int("GENHUB_STORAGE_MIN_FREE_MB", default=200)
 # backing off from this many seconds (doubling, at most 5 min), then fails (billed); it is never resubmitted.
 FAL_RESULT_FETCH_TRIES = env.int("FAL_RESULT_FETCH_TRIES", default=6)
 FAL_RESULT_FETCH_BACKOFF_SECONDS = env.float("FAL_RESULT_FETCH_BACKOFF_SECONDS", default=5)
+
+# --- control loops (issue 9): leases, the vast offer search and slow creates ---
+# Term of the database leases that keep one pump / one reconcile running; the holder renews every third of
+# it, so a holder that died lets go within this long.
+GENHUB_LEASE_SECONDS = env.float("GENHUB_LEASE_SECONDS", default=15)
+# An offer list is reused this long, so reconcile does not spend vast's search quota on every step.
+VAST_OFFER_CACHE_SECONDS = env.float("VAST_OFFER_CACHE_SECONDS", default=60)
+# Read timeout of a create (vast's own client waits 120 s); an unanswered create is resolved by looking for
+# the instance it may have made, for up to VAST_CREATE_RESOLVE_SECONDS after it was sent.
+VAST_CREATE_TIMEOUT_SECONDS = env.float("VAST_CREATE_TIMEOUT_SECONDS", default=120)
+VAST_CREATE_RESOLVE_SECONDS = env.float("VAST_CREATE_RESOLVE_SECONDS", default=300)

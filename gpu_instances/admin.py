@@ -3,7 +3,7 @@ from django.utils.html import format_html
 
 from genhub.formatting import usd
 from gpu_instances import services
-from gpu_instances.models import GpuInstance, InstanceEvent
+from gpu_instances.models import GpuInstance, InstanceEvent, OfferSearch
 from gpu_instances.orchestrator import VastAIOrchestrator
 
 
@@ -73,4 +73,19 @@ class InstanceEventAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(OfferSearch)
+class OfferSearchAdmin(admin.ModelAdmin):
+    """The shared offer cache and the search-quota block: read-only, for seeing why nothing is rented."""
+
+    list_display = ("name", "searched_at", "offer_count", "blocked_until", "blocked_reason")
+    readonly_fields = ("name", "filters_key", "offers", "searched_at", "blocked_until", "blocked_reason", "blocked_at")
+
+    @admin.display(description="cached offers")
+    def offer_count(self, obj):
+        return len(obj.offers or [])
+
+    def has_add_permission(self, request):
         return False

@@ -82,3 +82,23 @@ class InstanceEvent(models.Model):
 
     def __str__(self):
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.kind}: {self.message}"
+
+
+class OfferSearch(models.Model):
+    """vast's offer search as every reconciling process sees it (one row): the last offer list, reused for
+    VAST_OFFER_CACHE_SECONDS, and a daily-quota block that holds every search until the quota resets.
+
+    In the database, not in memory: several processes reconcile, and each would otherwise spend the quota
+    (and rediscover the block) on its own.
+    """
+
+    name = models.CharField(max_length=32, primary_key=True, default="vast")
+    filters_key = models.CharField(max_length=64, blank=True)  # which query the cached offers answer
+    offers = models.JSONField(default=list, blank=True)
+    searched_at = models.DateTimeField(null=True, blank=True)
+    blocked_until = models.DateTimeField(null=True, blank=True)
+    blocked_reason = models.TextField(blank=True)
+    blocked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"offer search ({len(self.offers)} cached, blocked until {self.blocked_until or '—'})"

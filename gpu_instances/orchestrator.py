@@ -23,20 +23,28 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from genhub.leases import lease_acquire, lease_release, lease_renew
+from genhub.db import DatabaseError, reconnect, with_reconnect
+from genhub.leases import HeldLease
 from gpu_instances.models import GpuInstance, InstanceEvent
+from gpu_instances.offers import SearchBlocked, offers_find, offers_forget, offers_invalidate
 from providers.errors import ProviderError
 from providers.http import HttpClient
 from providers.swarmui import SwarmUIClient
 from providers.swarmui_contract import LIGHTX2V_LORA, LIGHTX2V_LORA_LOW
-from providers.vastai import DEFAULT_MIN_INTERVALS, OfferFilters, VastAIClient, build_create_request
+from providers.vastai import (
+    DEFAULT_MIN_INTERVALS,
+    CreateOutcomeUnknown,
+    OfferFilters,
+    VastAIClient,
+    build_create_request,
+)
 
 log = logging.getLogger(__name__)
 
 State = GpuInstance.State
 LEASE = "gpu_instances.reconcile"
-# A purchase claim older than this belongs to a reconciler that died (a create takes seconds).
-STALE_PURCHASE_SECONDS = 600
+# How far vast's clock (an instance's `start_date`) may be behind ours when matching an unanswered create.
+CLOCK_SKEW_SECONDS = 60
 
 
 def _hook(name: str):
@@ -135,30 +143,59 @@ class VastAIOrchestrator:
 
     # --- reconcile --------------------------------------------------------------------------
 
-    def reconcile(self, *, max_seconds: float | None = None, say=None) -> str:
-        """Runs short steps under the lease while there is something to follow, at most `max_seconds`."""
+    def reconcile(self, *, max_seconds: float | None = None, say=None, wait: float = 0.0) -> str:
+        """Runs short steps under the lease while there is something to follow, at most `max_seconds`.
+
+        A reconcile asked for while another holds the lease is not lost: it leaves a wake-up that the
+        holder serves with another step before it lets go. One still following something (a boot, a
+        replacement) when its time is up hands over to a fresh task, so recovery never waits for the
+        minute schedule. `wait`: take over a lease whose holder died (see `lease_acquire`).
+        """
         if not settings.VAST_API_KEY:
             return "vast.ai is not configured (VAST_API_KEY is unset)"
         say = say or (lambda message: None)
         max_seconds = settings.GENHUB_RECONCILE_SECONDS if max_seconds is None else max_seconds
-        lease_seconds = max_seconds + 300
-        holder = lease_acquire(name=LEASE, seconds=lease_seconds)
-        if not holder:
-            return "skipped: another reconcile holds the lease"
+        lease = HeldLease.acquire(LEASE, wait=wait)
+        if lease is None:
+            return "skipped: another reconcile holds the lease (it will run another step)"
         deadline = time.monotonic() + max_seconds
         steps = []
+        released = keep_going = clean = False
         try:
-            while True:
-                outcome, keep_going = self.step()
+            while not lease.lost.is_set():
+                outcome, keep_going = self._guarded_step()
                 steps.append(outcome)
                 say(outcome)
-                if not keep_going or time.monotonic() >= deadline:
+                if time.monotonic() >= deadline:
                     break
-                lease_renew(name=LEASE, holder=holder, seconds=lease_seconds)
+                if not keep_going:
+                    if lease.release():
+                        released = True
+                        break
+                    continue  # asked for again while this step ran: another step
                 time.sleep(settings.GENHUB_RECONCILE_INTERVAL)
+            clean = True
         finally:
-            lease_release(name=LEASE, holder=holder)
+            # Not after a bug: a fresh task would only hit it again at once (the minute schedule retries).
+            pending = False if released else lease.hand_over()
+            if not released and clean and (pending or keep_going):
+                from gpu_instances.tasks import reconcile as reconcile_task
+
+                with_reconnect(reconcile_task.enqueue, what="reconcile hand-over")
         return steps[-1] if steps else "nothing to do"
+
+    def _guarded_step(self) -> tuple[str, bool]:
+        """A database error (a connection cut under the loop) or an unanswered vast call costs one step,
+        not the loop."""
+        try:
+            return self.step()
+        except DatabaseError as exc:
+            log.exception("reconcile step failed on the database; reconnecting")
+            reconnect()
+            return f"database error: {type(exc).__name__}", True
+        except ProviderError as exc:  # vast unreachable for this step: the next one tries again
+            log.warning("reconcile step failed: %s", exc.message)
+            return f"vast.ai call failed: {exc.message}", True
 
     def step(self) -> tuple[str, bool]:
         """One pass over the world. Returns (what happened, whether another step soon is useful)."""
@@ -191,9 +228,15 @@ class VastAIOrchestrator:
     def _provision(self, instance: GpuInstance) -> str:
         if not settings.SWARMUI_IMAGE:
             return self._note_error(instance, "SWARMUI_IMAGE is not set: cannot rent an instance")
+        if instance.swarmui_token and instance.vast_id is None:
+            # Claimed by a purchase that never recorded its instance: a create whose answer was lost, or a
+            # buyer that died mid-create. Look for what it may have rented before ever buying again.
+            return self._resolve_purchase(instance)
         avoid = self._machines_to_avoid()
         try:
-            offers = self.vast.search_offers(OfferFilters.from_settings(exclude_machine_ids=avoid))
+            offers = offers_find(self.vast, OfferFilters.from_settings(exclude_machine_ids=avoid))
+        except SearchBlocked as exc:
+            return self._note_error(instance, exc.message)
         except ProviderError as exc:
             return self._note_error(instance, f"offer search failed: {exc.message}")
         if not offers:
@@ -205,26 +248,69 @@ class VastAIOrchestrator:
                                              swarmui_token="").update(swarmui_token=token,
                                                                       state_changed_at=timezone.now())
         if not claimed:
-            claimed_for = (timezone.now() - instance.state_changed_at).total_seconds()
-            if claimed_for > STALE_PURCHASE_SECONDS:
-                # The buyer died mid-purchase; whatever it may have rented carries our label and no
-                # record, so the leak sweep destroys it. Free the claim for a fresh purchase.
-                GpuInstance.objects.filter(pk=instance.pk, vast_id__isnull=True).update(
-                    swarmui_token="", state_changed_at=timezone.now())
             return "another reconciler is renting this instance"
         body = build_create_request(image=settings.SWARMUI_IMAGE, label=self.label, disk_gb=settings.VAST_DISK_GB,
                                     swarmui_token=token)
+        gone = []
         try:
-            offer, vast_id = self.vast.create_on_first_available(offers, body)
+            offer, vast_id = self.vast.create_on_first_available(offers, body, gone=lambda o: gone.append(o.id))
+        except CreateOutcomeUnknown as exc:
+            # The claim (and its token, which vast echoes in the instance's env) stays: the next steps look
+            # for the instance this create may have made, and the leak sweep leaves it alone meanwhile.
+            offers_forget(gone + [exc.offer_id])
+            GpuInstance.objects.filter(pk=instance.pk, swarmui_token=token).update(offer_id=exc.offer_id)
+            record(instance, "create", f"{exc.message}; looking for the instance it may have made before "
+                                       f"renting again")
+            return "create not answered: looking for its instance"
         except ProviderError as exc:
-            # Nothing was rented (a create with an unknown outcome is found by the leak sweep): release the claim.
+            # Nothing was rented: release the claim.
+            offers_forget(gone)
+            if exc.code == "no_offer_available":
+                offers_invalidate()
             GpuInstance.objects.filter(pk=instance.pk, swarmui_token=token).update(swarmui_token="")
             return self._note_error(instance, f"could not rent any of {len(offers)} offer(s): {exc.message}")
+        offers_forget(gone + [offer.id])
         transition(instance, State.LOADING, f"rented {offer.gpu_name} at ${offer.dph_total:.3f}/h on machine "
                                             f"{offer.machine_id} (vast #{vast_id})",
                    vast_id=vast_id, offer_id=offer.id, machine_id=offer.machine_id, gpu_name=offer.gpu_name or "",
                    num_gpus=offer.num_gpus or 1, dph_usd=round(offer.dph_total, 4))
         return f"rented vast #{vast_id}"
+
+    def _resolve_purchase(self, instance: GpuInstance) -> str:
+        """Adopts the instance an unanswered create made (recognised by the per-instance token vast echoes
+        in its env), or, once none has appeared for VAST_CREATE_RESOLVE_SECONDS, frees the claim to rent
+        again. Never both: the instance found is this row's, not a leak and not a reason to buy."""
+        try:
+            remote = self.vast.list_instances(label=self.label)
+        except ProviderError as exc:
+            return f"could not look for the instance of an unanswered create: {exc.message}"
+        owned = set(GpuInstance.objects.exclude(pk=instance.pk).filter(vast_id__isnull=False)
+                    .values_list("vast_id", flat=True))
+        unowned = [r for r in remote if r.id not in owned]
+        found = [r for r in unowned if r.swarmui_token == instance.swarmui_token]
+        if not found:
+            # Should vast stop echoing the env: our label, created since this create was sent, and only when
+            # exactly one such instance exists (two could not be told apart; the leak sweep takes them).
+            sent = instance.state_changed_at.timestamp() - CLOCK_SKEW_SECONDS
+            window = [r for r in unowned if r.swarmui_token is None and r.start_date and r.start_date >= sent]
+            found = window if len(window) == 1 else []
+        if found:
+            made = found[0]
+            dph = round(made.dph_total, 4) if made.dph_total is not None else None
+            if transition(instance, State.LOADING, f"adopted vast #{made.id}: its create had not answered, and "
+                                                   f"vast lists it with this instance's token",
+                          vast_id=made.id, machine_id=made.machine_id, gpu_name=made.gpu_name or "", dph_usd=dph):
+                record(instance, "adopt", f"adopted vast #{made.id} (machine {made.machine_id}) made by a create "
+                                          f"whose answer was lost; not bought again")
+            return f"adopted vast #{made.id}"
+        waited = (timezone.now() - instance.state_changed_at).total_seconds()
+        if waited < settings.VAST_CREATE_RESOLVE_SECONDS:
+            return f"looking for the instance of an unanswered create ({waited:.0f}s)"
+        if GpuInstance.objects.filter(pk=instance.pk, vast_id__isnull=True, swarmui_token=instance.swarmui_token
+                                      ).update(swarmui_token="", offer_id=None, state_changed_at=timezone.now()):
+            record(instance, "create", f"no instance appeared within {waited:.0f}s of the unanswered create; "
+                                       f"renting again")
+        return "the unanswered create made nothing: renting again"
 
     def _note_error(self, instance: GpuInstance, message: str) -> str:
         """Records a problem once (not on every step) and keeps trying."""
@@ -439,10 +525,11 @@ class VastAIOrchestrator:
     def _sweep_leaks(self) -> None:
         """Destroys any instance with our label that the database does not own (a crash between buying
         and recording, a second deployment, a manual rental with the same label)."""
-        purchase_since = timezone.now() - timedelta(seconds=STALE_PURCHASE_SECONDS)
-        if GpuInstance.objects.filter(label=self.label, state=State.PROVISIONING, vast_id__isnull=True,
-                                      state_changed_at__gte=purchase_since).exclude(swarmui_token="").exists():
-            return  # a purchase is under way: its new instance is not recorded yet and is no leak
+        if GpuInstance.objects.filter(label=self.label, state=State.PROVISIONING, vast_id__isnull=True).exclude(
+                swarmui_token="").exists():
+            # A purchase is under way or its create went unanswered: the instance it may have made is not
+            # recorded yet and is no leak. `_resolve_purchase` adopts it or gives the claim up.
+            return
         owned = set(GpuInstance.objects.filter(label=self.label, vast_id__isnull=False)
                     .exclude(state__in=(State.DESTROYED, State.FAILED)).values_list("vast_id", flat=True))
         try:

@@ -122,3 +122,21 @@ def gpu_activity(now=None) -> GpuActivity:
     return GpuActivity(phase, " ".join(filter(None, [replacing if phase != "unhealthy" else "", text])),
                        vast_id=active.vast_id, elapsed_seconds=round(elapsed),
                        typical_seconds=round(typical) if typical else None, replacing=replacing)
+
+
+def vast_search_block():
+    """(until, reason) while vast's daily search quota blocks renting, else None."""
+    from django.utils import timezone
+
+    from gpu_instances.models import OfferSearch
+
+    row = OfferSearch.objects.filter(name="vast", blocked_until__gt=timezone.now()).first()
+    return (row.blocked_until, row.blocked_reason) if row else None
+
+
+def gpu_rental_blocked_until():
+    """When renting can start again, while nothing is rented and the search quota blocks a new rental."""
+    if GpuInstance.objects.filter(state__in=GpuInstance.ACTIVE_STATES, vast_id__isnull=False).exists():
+        return None
+    block = vast_search_block()
+    return block[0] if block else None

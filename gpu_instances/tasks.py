@@ -4,7 +4,7 @@ from genhub.queue import task
 
 
 @task
-def reconcile() -> str:
+def reconcile(wait: float = 0.0) -> str:
     from gpu_instances.orchestrator import VastAIOrchestrator
 
-    return VastAIOrchestrator().reconcile()
+    return VastAIOrchestrator().reconcile(wait=wait)

@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from gpu_instances.selectors import vast_search_block
 from jobs.models import Alert, BatchRun, Job
 from jobs.selectors import gpu_down_since
 from jobs.spend import batch_spend, monthly_spend
@@ -37,6 +38,14 @@ def alerts_check() -> list[str]:
         if down >= settings.GENHUB_ALERT_INSTANCE_DOWN_MINUTES:
             wanted["instance_down"] = (K.INSTANCE_DOWN, f"no GPU instance has been ready for {down:.0f} min while "
                                                         f"{waiting.count()} vastai job(s) wait", None)
+
+    block = vast_search_block()
+    if block:
+        until, reason = block
+        wanted["vast_search_quota"] = (
+            K.VAST_SEARCH_QUOTA, f"vast.ai offer searches are paused until {until:%Y-%m-%d %H:%M} UTC: {reason}. "
+                                 f"No new GPU can be rented before then ({waiting.count()} vastai job(s) wait; "
+                                 f"batches with fallback=unrecoverable move to fal)", None)
 
     cap = settings.GENHUB_MONTHLY_BUDGET_USD
     if cap is not None:

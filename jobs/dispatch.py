@@ -20,10 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.utils import timezone
 
-from genhub.leases import lease_acquire, lease_release, lease_renew
+from genhub.db import DatabaseError, reconnect, with_reconnect
+from genhub.leases import HeldLease
 from jobs import artifacts, budget, costs, pending_results, services
 from jobs.models import Job
 from jobs.storage_health import storage_problem
@@ -44,32 +45,53 @@ RESULT_FETCH_MAX_DELAY = 300.0
 CANCEL_CHECK_SECONDS = 1.0
 
 
-def provider_pump(*, provider_name: str) -> str:
-    lease = f"pump:{provider_name}"
-    lease_seconds = settings.GENHUB_PUMP_SECONDS + 120
-    holder = lease_acquire(name=lease, seconds=lease_seconds)
-    if not holder:
-        return "skipped: another pump holds the lease"
+def provider_pump(*, provider_name: str, wait: float = 0.0) -> str:
+    """Runs the provider's passes under its lease for up to GENHUB_PUMP_SECONDS, then hands over.
+
+    A pump asked for while another holds the lease leaves a wake-up on it and exits; the holder sees
+    the wake-up when it is about to let go and makes another pass (genhub/leases.py), so no request
+    is lost. `wait`: take over a lease whose holder died (see `lease_acquire`).
+    """
+    lease = HeldLease.acquire(f"pump:{provider_name}", wait=wait)
+    if lease is None:
+        return "skipped: another pump holds the lease (it will make another pass)"
     provider = get_provider(provider_name)
     deadline = time.monotonic() + settings.GENHUB_PUMP_SECONDS
     passes = 0
+    released = clean = False
     try:
-        while True:
+        while not lease.lost.is_set():
             passes += 1
-            more = _pump_pass(provider)
-            if not more or time.monotonic() >= deadline:
+            more = _guarded_pass(provider)
+            if time.monotonic() >= deadline:
                 break
-            lease_renew(name=lease, holder=holder, seconds=lease_seconds)
+            if not more:
+                if lease.release():
+                    released = True
+                    break
+                continue  # a wake-up arrived while this pass ran: make another
             time.sleep(provider.poll_interval())
+        clean = True
     finally:
-        lease_release(name=lease, holder=holder)
-    # Checked after the release: a pump task enqueued for new work while we held the lease exited
-    # at once, so the work it came for is ours to hand over.
-    if _has_unfinished(provider_name):
-        from jobs.tasks import pump as pump_task
+        if not released:
+            # Out of time: hand over to a fresh task while work remains or was asked for. Not after a bug
+            # (the fresh task would only hit it again at once): the minute schedule restarts the pump then.
+            pending = lease.hand_over()
+            if clean and (pending or with_reconnect(lambda: _has_unfinished(provider_name))):
+                from jobs.tasks import pump as pump_task
 
-        pump_task.enqueue(provider_name)
+                with_reconnect(lambda: pump_task.enqueue(provider_name), what="pump hand-over")
     return f"{passes} pass(es)"
+
+
+def _guarded_pass(provider: Provider) -> bool:
+    """One pass; a database error (a connection cut under the loop) costs this pass, not the pump."""
+    try:
+        return _pump_pass(provider)
+    except DatabaseError:
+        log.exception("%s pump pass failed on the database; reconnecting", provider.name)
+        reconnect()
+        return True
 
 
 def pumps_restart() -> list[str]:
@@ -91,6 +113,10 @@ def _has_unfinished(provider_name: str) -> bool:
 
 
 def _pump_pass(provider: Provider) -> bool:
+    if not provider.polled:
+        # Each worker beats for its job from a thread of its own; a job whose beats stopped lost its
+        # worker (a killed cluster). The pump finds it within seconds, not at the next scheduled sweep.
+        services.jobs_sweep_stale(provider_name=provider.name)
     budget.apply_caps(provider_name=provider.name)
     pending_results.store_due(provider_name=provider.name)
     # While paid clips cannot be stored, new paid work would only pile up more of them: hold it.
@@ -293,7 +319,7 @@ def job_run_dispatched(*, job_id: int, dispatch_token: str) -> str:
                 # bills). The heartbeat thread keeps the job alive meanwhile; the next report reconnects.
                 log.warning("job %s: could not record progress (database error); generation continues",
                             job.uuid, exc_info=True)
-                close_old_connections()
+                reconnect()
 
     with _Heartbeat(job.pk, job.claims) as heartbeat:
         try:
@@ -301,6 +327,9 @@ def job_run_dispatched(*, job_id: int, dispatch_token: str) -> str:
                                                            placement=placement, cancel=heartbeat.gone), job)
         except ProviderError as exc:
             outcome = exc
+    # The generation may have outlived this thread's connection (a database restart): a paid result must
+    # not be lost to a dead connection, so check it before recording.
+    reconnect()
     _settle(job, outcome)
     return _db_retry(lambda: Job.objects.values_list("status", flat=True).get(pk=job_id), what="read the job")
 
@@ -427,9 +456,7 @@ def _db_retry(call, *, what: str):
             if time.monotonic() >= deadline:
                 raise
             log.warning("could not %s (database error); reconnecting and trying again", what, exc_info=True)
-            close_old_connections()
-            if connection.connection is not None and not connection.is_usable():
-                connection.close()
+            reconnect()
             time.sleep(pause)
             pause = min(pause * 2, 5.0)
 

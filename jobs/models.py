@@ -159,6 +159,7 @@ class Alert(models.Model):
         BUDGET_REACHED = "budget_reached"  # 100 %: new work is paused
         BATCH_STALLED = "batch_stalled"
         STORAGE_FAILING = "storage_failing"  # paid results cannot be stored: new work is held
+        VAST_SEARCH_QUOTA = "vast_search_quota"  # no GPU can be rented until vast's daily quota resets
 
     kind = models.CharField(max_length=32, choices=Kind.choices)
     key = models.CharField(max_length=100)

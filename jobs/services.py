@@ -285,17 +285,28 @@ def job_fall_back(*, job_id: int, from_states, reason: str, claim: int | None = 
 
 def jobs_fall_back_while_gpu_unavailable(*, provider_name: str) -> int:
     """Batches with the `unrecoverable` policy leave the GPU once it has been unavailable long enough."""
+    from gpu_instances.selectors import gpu_rental_blocked_until
     from jobs.selectors import gpu_down_since
 
     since = gpu_down_since() if provider_name == "vastai" else None
     if since is None:
         return 0
-    down_minutes = (timezone.now() - since).total_seconds() / 60
+    now = timezone.now()
+    down_minutes = (now - since).total_seconds() / 60
+    reason = f"the GPU has been unavailable for {down_minutes:.0f} min"
+    # While vast's search quota blocks renting, the outage is known to last at least until the reset: a batch
+    # that would wait no longer than that leaves now rather than after its full wait.
+    outage_minutes = down_minutes
+    blocked_until = gpu_rental_blocked_until()
+    if blocked_until:
+        outage_minutes += (blocked_until - now).total_seconds() / 60
+        reason += (f", and vast.ai's daily search quota blocks renting another until "
+                   f"{blocked_until:%Y-%m-%d %H:%M} UTC")
     waiting = (S.QUEUED, S.WAITING_FOR_GPU)
     due = Job.objects.filter(provider="vastai", status__in=waiting,
                              batch__fallback_policy=BatchRun.Fallback.UNRECOVERABLE,
-                             batch__fallback_after__lte=down_minutes)
-    moved = due.update(**_fallback_fields(f"the GPU has been unavailable for {down_minutes:.0f} min"))
+                             batch__fallback_after__lte=outage_minutes)
+    moved = due.update(**_fallback_fields(reason))
     if moved:
         _enqueue_pump("fal")
     return moved
@@ -376,21 +387,37 @@ def batch_set_budget(*, batch: BatchRun, budget_usd) -> BatchRun:
 # --- stale-job sweep ----------------------------------------------------------------------
 
 
-def jobs_sweep_stale(*, now=None) -> int:
-    """Running jobs whose heartbeat stopped: their worker died. Requeue them (attempt counted).
+def jobs_sweep_stale(*, now=None, provider_name: str | None = None) -> int:
+    """Running jobs whose heartbeat stopped for GENHUB_STALE_JOB_SECONDS (a few missed beats): their worker
+    died. Back to the queue; the attempt counts only if a worker had started it.
 
-    Jobs a polled provider tracks by request id are left alone: the poller resumes them from the
-    stored id, and resubmitting would pay for the same clip twice.
+    - A job dispatched but never taken by a worker (its `run_job` task was lost with a killed cluster)
+      goes back without using an attempt; if the old task is delivered later, its token no longer
+      matches and it does nothing.
+    - Jobs a polled provider tracks by request id are left alone: the poller resumes them from the
+      stored id, and resubmitting would pay for the same clip twice. Those it is still submitting are
+      left alone while their pump's lease is alive (the pump beats for them every pass).
     """
+    from genhub.models import Lease
     from providers.registry import get_provider, provider_names
 
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.GENHUB_STALE_JOB_SECONDS)
-    polled = [name for name in provider_names() if get_provider(name).polled]
-    stale = Job.objects.filter(status=S.RUNNING).filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True))
+    names = [provider_name] if provider_name else list(provider_names())
+    polled = [name for name in names if get_provider(name).polled]
+    live_pumps = set(Lease.objects.filter(name__in=[f"pump:{name}" for name in polled], expires_at__gte=now)
+                     .exclude(holder="").values_list("name", flat=True))
+    stale = Job.objects.filter(status=S.RUNNING, provider__in=names).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True))
     stale = stale.exclude(Q(provider__in=polled) & ~Q(external_id=""))
-    jobs = list(stale.values_list("pk", "claims"))
-    if jobs:
-        log.warning("requeueing %d stale job(s): %s", len(jobs), [pk for pk, _ in jobs])
-    return jobs_requeue_lost(jobs=jobs, code="worker_lost",
-                             message=f"no heartbeat for {settings.GENHUB_STALE_JOB_SECONDS}s; the worker was lost")
+    stale = stale.exclude(provider__in=[name for name in polled if f"pump:{name}" in live_pumps])
+    jobs = list(stale.values_list("pk", "claims", "dispatch_token"))
+    if not jobs:
+        return 0
+    log.warning("requeueing %d stale job(s): %s", len(jobs), [pk for pk, _, _ in jobs])
+    untaken = [(pk, claim) for pk, claim, token in jobs if token]
+    released = sum(1 for pk, claim in untaken if job_release(
+        job_id=pk, claim=claim, reason="its worker task was lost before it started (the cluster stopped)"))
+    return released + jobs_requeue_lost(
+        jobs=[(pk, claim) for pk, claim, token in jobs if not token], code="worker_lost",
+        message=f"no heartbeat for {settings.GENHUB_STALE_JOB_SECONDS:g}s; the worker was lost")

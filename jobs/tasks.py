@@ -4,10 +4,10 @@ from genhub.queue import task
 
 
 @task
-def pump(provider: str) -> str:
+def pump(provider: str, wait: float = 0.0) -> str:
     from jobs.dispatch import provider_pump
 
-    return provider_pump(provider_name=provider)
+    return provider_pump(provider_name=provider, wait=wait)
 
 
 @task
@@ -51,3 +51,11 @@ def deliver_alert(alert_id: int) -> bool:
     from jobs.alerts import alert_deliver
 
     return alert_deliver(alert_id=alert_id)
+
+
+@task
+def resume() -> list[str]:
+    """Enqueued when a cluster's worker starts: pick up what a killed cluster left."""
+    from jobs.resume import cluster_resume
+
+    return cluster_resume()

@@ -105,6 +105,9 @@ class HttpClient:
                 error = self.classify(response, method, url)
                 never_sent = response.status_code == 429
             if error.permanent or attempt >= tries or not (idempotent or never_sent):
+                # Whether the remote may have acted on this last try: a paid create must then be looked up,
+                # not repeated.
+                error.reached_remote = not never_sent
                 raise error
             delay = error.retry_after if error.retry_after is not None else self.backoff * 2 ** (attempt - 1)
             delay = min(delay, 60.0) * (1 + random.random() * 0.1)

@@ -11,6 +11,8 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 from django.conf import settings
 
@@ -159,6 +161,10 @@ class Instance:
     dph_total: float | None
     public_ipaddr: str | None
     ports: dict = field(default_factory=dict)
+    start_date: float | None = None  # epoch seconds
+    # The per-instance SwarmUI token vast echoes back in `extra_env` (§4): how an unanswered create's
+    # instance is recognised. A secret: never in repr, logs or messages.
+    swarmui_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_api(cls, row: dict) -> "Instance":
@@ -177,6 +183,8 @@ class Instance:
             dph_total=row.get("dph_total"),
             public_ipaddr=row.get("public_ipaddr"),
             ports=row.get("ports") or {},  # only present on running instances
+            start_date=row.get("start_date"),
+            swarmui_token=_env_value(row.get("extra_env"), SWARMUI_TOKEN_ENV),
         )
 
     @property
@@ -234,11 +242,54 @@ def build_create_request(*, image: str, label: str, disk_gb: int, swarmui_token:
     }
 
 
+class CreateOutcomeUnknown(TransientError):
+    """A create was sent but its answer never came, or said nothing (read timeout, reset after sending, 5xx):
+    vast may have rented the instance. Never create again before looking for it (§3, §9.4)."""
+
+    def __init__(self, message: str, *, offer_id: int, **kwargs):
+        super().__init__(message, code="create_outcome_unknown", transport=True, **kwargs)
+        self.offer_id = offer_id
+
+
+class SearchQuotaExceeded(ProviderError):
+    """vast's daily offer-search quota is used up (§5 "Daily search quota"): a 429 that must not be repeated,
+    since the quota resets only at `resets_at` (UTC midnight) and every repeat burns requests."""
+
+    def __init__(self, message: str, *, resets_at: datetime, **kwargs):
+        # permanent for the HTTP seam (never retried); the orchestrator stops searching until `resets_at`.
+        super().__init__(message, code="search_quota_exceeded", permanent=True, status=429, **kwargs)
+        self.resets_at = resets_at
+
+
+def quota_reset_time(header: str | None, *, now: datetime | None = None) -> datetime:
+    """When the search quota resets: `X-RateLimit-Reset` if it reads as a time (epoch seconds, seconds from
+    now, or an HTTP date) within the next day, else the next UTC midnight, where vast says it resets."""
+    now = now or datetime.now(UTC)
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    value = (header or "").strip()
+    reset = None
+    try:
+        number = float(value)
+        reset = datetime.fromtimestamp(number, UTC) if number > 1e9 else now + timedelta(seconds=number)
+    except ValueError:
+        try:
+            reset = parsedate_to_datetime(value) if value else None
+        except (TypeError, ValueError):
+            reset = None
+    if reset is None or reset.tzinfo is None or not now < reset <= now + timedelta(days=1, hours=1):
+        return midnight
+    return reset
+
+
 class VastHttpClient(HttpClient):
     """Reads vast's own rate-limit and auth signals, which standard HTTP semantics miss (§1, §5)."""
 
     def classify(self, response, method: str, url: str) -> ProviderError:
         error = super().classify(response, method, url)
+        if response.status_code == 429 and _json_or_empty(response).get("error") == "search_quota_exceeded":
+            resets_at = quota_reset_time(response.headers.get("X-RateLimit-Reset"))
+            return SearchQuotaExceeded(f"vast.ai: the daily offer-search quota is used up; it resets at "
+                                       f"{resets_at:%Y-%m-%d %H:%M} UTC", resets_at=resets_at)
         if response.status_code == 429 and "Retry-After" not in response.headers:
             # vast sends no Retry-After; its body says `... threshold=4.5`, the minimum interval in seconds.
             match = _THRESHOLD.search(response.text or "")
@@ -310,8 +361,17 @@ class VastAIClient:
         """
         path = f"/api/v0/asks/{int(offer_id)}/"
         # idempotent=False: only a refused connection or a 429 (vast did not act) is repeated, never a 5xx
-        # or a timeout. Every other status comes back here, because its body decides what happened.
-        response = self._call("create", "PUT", path, json=body, idempotent=False, ok_statuses=_ERRORS_EXCEPT_429)
+        # or a timeout. Every other status comes back here, because its body decides what happened. A create
+        # can take long on vast's side: wait as long as vast's own client does (120 s) before calling it lost.
+        try:
+            response = self._call("create", "PUT", path, json=body, idempotent=False,
+                                  ok_statuses=_ERRORS_EXCEPT_429,
+                                  read_timeout=getattr(settings, "VAST_CREATE_TIMEOUT_SECONDS", 120))
+        except ProviderError as exc:
+            if exc.transport and getattr(exc, "reached_remote", False):
+                raise CreateOutcomeUnknown(f"vast.ai: create on offer {offer_id} sent but not answered "
+                                           f"({exc.message})", offer_id=offer_id) from exc
+            raise
         data = _json_or_empty(response)
         contract = data.get("new_contract")
         ok = 200 <= response.status_code < 300 and data.get("success") is not False and not data.get("error")
@@ -323,9 +383,16 @@ class VastAIClient:
         if _is_offer_unavailable(data):
             raise OfferUnavailable(f"vast.ai: offer {offer_id} is no longer available: {_error_text(data)}",
                                    status=response.status_code)
+        if 200 <= response.status_code < 300 and data.get("success") is not False and not data.get("error"):
+            raise CreateOutcomeUnknown(f"vast.ai: create on offer {offer_id} answered success without a contract",
+                                       offer_id=offer_id)
         if 200 <= response.status_code < 300:
             raise TransientError(f"vast.ai: create on offer {offer_id} failed: {_error_text(data)}",
                                  code=data.get("error") or "create_failed", status=response.status_code)
+        if response.status_code >= 500:
+            # A 5xx after vast received the body says nothing about whether it rented (§9.4).
+            raise CreateOutcomeUnknown(f"vast.ai: create on offer {offer_id} answered HTTP {response.status_code}: "
+                                       f"{_error_text(data)}", offer_id=offer_id, status=response.status_code)
         raise self.http.classify(response, "PUT", self.api_url + path)
 
     def _destroy_unwanted(self, instance_id: int, offer_id: int):
@@ -336,13 +403,17 @@ class VastAIClient:
             # The leak sweep finds it by label later; say loudly that it may be billing meanwhile.
             log.error("vast.ai: could not destroy unwanted contract %s: %s", instance_id, exc)
 
-    def create_on_first_available(self, offers: list[Offer], body: dict) -> tuple[Offer, int]:
-        """Rent the first offer that is still there, in the given (cheapest-first) order."""
+    def create_on_first_available(self, offers: list[Offer], body: dict, *, gone=None) -> tuple[Offer, int]:
+        """Rent the first offer that is still there, in the given (cheapest-first) order; `gone(offer)` hears
+        of each one that was not. A create whose outcome is unknown stops here (CreateOutcomeUnknown): trying
+        the next offer could rent a second instance."""
         for offer in offers:
             try:
                 return offer, self.create_instance(offer.id, body)
             except OfferUnavailable as exc:
                 log.info("%s; trying the next offer", exc)
+                if gone:
+                    gone(offer)
         raise TransientError(f"vast.ai: none of the {len(offers)} offers could be rented", code="no_offer_available")
 
     # --- show / list ---
@@ -449,6 +520,16 @@ def _json_or_raise(response) -> dict:
         raise TransientError(f"vast.ai: {response.request.method} {response.url.split('?')[0]} "
                              f"returned a body that is not a JSON object", code="bad_response")
     return data
+
+
+def _env_value(extra_env, name: str) -> str | None:
+    """One variable from `extra_env`, which vast shows as `[[key, value], ...]` (the CLI turns it into a dict)."""
+    if isinstance(extra_env, dict):
+        return extra_env.get(name)
+    for pair in extra_env or ():
+        if isinstance(pair, (list, tuple)) and len(pair) == 2 and pair[0] == name:
+            return pair[1]
+    return None
 
 
 def _strip_strings(row: dict) -> dict:

@@ -76,20 +76,43 @@ def qcluster(settings, media_root, tmp_path):
             **{key: str(value) for key, value in extra_env.items()},
         }
         log = open(tmp_path / f"qcluster-{len(processes)}.log", "w")
+        # A session of its own, so `kill` can take the whole cluster (main process, sentinel, pusher,
+        # monitor, workers) down at once, as an OOM killer or a lost host would.
         process = subprocess.Popen([sys.executable, "manage.py", "qcluster"], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, cwd=settings.BASE_DIR)
+                                   stderr=subprocess.STDOUT, cwd=settings.BASE_DIR, start_new_session=True)
         processes.append((process, log))
         return process
 
+    def kill(process):
+        """SIGKILL to every process of the cluster: nothing gets to clean up."""
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=30)
+
+    start.kill = kill
     yield start
     for process, log in processes:
-        # SIGTERM to the main process only: a group signal can deadlock django-q2 (guide §A.4.4).
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        if process.poll() is None:
+            # SIGTERM to the main process only: a group signal can deadlock django-q2 (guide §A.4.4).
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                kill(process)
         log.close()
+
+
+def terminate_connections() -> int:
+    """`pg_terminate_backend` on every connection to the test database but this test's own: what a
+    database restart or failover does to the cluster's processes. Returns how many were cut."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        return cursor.fetchone()[0]
 
 
 def wait_for(predicate, *, timeout: float, interval: float = 0.25, message: str = "condition"):

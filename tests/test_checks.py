@@ -50,3 +50,11 @@ def test_startup_fails_with_a_bad_retry():
                                  "DATABASE_URL": "sqlite:////tmp/genhub-check.sqlite3"})
     assert result.returncode != 0
     assert "genhub.E001" in result.stderr
+
+
+def test_a_stale_threshold_within_two_heartbeats_is_refused(settings):
+    from genhub.checks import heartbeat_check
+
+    assert heartbeat_check(None) == []
+    settings.GENHUB_HEARTBEAT_SECONDS, settings.GENHUB_STALE_JOB_SECONDS = 5, 8
+    assert [e.id for e in heartbeat_check(None)] == ["genhub.E004"]

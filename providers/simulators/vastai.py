@@ -17,7 +17,8 @@ with its own SwarmUI simulator on a new port, published as `ports["7801/tcp"][0]
 
 Faults: call the methods, or from another process `POST /_sim/<method>` with the keyword arguments as a JSON
 object (`kill_instance`, `hang_instance`, `fail_health`, `rate_limit`, `server_error`, `vanish_offer`,
-`create_error_with_contract`, `ignore_destroys`, `enforce_rate_limits`). `GET /_sim/instances` and
+`create_error_with_contract`, `ignore_destroys`, `enforce_rate_limits`, `exhaust_search_quota`, `slow_create`).
+`GET /_sim/instances` and
 `GET /_sim/requests` return the bookkeeping.
 """
 
@@ -37,7 +38,8 @@ from providers.simulators.swarmui import SwarmUISimulator
 from providers.swarmui_contract import SWARMUI_PORT, SWARMUI_TOKEN_ENV
 
 CONTROL_METHODS = ("kill_instance", "hang_instance", "fail_health", "rate_limit", "server_error", "vanish_offer",
-                   "create_error_with_contract", "ignore_destroys", "enforce_rate_limits")
+                   "create_error_with_contract", "ignore_destroys", "enforce_rate_limits", "exhaust_search_quota",
+                   "slow_create")
 
 # Per-endpoint minimum seconds between calls, from vast's OpenAPI `x-rate-limit` values (§5); search instead
 # allows 10 per minute.
@@ -159,6 +161,8 @@ class VastAISimulator(Simulator):
         self._last_call: dict[str, float] = {}
         self._searches: deque[float] = deque()
         self._closed = False
+        self._quota_reset_at: float | None = None  # set while the daily search quota is used up
+        self._slow_creates: list[dict] = []
         self._lock = threading.RLock()
 
     def stop(self):
@@ -252,6 +256,29 @@ class VastAISimulator(Simulator):
         with self._lock:
             self._faults["ignore_destroy"] = n
 
+    def exhaust_search_quota(self, exhausted: bool = True, *, reset_at: float | None = None) -> None:
+        """Every search answers 429 `search_quota_exceeded` until called with `exhausted=False`, as vast does
+        once the account's daily search quota is spent (§5 "Daily search quota"). `X-RateLimit-Reset`
+        carries the reset, epoch seconds (default: the next UTC midnight)."""
+        with self._lock:
+            if not exhausted:
+                self._quota_reset_at = None
+                return
+            if reset_at is None:
+                now = time.time()
+                reset_at = now - now % 86400 + 86400
+            self._quota_reset_at = float(reset_at)
+
+    def slow_create(self, n: int = 1, *, seconds: float = 2.0, make: str = "before", status: int = 200) -> None:
+        """The next `n` creates answer only after `seconds`. `make="before"`: the instance exists at once and
+        the answer is late; `"after"`: vast acts only after the delay, so the instance appears late, even when
+        the client gave up waiting; `"never"`: nothing is rented (a 5xx that really failed). `status`: the late
+        answer's HTTP status (a 5xx after renting)."""
+        if make not in ("before", "after", "never"):
+            raise ValueError("make must be 'before', 'after' or 'never'")
+        with self._lock:
+            self._slow_creates += [{"seconds": float(seconds), "make": make, "status": int(status)}] * int(n)
+
     def enforce_rate_limits(self, enabled: bool = True) -> None:
         """Answer 429 like vast when an endpoint is called sooner than its threshold (§5). Off by default."""
         with self._lock:
@@ -304,6 +331,13 @@ class VastAISimulator(Simulator):
         if route is None:
             return request.send_json(404, {"success": False, "error": "not_found", "msg": f"No route {path}"})
         endpoint, handler, arg = route
+        if endpoint == "search" and self._quota_reset_at is not None:
+            return request.send_json(
+                429, {"success": False, "error": "search_quota_exceeded",
+                      "msg": "Daily search quota exceeded. The quota resets at UTC midnight."},
+                {"X-RateLimit-Reset": f"{self._quota_reset_at:.0f}"})
+        if endpoint == "create" and (slow := self._take_slow_create()):
+            return self._slow_create(request, body or {}, query, arg, slow)
         if self._take_fault("rate_limit"):
             headers = {"Retry-After": f"{self._rate_limit_seconds:g}"} if self._rate_limit_header else {}
             return request.send_json(
@@ -316,6 +350,24 @@ class VastAISimulator(Simulator):
             return request.send_json(429, limited)
         status, payload = handler(body or {}, query, arg)
         return request.send_json(status, payload)
+
+    def _take_slow_create(self) -> dict | None:
+        with self._lock:
+            return self._slow_creates.pop(0) if self._slow_creates else None
+
+    def _slow_create(self, request, body, query, offer_id, slow: dict):
+        if slow["make"] != "before":
+            time.sleep(slow["seconds"])
+        status, payload = (500, {}) if slow["make"] == "never" else self._create(body, query, offer_id)
+        if slow["make"] == "before":
+            time.sleep(slow["seconds"])
+        if slow["status"] >= 500:
+            status, payload = slow["status"], {"success": False, "error": "server_error",
+                                               "msg": "Internal Server Error"}
+        try:
+            request.send_json(status, payload)
+        except OSError:
+            pass  # the client stopped waiting; vast rented the instance all the same
 
     def _route(self, method: str, path: str):
         """(endpoint name for rate limits, handler, path argument), or None."""

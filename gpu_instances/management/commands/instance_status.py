@@ -15,6 +15,9 @@ class Command(OperatorCommand):
             self.stdout.write(f"active: {instance_headline(active)}")
             for label, value in instance_report(active):
                 self.stdout.write(f"  {label:<14} {value}")
+        block = selectors.vast_search_block()
+        if block:
+            self.stdout.write(f"\noffer search paused until {block[0]:%Y-%m-%d %H:%M} UTC: {block[1]}")
         history = list(selectors.instance_history())
         if not history:
             return
