@@ -171,19 +171,22 @@ def _follow_in_flight(provider: Provider) -> None:
     # account (2 at once) requests wait IN_QUEUE for a long time, and cancelling them would only put
     # them at the back of the queue. A completed request whose result we could not fetch yet is done
     # and billed: no deadline applies, cancelling it would save nothing.
-    overdue = [job for job in jobs if job.remote_started_at and job.remote_started_at < deadline
-               and not job.result_fetch_failures]
-    for job in overdue:
-        provider.cancel(job.provider_ref)
-        services.job_fail(job_id=job.pk, code="deadline", permanent=False, claim=job.claims,
-                          message=f"{provider.name} did not finish within {settings.FAL_JOB_DEADLINE_SECONDS}s "
-                                  "of starting it")
-    resting = [job for job in jobs if job not in overdue and job.next_check_at and job.next_check_at > now]
-    jobs = [job for job in jobs if job not in overdue and job not in resting]
+    overdue = {job.pk for job in jobs if job.remote_started_at and job.remote_started_at < deadline
+               and not job.result_fetch_failures}
+    resting = [job for job in jobs if job.pk not in overdue and job.next_check_at and job.next_check_at > now]
+    jobs = [job for job in jobs if job not in resting]
+    # Overdue requests are checked too before they are cancelled: one that finished meanwhile is paid for
+    # and is settled, not thrown away (a pump that was slow to look must not cost a clip).
     outcomes = _fan_out(lambda job: _inspected(provider, provider.check(job.provider_ref), job), jobs)
     waiting = [job.pk for job in resting]
     for job, outcome in zip(jobs, outcomes, strict=True):
-        if isinstance(outcome, ProviderError) and outcome.code == "result_fetch_failed":
+        if job.pk in overdue and (isinstance(outcome, Pending) or (
+                isinstance(outcome, ProviderError) and outcome.transport and not outcome.permanent)):
+            provider.cancel(job.provider_ref)
+            services.job_fail(job_id=job.pk, code="deadline", permanent=False, claim=job.claims,
+                              message=f"{provider.name} did not finish within {settings.FAL_JOB_DEADLINE_SECONDS}s "
+                                      "of starting it")
+        elif isinstance(outcome, ProviderError) and outcome.code == "result_fetch_failed":
             if _result_fetch_failed(provider, job, outcome):
                 waiting.append(job.pk)
         elif isinstance(outcome, ProviderError) and outcome.transport and not outcome.permanent:

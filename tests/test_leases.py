@@ -21,7 +21,7 @@ def terminate_backend(pid: int) -> None:
     db = connection.settings_dict
     with psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"],
                          autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        admin.execute("SELECT pg_terminate_backend(%s, 10000)", [pid])
 
 
 def test_a_caller_that_finds_the_lease_held_makes_the_holder_run_another_pass():

@@ -42,7 +42,7 @@ def terminate_my_connection():
     db = connection.settings_dict
     with psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"],
                          autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        admin.execute("SELECT pg_terminate_backend(%s, 10000)", [pid])
 
 
 def generations(sim):
@@ -79,6 +79,9 @@ def test_a_finished_generation_is_recorded_once_the_database_is_back(gpu, user, 
     def succeed(**kwargs):
         calls.append(True)
         if len(calls) == 1:
+            # A query first: Django's connection health check (armed by the worker's reconnect) has then
+            # been spent, so the cut below reaches the write itself, as a failover mid-write would.
+            Job.objects.filter(pk=0).exists()
             terminate_my_connection()  # the database goes away just as the paid result is recorded
         return real_succeed(**kwargs)
 
@@ -124,7 +127,7 @@ def terminate_every_connection():
     db = connection.settings_dict
     with psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"],
                          autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        admin.execute("SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
 
 
