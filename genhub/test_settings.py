@@ -17,6 +17,9 @@ os.environ.setdefault("VAST_DISPATCH_INTERVAL", "0.1")
 os.environ.setdefault("GENHUB_RECONCILE_INTERVAL", "0.1")
 os.environ.setdefault("GENHUB_RECONCILE_SECONDS", "20")
 os.environ.setdefault("SWARMUI_IMAGE", "genhub/swarmui:test")
+# The simulators live on 127.0.0.1 and the fal simulator serves its own files.
+os.environ.setdefault("GENHUB_ALLOW_PRIVATE_DOWNLOADS", "1")
+os.environ.setdefault("FAL_FILE_HOSTS", "v3.fal.media,v3b.fal.media,127.0.0.1")
 
 from genhub.settings import *  # noqa: E402,F403
 

@@ -25,9 +25,9 @@ from django.utils.module_loading import import_string
 
 from genhub.leases import lease_acquire, lease_release, lease_renew
 from gpu_instances.models import GpuInstance, InstanceEvent
+from providers import instance_tls
 from providers.errors import ProviderError
-from providers.http import HttpClient
-from providers.swarmui import SwarmUIClient
+from providers.swarmui import SwarmUIClient, swarmui_http
 from providers.swarmui_contract import LIGHTX2V_LORA, LIGHTX2V_LORA_LOW
 from providers.vastai import DEFAULT_MIN_INTERVALS, OfferFilters, VastAIClient, build_create_request
 
@@ -47,17 +47,18 @@ def _hook(name: str):
 def swarmui_for(instance: GpuInstance, *, health: bool = False) -> SwarmUIClient:
     """One client per instance (and purpose) per process, so its SwarmUI session is reused rather than a
     new one opened for every probe and job (reference/swarmui-api.md §2.1)."""
-    return _swarmui_client(instance.base_url, instance.swarmui_token,
+    return _swarmui_client(instance.base_url, instance.swarmui_token, instance.tls_certificate,
                            settings.VAST_HEALTH_TIMEOUT_SECONDS if health else None)
 
 
 @lru_cache(maxsize=16)
-def _swarmui_client(base_url: str, token: str, probe_timeout: float | None) -> SwarmUIClient:
+def _swarmui_client(base_url: str, token: str, certificate: str, probe_timeout: float | None) -> SwarmUIClient:
+    # Keyed by the certificate too: a client never outlives the pin it was built with.
     if probe_timeout is None:
-        return SwarmUIClient(base_url, token)
+        return SwarmUIClient(base_url, token, certificate=certificate)
     # A probe must answer fast and exactly once: retries would hide a dying server from the hysteresis.
-    http = HttpClient("SwarmUI", headers={"Authorization": token}, read_timeout=probe_timeout, max_tries=1)
-    return SwarmUIClient(base_url, token, http=http, status_timeout=probe_timeout)
+    http = swarmui_http(token, certificate, read_timeout=probe_timeout, max_tries=1)
+    return SwarmUIClient(base_url, token, certificate=certificate, http=http, status_timeout=probe_timeout)
 
 
 def readiness(instance: GpuInstance):
@@ -201,8 +202,12 @@ class VastAIOrchestrator:
         # Claim the purchase (compare-and-set on the empty token): behind the lease this always wins,
         # but it keeps a second buyer out even if something calls step() without the lease.
         token = secrets.token_urlsafe(32)
+        # A key and certificate of its own: the certificate is kept and pinned, the key only travels in the
+        # create request (providers/instance_tls.py).
+        tls = instance_tls.generate()
         claimed = GpuInstance.objects.filter(pk=instance.pk, state=State.PROVISIONING, vast_id__isnull=True,
                                              swarmui_token="").update(swarmui_token=token,
+                                                                      tls_certificate=tls.certificate_pem,
                                                                       state_changed_at=timezone.now())
         if not claimed:
             claimed_for = (timezone.now() - instance.state_changed_at).total_seconds()
@@ -210,15 +215,15 @@ class VastAIOrchestrator:
                 # The buyer died mid-purchase; whatever it may have rented carries our label and no
                 # record, so the leak sweep destroys it. Free the claim for a fresh purchase.
                 GpuInstance.objects.filter(pk=instance.pk, vast_id__isnull=True).update(
-                    swarmui_token="", state_changed_at=timezone.now())
+                    swarmui_token="", tls_certificate="", state_changed_at=timezone.now())
             return "another reconciler is renting this instance"
         body = build_create_request(image=settings.SWARMUI_IMAGE, label=self.label, disk_gb=settings.VAST_DISK_GB,
-                                    swarmui_token=token)
+                                    swarmui_token=token, tls=tls)
         try:
             offer, vast_id = self.vast.create_on_first_available(offers, body)
         except ProviderError as exc:
             # Nothing was rented (a create with an unknown outcome is found by the leak sweep): release the claim.
-            GpuInstance.objects.filter(pk=instance.pk, swarmui_token=token).update(swarmui_token="")
+            GpuInstance.objects.filter(pk=instance.pk, swarmui_token=token).update(swarmui_token="", tls_certificate="")
             return self._note_error(instance, f"could not rent any of {len(offers)} offer(s): {exc.message}")
         transition(instance, State.LOADING, f"rented {offer.gpu_name} at ${offer.dph_total:.3f}/h on machine "
                                             f"{offer.machine_id} (vast #{vast_id})",

@@ -7,7 +7,10 @@ Quirks this follows (reference/fal-api.md):
   can still have failed (`error`, `error_type`); its result then carries the model's error status;
 - 422 `detail` lists are input errors: permanent;
 - the submit POST is paid and has no idempotency key: it is never repeated after the body was sent;
-- output files live on a public CDN: they are fetched without our key, at once.
+- output files live on a public CDN: they are fetched without our key, at once;
+- its replies are untrusted input: the key goes only to FAL_QUEUE_URL's scheme, host and port (a
+  reply naming any other is refused before anything is sent), and files come only from FAL_FILE_HOSTS
+  over the address rule of `providers.addresses`, streamed under a size limit.
 """
 
 import base64
@@ -16,6 +19,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from providers.addresses import UntrustedAddress, check_url
 from providers.base import Finished, GenerationRequest, Pending, Provider, Submitted
 from providers.errors import ConfigurationError, PermanentError, ProviderError, TransientError
 from providers.http import HttpClient
@@ -56,7 +60,22 @@ class FalClient:
         self.queue_url = queue_url.rstrip("/")
         self.http = http or HttpClient("fal", headers={"Authorization": f"Key {key}"})
         # Output files are on fal's public CDN, another host: our key must not travel there.
-        self.files_http = files_http or HttpClient("fal CDN", read_timeout=120)
+        self.files_http = files_http or HttpClient("fal CDN", read_timeout=120, public_only=True)
+        queue = urlsplit(self.queue_url)
+        self._queue_origin = (queue.scheme, queue.hostname, queue.port or _DEFAULT_PORTS.get(queue.scheme))
+
+    def _keyed_url(self, url, what: str) -> str:
+        """A URL from fal's reply that our key may be sent to: the configured queue's origin only."""
+        try:
+            parts = urlsplit(url) if isinstance(url, str) else None
+            origin = parts and (parts.scheme, parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme))
+        except ValueError:
+            origin = None
+        if origin != self._queue_origin or parts.username is not None:
+            shown = f"{parts.scheme}://{parts.hostname}" if origin else "a malformed URL"
+            raise UntrustedAddress(f"fal: the {what} in fal's reply points at {shown}, not at the configured "
+                                   f"queue (FAL_QUEUE_URL); nothing was sent there")
+        return url
 
     def submit(self, endpoint: str, payload: dict) -> dict:
         response = self.http.request("POST", f"{self.queue_url}/{endpoint.strip('/')}", json=payload,
@@ -65,14 +84,17 @@ class FalClient:
         missing = [key for key in ("request_id", "status_url", "response_url", "cancel_url") if not data.get(key)]
         if missing:
             raise TransientError(f"fal: submit response lacks {', '.join(missing)}", code="bad_response")
+        for key in ("status_url", "response_url", "cancel_url"):
+            self._keyed_url(data[key], key)
         return data
 
     def status(self, status_url: str) -> dict:
-        return self.http.request("GET", status_url, params={"logs": 0}, ok_statuses=(202,)).json()
+        return self.http.request("GET", self._keyed_url(status_url, "status_url"), params={"logs": 0},
+                                 ok_statuses=(202,)).json()
 
     def result(self, response_url: str) -> dict:
         """The model's output; a failed request answers with the model's own error status and body."""
-        response = self.http.request("GET", response_url, ok_statuses=(400, 422))
+        response = self.http.request("GET", self._keyed_url(response_url, "response_url"), ok_statuses=(400, 422))
         body = _json_or_text(response)
         if response.status_code in (400, 422):
             raise PermanentError(f"fal rejected the input: {_detail_message(body)}", code="invalid_input",
@@ -80,13 +102,15 @@ class FalClient:
         return body
 
     def cancel(self, cancel_url: str) -> str:
-        response = self.http.request("PUT", cancel_url, ok_statuses=(400, 404))
+        response = self.http.request("PUT", self._keyed_url(cancel_url, "cancel_url"), ok_statuses=(400, 404))
         return str(_json_or_text(response).get("status", response.status_code)) if response.content else ""
 
     def download(self, url: str) -> bytes:
-        if urlsplit(url).scheme not in ("http", "https"):
-            raise PermanentError(f"fal returned an unusable video URL scheme: {url[:40]}", code="bad_response")
-        return self.files_http.request("GET", url).content
+        check_url(url, what="fal: the video URL in fal's result", allowed_hosts=settings.FAL_FILE_HOSTS)
+        return self.files_http.download(url)
+
+
+_DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
 def _json_or_text(response):

@@ -9,6 +9,7 @@ from django.db import connection
 from gpu_instances.models import GpuInstance
 from gpu_instances.orchestrator import VastAIOrchestrator
 from jobs.models import Job
+from providers import instance_tls
 from providers.vastai import OfferFilters, build_create_request
 from tests.jobs.factories import make_batch
 
@@ -145,7 +146,8 @@ def test_running_jobs_of_a_dead_instance_go_back_to_the_queue(vast_sim, demand):
 @pytest.mark.django_db
 def test_the_leak_sweep_destroys_labelled_instances_nobody_owns(vast_sim, vast_sim_client, settings):
     first, second = vast_sim_client.search_offers(OfferFilters())[:2]
-    body = build_create_request(image="x", label=settings.GENHUB_INSTANCE_LABEL, disk_gb=100, swarmui_token="t")
+    body = build_create_request(image="x", label=settings.GENHUB_INSTANCE_LABEL, disk_gb=100, swarmui_token="t",
+                                tls=instance_tls.generate())
     leaked_id = vast_sim_client.create_instance(first.id, body)
     other = vast_sim_client.create_instance(second.id, {**body, "label": "someone-else"})
 
