@@ -183,3 +183,17 @@ def test_two_reconcilers_at_once_rent_one_instance(vast_sim, user):
     live = [r for r in vast_sim.instance_records() if not r["destroyed"]]
     assert len(live) == 1
     assert GpuInstance.objects.filter(state__in=GpuInstance.ACTIVE_STATES).count() == 1
+
+
+@pytest.mark.django_db
+def test_the_instance_is_reached_over_tls_pinned_to_the_certificate_genhub_made(vast_sim, demand):
+    reconcile_until(ready_instance)
+
+    instance = ready_instance()
+    (remote,) = vast_sim.instance_records()
+    served = instance_tls.from_env(remote["env"])  # what the container was given and serves
+    assert instance.base_url.startswith("https://") and instance.tls_certificate == served.certificate_pem
+    # The private key went to the instance only: no column of the row holds it.
+    key_b64 = remote["env"]["GENHUB_TLS_KEY"]
+    stored = " ".join(str(value) for value in GpuInstance.objects.filter(pk=instance.pk).values().first().values())
+    assert key_b64 not in stored and "PRIVATE KEY" not in stored
