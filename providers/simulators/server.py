@@ -1,6 +1,7 @@
 """A small threaded HTTP server that simulators build on: real sockets on 127.0.0.1, JSON helpers."""
 
 import json
+import socket
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +21,9 @@ class SimulatorHandler(BaseHTTPRequestHandler):
     tls_failed = False
 
     def setup(self):
+        # Headers and body go out as two writes: without this, Nagle holds the second until the client's
+        # delayed ACK (~40 ms per response), which a real server does not add.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
         # TLS servers: the handshake runs here, in the connection's own thread, so a slow or refused
         # client never blocks the accept loop; a client that refuses our certificate gets nothing.
         if isinstance(self.request, ssl.SSLSocket):
