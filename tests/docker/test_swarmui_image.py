@@ -933,3 +933,66 @@ def test_healthcheck_is_unhealthy_when_nothing_answers(tmp_path, monkeypatch, ca
     assert health.main() == 1
     assert "unhealthy" in capsys.readouterr().out
 
+
+
+# --- the TLS terminator ---------------------------------------------------------------------------
+
+def test_image_installs_the_tls_terminator_from_the_distribution():
+    apt = next(rest for _, keyword, rest in final_stage() if keyword == "RUN" and "apt-get install" in rest)
+    assert {"nginx", "openssl", "curl"} <= set(apt.split())
+    text = (HERE / "entrypoint.sh").read_text()
+    assert "--host 127.0.0.1 --port \"$swarm_port\"" in text and "--host 0.0.0.0" not in text
+    template = (HERE / "nginx.conf.template").read_text()
+    assert "listen @LISTEN_PORT@ ssl;" in template and "proxy_pass http://127.0.0.1:@UPSTREAM_PORT@;" in template
+    assert "proxy_set_header Upgrade $http_upgrade;" in template  # WebSocket generation goes through it
+    assert "ssl_verify" not in template and "NumTickets 0" in template
+
+
+def render_proxy(tmp_path, token: str):
+    from providers import instance_tls
+
+    run_dir = tmp_path / "proxy"
+    assert run(["bash", str(HERE / "write-tls.sh"), str(run_dir)],
+               env=script_env(**instance_tls.env_entries(instance_tls.generate()))).returncode == 0
+    result = run(["bash", str(HERE / "render-proxy.sh"), str(HERE / "nginx.conf.template"), str(run_dir), "7801",
+                  "7800"], input=token, env=script_env())
+    return result, run_dir / "nginx.conf"
+
+
+def test_rendered_proxy_config_holds_the_token_exactly_and_privately(tmp_path):
+    result, conf = render_proxy(tmp_path, TOKEN)
+    assert result.returncode == 0, result.stderr
+    assert TOKEN not in result.stdout + result.stderr
+    text = conf.read_text()
+    assert f'"{TOKEN}" 1;' in text and "@" not in text.replace("@TOKEN", "")
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o600
+    assert stat.S_IMODE((conf.parent / "key.pem").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("token,reason", [
+    ("", "no token"), ("short-token", "16 to 4096"), ('token-with-"quote"-inside', "may hold only"),
+    ("token-with-$variable-inside", "may hold only"), ("token;with{braces}inside", "may hold only"),
+    ("Bearer  two-spaces-inside-x", "may hold only"),
+])
+def test_render_proxy_refuses_tokens_nginx_would_reinterpret(tmp_path, token, reason):
+    result, conf = render_proxy(tmp_path, token)
+    assert result.returncode == 1 and reason in result.stderr
+    assert not conf.exists()
+
+
+@pytest.mark.parametrize("case", ["no key", "no certificate", "not base64", "key of another certificate"])
+def test_write_tls_refuses_unusable_material(tmp_path, case):
+    from providers import instance_tls
+
+    env = instance_tls.env_entries(instance_tls.generate())
+    if case == "no key":
+        del env["GENHUB_TLS_KEY"]
+    elif case == "no certificate":
+        env = {"GENHUB_TLS_KEY": env["GENHUB_TLS_KEY"]}
+    elif case == "not base64":
+        env["GENHUB_TLS_CERT_2"] = "not base64!"
+    else:
+        env["GENHUB_TLS_KEY"] = instance_tls.env_entries(instance_tls.generate())["GENHUB_TLS_KEY"]
+    result = run(["bash", str(HERE / "write-tls.sh"), str(tmp_path / "tls")], env=script_env(**env))
+    assert result.returncode == 1 and "write-tls: ERROR:" in result.stderr
+    assert env.get("GENHUB_TLS_KEY", "x" * 40)[:40] not in result.stdout + result.stderr
