@@ -662,7 +662,7 @@ def test_entrypoint_starts_swarm_headless_with_the_token_in_settings(fake_swarm)
     proxy = (fake_swarm.fake / "nginx.conf").read_text()
     assert f"listen {contract.SWARMUI_PORT} ssl;" in proxy
     assert f"proxy_pass http://127.0.0.1:{contract.SWARMUI_INTERNAL_PORT};" in proxy
-    assert f'"{TOKEN}" 1;' in proxy
+    assert f'if ($http_authorization != "{TOKEN}")' in proxy
     assert "daemon off;" in (fake_swarm.fake / "nginx.args").read_text()
 
 
@@ -729,8 +729,8 @@ def test_entrypoint_stops_swarm_when_its_port_answers_without_the_token(tmp_path
     if mode == "open":
         template = seed / "nginx.conf.template"
         text = template.read_text()
-        template.write_text(re.sub(r"if \(\$genhub_authorized = 0\) \{[^}]*\}", "", text))
-        assert "genhub_authorized = 0" not in template.read_text()
+        template.write_text(re.sub(r"if \(\$http_authorization != \"@TOKEN@\"\) \{[^}]*\}", "", text))
+        assert "$http_authorization !=" not in template.read_text()
     (bin_dir / "dotnet").write_text(FAKE_SERVER.format(python=sys.executable, port=contract.SWARMUI_INTERNAL_PORT))
     (bin_dir / "dotnet").chmod(0o755)
     inner = textwrap.dedent(f"""
@@ -964,7 +964,7 @@ def test_rendered_proxy_config_holds_the_token_exactly_and_privately(tmp_path):
     assert result.returncode == 0, result.stderr
     assert TOKEN not in result.stdout + result.stderr
     text = conf.read_text()
-    assert f'"{TOKEN}" 1;' in text and "@" not in text.replace("@TOKEN", "")
+    assert f'if ($http_authorization != "{TOKEN}")' in text and "@" not in text
     assert stat.S_IMODE(conf.stat().st_mode) == 0o600
     assert stat.S_IMODE((conf.parent / "key.pem").stat().st_mode) == 0o600
 

@@ -10,6 +10,7 @@ from providers.simulators.swarmui import SwarmUISimulator
 from providers.swarmui import SwarmUIClient, build_video_params
 from providers.swarmui_contract import TLS_CERT_ENV_PREFIX, TLS_KEY_ENV
 from providers.vastai import build_create_request
+from tests.conftest import wait_for
 
 TOKEN = "Bearer pinned-channel-3e9d"
 
@@ -43,7 +44,7 @@ def test_a_different_certificate_is_refused_before_the_token_is_sent(swarm):
             call()
         assert refused.value.code == "tls_refused" and TOKEN not in refused.value.message
     assert swarm.request_log == []  # no request, and so no token, ever reached the server
-    assert swarm.tls_refusals >= 3
+    wait_for(lambda: swarm.tls_refusals >= 3, timeout=10, message="the server to count the refused handshakes")
     assert client.is_ready().ready is False
 
 
