@@ -26,8 +26,8 @@ from django.utils.module_loading import import_string
 from genhub.leases import lease_acquire, lease_release, lease_renew
 from gpu_instances.models import GpuInstance, InstanceEvent
 from providers import instance_tls
-from providers.errors import ProviderError
-from providers.swarmui import SwarmUIClient, swarmui_http
+from providers.errors import ProviderError, TransientError
+from providers.swarmui import Readiness, SwarmUIClient, swarmui_http
 from providers.swarmui_contract import LIGHTX2V_LORA, LIGHTX2V_LORA_LOW
 from providers.vastai import DEFAULT_MIN_INTERVALS, OfferFilters, VastAIClient, build_create_request
 
@@ -46,7 +46,14 @@ def _hook(name: str):
 
 def swarmui_for(instance: GpuInstance, *, health: bool = False) -> SwarmUIClient:
     """One client per instance (and purpose) per process, so its SwarmUI session is reused rather than a
-    new one opened for every probe and job (reference/swarmui-api.md §2.1)."""
+    new one opened for every probe and job (reference/swarmui-api.md §2.1).
+
+    An instance without a pinned certificate (rented before genhub pinned its channel) is never called:
+    the error is transient, so its jobs go back to the queue and its failed probes replace it.
+    """
+    if not instance.tls_certificate or not instance.base_url.startswith("https://"):
+        raise TransientError(f"instance vast #{instance.vast_id} has no pinned TLS channel; it will be replaced",
+                             code="no_pinned_channel")
     return _swarmui_client(instance.base_url, instance.swarmui_token, instance.tls_certificate,
                            settings.VAST_HEALTH_TIMEOUT_SECONDS if health else None)
 
@@ -65,7 +72,11 @@ def readiness(instance: GpuInstance):
     """SwarmUI answers, its backend runs, and the models genhub will ask for are listed."""
     models = tuple(name for name in (settings.SWARMUI_VIDEO_MODEL, settings.SWARMUI_SWAP_MODEL) if name)
     loras = (LIGHTX2V_LORA, LIGHTX2V_LORA_LOW) if settings.SWARMUI_SWAP_MODEL else (LIGHTX2V_LORA,)
-    return swarmui_for(instance, health=True).is_ready(required_models=models, required_loras=loras)
+    try:
+        client = swarmui_for(instance, health=True)
+    except ProviderError as exc:
+        return Readiness(False, exc.message)
+    return client.is_ready(required_models=models, required_loras=loras)
 
 
 def record(instance: GpuInstance, kind: str, message: str, *, to_state: str = "") -> None:

@@ -197,3 +197,20 @@ def test_the_instance_is_reached_over_tls_pinned_to_the_certificate_genhub_made(
     key_b64 = remote["env"]["GENHUB_TLS_KEY"]
     stored = " ".join(str(value) for value in GpuInstance.objects.filter(pk=instance.pk).values().first().values())
     assert key_b64 not in stored and "PRIVATE KEY" not in stored
+
+
+@pytest.mark.django_db
+def test_an_instance_without_a_pinned_certificate_is_never_called_and_gets_replaced(vast_sim, demand, settings):
+    """An instance rented before the channel was pinned (plain http, no certificate on its row)."""
+    settings.VAST_HEALTH_FAILURES = 2
+    reconcile_until(ready_instance)
+    legacy = ready_instance()
+    GpuInstance.objects.filter(pk=legacy.pk).update(tls_certificate="", base_url=legacy.base_url.replace(
+        "https://", "http://"))
+    (remote,) = vast_sim.instance_records()
+    seen = len(vast_sim._swarmui(remote["id"]).request_log)
+
+    reconcile_until(lambda: GpuInstance.objects.get(pk=legacy.pk).state == State.DESTROYED)
+
+    assert "no pinned TLS channel" in GpuInstance.objects.get(pk=legacy.pk).end_reason
+    assert len(vast_sim._swarmui(remote["id"]).request_log) == seen  # never called without the pin
