@@ -23,7 +23,10 @@ class SimulatorHandler(BaseHTTPRequestHandler):
     def setup(self):
         # Headers and body go out as two writes: without this, Nagle holds the second until the client's
         # delayed ACK (~40 ms per response), which a real server does not add.
-        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        try:
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        except OSError:
+            pass  # the client is already gone: handling fails quietly below
         # TLS servers: the handshake runs here, in the connection's own thread, so a slow or refused
         # client never blocks the accept loop; a client that refuses our certificate gets nothing.
         if isinstance(self.request, ssl.SSLSocket):
