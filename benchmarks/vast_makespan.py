@@ -42,7 +42,7 @@ def gaps(generations) -> list[float]:
 def bare_loop(jobs: int, seconds: float) -> tuple[float, list[float]]:
     sim = SwarmUISimulator("bench-token", generation_seconds=seconds).start()
     sim.backend_status = "running"
-    client = SwarmUIClient(sim.url, "bench-token")
+    client = SwarmUIClient(sim.url, "bench-token", certificate=sim.certificate)
     image = make_image()
     started = time.monotonic()
     for seed in range(jobs):

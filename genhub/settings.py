@@ -223,6 +223,16 @@ HTTP_READ_TIMEOUT = env.float("HTTP_READ_TIMEOUT", default=60.0)
 HTTP_MAX_TRIES = env.int("HTTP_MAX_TRIES", default=4)
 HTTP_BACKOFF_SECONDS = env.float("HTTP_BACKOFF_SECONDS", default=1.0)
 
+# --- trust of remote parties: provider replies and the pinned channel to the GPU (issue 10) ---
+# Addresses taken from a provider's reply (fal file URLs, the instance IP vast reports) may not be
+# loopback, private or link-local, and plain http is refused, unless this is on (the simulators run
+# on 127.0.0.1 in development and tests).
+GENHUB_ALLOW_PRIVATE_DOWNLOADS = env.bool("GENHUB_ALLOW_PRIVATE_DOWNLOADS", default=DEBUG)
+# An output file larger than this is refused while it streams in (bytes).
+GENHUB_MAX_DOWNLOAD_BYTES = env.int("GENHUB_MAX_DOWNLOAD_BYTES", default=512 * 2**20)
+# The only hosts fal output files are fetched from (fal's CDN); `*.example.com` matches subdomains.
+FAL_FILE_HOSTS = env.list("FAL_FILE_HOSTS", default=["v3.fal.media", "v3b.fal.media"])
+
 # --- jobs ---
 GENHUB_JOB_MAX_ATTEMPTS = env.int("GENHUB_JOB_MAX_ATTEMPTS", default=3)
 # A worker holding a job beats this often, from a thread of its own whatever the generation does.

@@ -27,6 +27,9 @@ class GpuInstance(models.Model):
     base_url = models.URLField(blank=True)
     # Per-instance SwarmUI Authorization token: a secret, never shown in the admin or the API.
     swarmui_token = models.CharField(max_length=128, blank=True)
+    # The self-signed certificate genhub made for this instance (PEM) and pins on every call to it. Public
+    # by nature; its private key went to the instance in the create request and is never stored here.
+    tls_certificate = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     state_changed_at = models.DateTimeField(null=True, blank=True)
     ready_at = models.DateTimeField(null=True, blank=True)

@@ -27,9 +27,9 @@ from genhub.db import DatabaseError, reconnect, with_reconnect
 from genhub.leases import HeldLease
 from gpu_instances.models import GpuInstance, InstanceEvent
 from gpu_instances.offers import SearchBlocked, offers_find, offers_forget, offers_invalidate
-from providers.errors import ProviderError
-from providers.http import HttpClient
-from providers.swarmui import SwarmUIClient
+from providers import instance_tls
+from providers.errors import ProviderError, TransientError
+from providers.swarmui import Readiness, SwarmUIClient, swarmui_http
 from providers.swarmui_contract import LIGHTX2V_LORA, LIGHTX2V_LORA_LOW
 from providers.vastai import (
     DEFAULT_MIN_INTERVALS,
@@ -54,25 +54,37 @@ def _hook(name: str):
 
 def swarmui_for(instance: GpuInstance, *, health: bool = False) -> SwarmUIClient:
     """One client per instance (and purpose) per process, so its SwarmUI session is reused rather than a
-    new one opened for every probe and job (reference/swarmui-api.md §2.1)."""
-    return _swarmui_client(instance.base_url, instance.swarmui_token,
+    new one opened for every probe and job (reference/swarmui-api.md §2.1).
+
+    An instance without a pinned certificate (rented before genhub pinned its channel) is never called:
+    the error is transient, so its jobs go back to the queue and its failed probes replace it.
+    """
+    if not instance.tls_certificate or not instance.base_url.startswith("https://"):
+        raise TransientError(f"instance vast #{instance.vast_id} has no pinned TLS channel; it will be replaced",
+                             code="no_pinned_channel")
+    return _swarmui_client(instance.base_url, instance.swarmui_token, instance.tls_certificate,
                            settings.VAST_HEALTH_TIMEOUT_SECONDS if health else None)
 
 
 @lru_cache(maxsize=16)
-def _swarmui_client(base_url: str, token: str, probe_timeout: float | None) -> SwarmUIClient:
+def _swarmui_client(base_url: str, token: str, certificate: str, probe_timeout: float | None) -> SwarmUIClient:
+    # Keyed by the certificate too: a client never outlives the pin it was built with.
     if probe_timeout is None:
-        return SwarmUIClient(base_url, token)
+        return SwarmUIClient(base_url, token, certificate=certificate)
     # A probe must answer fast and exactly once: retries would hide a dying server from the hysteresis.
-    http = HttpClient("SwarmUI", headers={"Authorization": token}, read_timeout=probe_timeout, max_tries=1)
-    return SwarmUIClient(base_url, token, http=http, status_timeout=probe_timeout)
+    http = swarmui_http(token, certificate, read_timeout=probe_timeout, max_tries=1)
+    return SwarmUIClient(base_url, token, certificate=certificate, http=http, status_timeout=probe_timeout)
 
 
 def readiness(instance: GpuInstance):
     """SwarmUI answers, its backend runs, and the models genhub will ask for are listed."""
     models = tuple(name for name in (settings.SWARMUI_VIDEO_MODEL, settings.SWARMUI_SWAP_MODEL) if name)
     loras = (LIGHTX2V_LORA, LIGHTX2V_LORA_LOW) if settings.SWARMUI_SWAP_MODEL else (LIGHTX2V_LORA,)
-    return swarmui_for(instance, health=True).is_ready(required_models=models, required_loras=loras)
+    try:
+        client = swarmui_for(instance, health=True)
+    except ProviderError as exc:
+        return Readiness(False, exc.message)
+    return client.is_ready(required_models=models, required_loras=loras)
 
 
 def record(instance: GpuInstance, kind: str, message: str, *, to_state: str = "") -> None:
@@ -244,13 +256,17 @@ class VastAIOrchestrator:
         # Claim the purchase (compare-and-set on the empty token): behind the lease this always wins,
         # but it keeps a second buyer out even if something calls step() without the lease.
         token = secrets.token_urlsafe(32)
+        # A key and certificate of its own: the certificate is kept and pinned, the key only travels in the
+        # create request (providers/instance_tls.py).
+        tls = instance_tls.generate()
         claimed = GpuInstance.objects.filter(pk=instance.pk, state=State.PROVISIONING, vast_id__isnull=True,
                                              swarmui_token="").update(swarmui_token=token,
+                                                                      tls_certificate=tls.certificate_pem,
                                                                       state_changed_at=timezone.now())
         if not claimed:
             return "another reconciler is renting this instance"
         body = build_create_request(image=settings.SWARMUI_IMAGE, label=self.label, disk_gb=settings.VAST_DISK_GB,
-                                    swarmui_token=token)
+                                    swarmui_token=token, tls=tls)
         gone = []
         try:
             offer, vast_id = self.vast.create_on_first_available(offers, body, gone=lambda o: gone.append(o.id))
@@ -267,7 +283,8 @@ class VastAIOrchestrator:
             offers_forget(gone)
             if exc.code == "no_offer_available":
                 offers_invalidate()
-            GpuInstance.objects.filter(pk=instance.pk, swarmui_token=token).update(swarmui_token="")
+            GpuInstance.objects.filter(pk=instance.pk, swarmui_token=token).update(
+                swarmui_token="", tls_certificate="")
             return self._note_error(instance, f"could not rent any of {len(offers)} offer(s): {exc.message}")
         offers_forget(gone + [offer.id])
         transition(instance, State.LOADING, f"rented {offer.gpu_name} at ${offer.dph_total:.3f}/h on machine "
@@ -307,7 +324,8 @@ class VastAIOrchestrator:
         if waited < settings.VAST_CREATE_RESOLVE_SECONDS:
             return f"looking for the instance of an unanswered create ({waited:.0f}s)"
         if GpuInstance.objects.filter(pk=instance.pk, vast_id__isnull=True, swarmui_token=instance.swarmui_token
-                                      ).update(swarmui_token="", offer_id=None, state_changed_at=timezone.now()):
+                                      ).update(swarmui_token="", tls_certificate="", offer_id=None,
+                                               state_changed_at=timezone.now()):
             record(instance, "create", f"no instance appeared within {waited:.0f}s of the unanswered create; "
                                        f"renting again")
         return "the unanswered create made nothing: renting again"

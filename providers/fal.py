@@ -12,6 +12,9 @@ Quirks this follows (reference/fal-api.md):
   wait IN_QUEUE with a `queue_position`, which is reported so the deadline can start at IN_PROGRESS;
 - fal bills a COMPLETED request: when its result or file cannot be fetched (5xx, timeout), that is a
   `ResultFetchError` for the caller to fetch again later, never a reason to submit it again.
+- its replies are untrusted input: the key goes only to FAL_QUEUE_URL's scheme, host and port (a
+  reply naming any other is refused before anything is sent), and files come only from FAL_FILE_HOSTS
+  over the address rule of `providers.addresses`, streamed under a size limit.
 """
 
 import base64
@@ -20,6 +23,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from providers.addresses import UntrustedAddress, check_url
 from providers.base import Finished, GenerationRequest, Pending, Provider, Submitted
 from providers.errors import ConfigurationError, PermanentError, ProviderError, TransientError
 from providers.http import HttpClient
@@ -60,7 +64,22 @@ class FalClient:
         self.queue_url = queue_url.rstrip("/")
         self.http = http or HttpClient("fal", headers={"Authorization": f"Key {key}"})
         # Output files are on fal's public CDN, another host: our key must not travel there.
-        self.files_http = files_http or HttpClient("fal CDN", read_timeout=120)
+        self.files_http = files_http or HttpClient("fal CDN", read_timeout=120, public_only=True)
+        queue = urlsplit(self.queue_url)
+        self._queue_origin = (queue.scheme, queue.hostname, queue.port or _DEFAULT_PORTS.get(queue.scheme))
+
+    def _keyed_url(self, url, what: str) -> str:
+        """A URL from fal's reply that our key may be sent to: the configured queue's origin only."""
+        try:
+            parts = urlsplit(url) if isinstance(url, str) else None
+            origin = parts and (parts.scheme, parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme))
+        except ValueError:
+            origin = None
+        if origin != self._queue_origin or parts.username is not None:
+            shown = f"{parts.scheme}://{parts.hostname}" if origin else "a malformed URL"
+            raise UntrustedAddress(f"fal: the {what} in fal's reply points at {shown}, not at the configured "
+                                   f"queue (FAL_QUEUE_URL); nothing was sent there")
+        return url
 
     def submit(self, endpoint: str, payload: dict) -> dict:
         response = self.http.request("POST", f"{self.queue_url}/{endpoint.strip('/')}", json=payload,
@@ -69,14 +88,18 @@ class FalClient:
         missing = [key for key in ("request_id", "status_url", "response_url", "cancel_url") if not data.get(key)]
         if missing:
             raise TransientError(f"fal: submit response lacks {', '.join(missing)}", code="bad_response")
+        for key in ("status_url", "response_url", "cancel_url"):
+            self._keyed_url(data[key], key)
         return data
 
     def status(self, status_url: str) -> dict:
-        return self.http.request("GET", status_url, params={"logs": 0}, ok_statuses=(202,)).json()
+        return self.http.request("GET", self._keyed_url(status_url, "status_url"), params={"logs": 0},
+                                 ok_statuses=(202,)).json()
 
     def result(self, response_url: str, *, retry: bool = True) -> dict:
         """The model's output; a failed request answers with the model's own error status and body."""
-        response = self.http.request("GET", response_url, ok_statuses=(400, 422), retry=retry)
+        response = self.http.request("GET", self._keyed_url(response_url, "response_url"), ok_statuses=(400, 422),
+                                     retry=retry)
         body = _json_or_text(response)
         if response.status_code in (400, 422):
             raise PermanentError(f"fal rejected the input: {_detail_message(body)}", code="invalid_input",
@@ -84,13 +107,15 @@ class FalClient:
         return body
 
     def cancel(self, cancel_url: str) -> str:
-        response = self.http.request("PUT", cancel_url, ok_statuses=(400, 404))
+        response = self.http.request("PUT", self._keyed_url(cancel_url, "cancel_url"), ok_statuses=(400, 404))
         return str(_json_or_text(response).get("status", response.status_code)) if response.content else ""
 
     def download(self, url: str, *, retry: bool = True) -> bytes:
-        if urlsplit(url).scheme not in ("http", "https"):
-            raise PermanentError(f"fal returned an unusable video URL scheme: {url[:40]}", code="bad_response")
-        return self.files_http.request("GET", url, retry=retry).content
+        check_url(url, what="fal: the video URL in fal's result", allowed_hosts=settings.FAL_FILE_HOSTS)
+        return self.files_http.download(url, retry=retry)
+
+
+_DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
 def _json_or_text(response):

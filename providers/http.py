@@ -17,6 +17,7 @@ import requests
 import urllib3
 from django.conf import settings
 
+from providers import addresses
 from providers.errors import PermanentError, ProviderError, TransientError
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,13 @@ class HttpClient:
 
     def __init__(self, service: str, *, headers: dict | None = None, connect_timeout: float | None = None,
                  read_timeout: float | None = None, max_tries: int | None = None, backoff: float | None = None,
-                 secret_path: bool = False):
+                 secret_path: bool = False, public_only: bool = False, pinned_certificate: str | None = None):
         self.service = service
+        # `public_only`: the address came from a remote party's reply (a fal file URL, a vast instance IP),
+        # so every connection is checked against `providers.addresses` after it is made.
+        # `pinned_certificate`: HTTPS trusts exactly this certificate (providers/instance_tls.py).
+        self.public_only = public_only
+        self.pinned_certificate = pinned_certificate
         # Some URLs carry their credential in the path (webhooks): then only the host is ever shown.
         self.secret_path = secret_path
         self.connect_timeout = connect_timeout or settings.HTTP_CONNECT_TIMEOUT
@@ -72,6 +78,14 @@ class HttpClient:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
+            if self.public_only or self.pinned_certificate:
+                adapter = addresses.GuardedAdapter(public_only=self.public_only,
+                                                   pinned_certificate=self.pinned_certificate)
+                session.mount("https://", adapter)
+                session.mount("http://", adapter)
+                # A proxy from the environment would make the proxy the peer that is checked, and would
+                # see the pinned channel's endpoint: these calls go direct.
+                session.trust_env = False
             session.headers.update(self._headers)
             session.headers["User-Agent"] = "genhub/1.0"
             self._local.session = session
@@ -93,6 +107,12 @@ class HttpClient:
             attempt += 1
             try:
                 response = self.session.request(method, url, timeout=timeout, **kwargs)
+            except requests.exceptions.SSLError:
+                # The certificate is not the trusted (pinned) one: nothing was sent, and asking again
+                # will not change who answers.
+                raise TransientError(f"{self.service}: {method} {self._shown(url)} refused: the server's TLS "
+                                     "certificate is not the one genhub trusts for it", code="tls_refused",
+                                     transport=True) from None
             except requests.RequestException as exc:
                 error = TransientError(
                     f"{self.service}: {method} {self._shown(url)} failed: {type(exc).__name__}",
@@ -113,6 +133,37 @@ class HttpClient:
             delay = min(delay, 60.0) * (1 + random.random() * 0.1)
             log.info("%s; retrying in %.2fs (attempt %d/%d)", error.message, delay, attempt, tries)
             time.sleep(delay)
+
+    def download(self, url: str, *, max_bytes: int | None = None, read_timeout: float | None = None,
+                 **kwargs) -> bytes:
+        """GET a file, streamed, refusing it once it passes `max_bytes` (GENHUB_MAX_DOWNLOAD_BYTES).
+
+        The body is never held beyond the limit: a declared Content-Length over it is refused before
+        reading, and an undeclared or lying one is cut off at the first chunk past it.
+        """
+        limit = max_bytes or settings.GENHUB_MAX_DOWNLOAD_BYTES
+        response = self.request("GET", url, stream=True, read_timeout=read_timeout, **kwargs)
+        try:
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > limit:
+                raise self._too_large(url, limit, f"it announces {int(declared)} bytes")
+            chunks, size = [], 0
+            try:
+                for chunk in response.iter_content(chunk_size=1 << 16):
+                    size += len(chunk)
+                    if size > limit:
+                        raise self._too_large(url, limit, "it sent more")
+                    chunks.append(chunk)
+            except requests.RequestException as exc:
+                raise TransientError(f"{self.service}: GET {self._shown(url)} failed while reading: "
+                                     f"{type(exc).__name__}", code="connection_error", transport=True) from None
+            return b"".join(chunks)
+        finally:
+            response.close()
+
+    def _too_large(self, url: str, limit: int, detail: str) -> PermanentError:
+        return PermanentError(f"{self.service}: GET {self._shown(url)} refused: the file is larger than the "
+                              f"{limit}-byte limit (GENHUB_MAX_DOWNLOAD_BYTES); {detail}", code="output_too_large")
 
     def _shown(self, url: str) -> str:
         parts = urlsplit(url)

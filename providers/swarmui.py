@@ -14,11 +14,17 @@ Quirks it handles (see `reference/swarmui-api.md`; each one has broken real clie
 - `InterruptAll` stops the generations of the calling *session* (all of the user's sessions with
   `other_sessions: true`; src/WebAPI/BasicAPIFeatures.cs). SwarmUI has no per-request interrupt, so each
   generation in flight runs on a session of its own, and cancelling one job interrupts only that job.
+- the channel is TLS to the instance's own terminator, pinned to the certificate genhub made for it
+  (`providers/instance_tls.py`): plain http, a CA-signed or any other certificate is refused, and so
+  is an instance address that is not public (`providers/addresses.py`). Output paths from its replies
+  are fetched only as relative `View/…` paths on that same pinned base URL.
 """
 
 import base64
 import json
 import logging
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +34,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidStatus
 from websockets.sync.client import connect
 
-from providers.errors import PermanentError, ProviderError, TransientError
+from providers import instance_tls
+from providers.addresses import check_peer
+from providers.errors import ConfigurationError, PermanentError, ProviderError, TransientError
 from providers.http import HttpClient
 from providers.swarmui_contract import (
     LIGHTX2V_LORA,
@@ -136,6 +144,12 @@ def build_video_params(*, image: bytes, image_content_type: str, prompt: str, ne
     return params
 
 
+def swarmui_http(token: str, certificate: str, **options) -> HttpClient:
+    """The HTTP side of a SwarmUI client: the token header, the pinned certificate, public peers only."""
+    return HttpClient(SERVICE, headers={"Authorization": token}, public_only=True, pinned_certificate=certificate,
+                      **options)
+
+
 class SwarmUIClient:
     """One SwarmUI server. Thread-safe: jobs on the same instance may share a client.
 
@@ -145,12 +159,19 @@ class SwarmUIClient:
     SwarmUI sends progress or a `keep_alive` at least every ~30 s while a job is waiting or running.
     """
 
-    def __init__(self, base_url: str, token: str, *, http: HttpClient | None = None,
+    def __init__(self, base_url: str, token: str, *, certificate: str | None = None, http: HttpClient | None = None,
                  status_timeout: float = 10.0, generation_timeout: float = 1800.0,
                  ws_open_timeout: float = 10.0, ws_idle_timeout: float = 120.0):
         self.base_url = base_url.rstrip("/")
+        # The token is owner-level access to a paid GPU: it only ever travels over the pinned channel.
+        if urlsplit(self.base_url).scheme != "https" or not certificate:
+            raise ConfigurationError(f"SwarmUI at {self.base_url}: genhub talks to an instance only over https "
+                                     "pinned to the certificate it made for it, and has none for this one")
         self._auth = {"Authorization": token}
-        self.http = http or HttpClient(SERVICE, headers=self._auth)
+        self.http = http or swarmui_http(token, certificate)
+        if self.http.pinned_certificate != certificate or not self.http.public_only:
+            raise ConfigurationError("SwarmUI: the HTTP client must pin the instance's certificate")
+        self._ssl_context = instance_tls.client_context(certificate)
         self.status_timeout = status_timeout
         self.generation_timeout = generation_timeout
         self.ws_open_timeout = ws_open_timeout
@@ -245,8 +266,8 @@ class SwarmUIClient:
         """Fetch an output. Paths hold spaces and prompt text; the server un-escapes them (§3.2)."""
         if path.startswith("data:"):  # `donotsave` outputs come inline
             return base64.b64decode(path.split(",", 1)[1])
-        url = f"{self.base_url}/{quote(path.lstrip('/'), safe='/')}"
-        return self.http.request("GET", url, headers=self._auth).content
+        url = f"{self.base_url}/{quote(_output_path(path), safe='/')}"
+        return self.http.download(url, headers=self._auth)
 
     def _generate_http(self, params: dict) -> str:
         data = self._call("GenerateText2Image", params, read_timeout=self.generation_timeout)
@@ -271,10 +292,20 @@ class SwarmUIClient:
     def _ws_once(self, params: dict, session_id: str, on_progress, cancel) -> tuple[str, str | None]:
         url = self._ws_url("/API/GenerateText2ImageWS")
         try:
-            # Previews and inline (`donotsave`) results can exceed websockets' 1 MiB default.
-            ws = connect(url, additional_headers=self._auth, user_agent_header="genhub/1.0",
-                         open_timeout=self.ws_open_timeout, close_timeout=1, max_size=128 * 2**20,
-                         logger=_WS_LOGGER)
+            sock = self._ws_socket()
+            try:
+                # Previews and inline (`donotsave`) results can exceed websockets' 1 MiB default.
+                ws = connect(url, sock=sock, ssl=self._ssl_context, server_hostname=urlsplit(url).hostname,
+                             additional_headers=self._auth, user_agent_header="genhub/1.0",
+                             open_timeout=self.ws_open_timeout, close_timeout=1, max_size=128 * 2**20,
+                             logger=_WS_LOGGER)
+            except BaseException:
+                sock.close()
+                raise
+        except ssl.SSLError as exc:
+            # Not the pinned certificate (or no TLS at all): the handshake stopped before our token was sent.
+            raise TransientError(f"SwarmUI: TLS to {self.base_url} refused: {_tls_reason(exc)}",
+                                 code="tls_refused") from None
         except InvalidStatus as exc:
             if exc.response.status_code == 401:
                 raise PermanentError("SwarmUI: WebSocket handshake refused with HTTP 401 (Authorization)",
@@ -287,6 +318,10 @@ class SwarmUIClient:
                                  code="timeout") from None
         except (InvalidHandshake, OSError) as exc:
             raise _WebSocketUnavailable(type(exc).__name__) from None
+        except ValueError:
+            # A redirect (a proxy that dropped the Upgrade: SwarmUI sends GETs on /API/ to an error page):
+            # never followed on our checked socket, and the WS route is unusable here.
+            raise _WebSocketUnavailable("the handshake was redirected") from None
         with ws:
             return self._ws_exchange(ws, {**params, "session_id": session_id}, on_progress, cancel)
 
@@ -343,6 +378,17 @@ class SwarmUIClient:
                 raise _WebSocketUnavailable("connection closed before any message") from None
             raise TransientError("SwarmUI: WebSocket closed during generation", code="connection_error") from None
         return _pick_video(outputs)
+
+    def _ws_socket(self) -> socket.socket:
+        """A TCP connection to the instance whose peer passed the address rule, for the WS handshake."""
+        parts = urlsplit(self.base_url)
+        sock = socket.create_connection((parts.hostname, parts.port or 443), timeout=self.ws_open_timeout)
+        try:
+            check_peer(sock.getpeername()[0], parts.hostname)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def _ws_url(self, route: str) -> str:
         parts = urlsplit(self.base_url)
@@ -455,6 +501,28 @@ def _pick_video(outputs: dict[str, tuple[str, str | None]]) -> tuple[str, str | 
         raise TransientError("SwarmUI: generation finished without a video output", code="no_output")
     videos.sort(key=lambda item: item[0].startswith("-"))
     return videos[0][1]
+
+
+def _output_path(path) -> str:
+    """An output path from SwarmUI's reply, fetched relative to the pinned base URL: `View/…` only,
+    never a scheme, an absolute path, a `..` or `.` segment, a backslash or a control character."""
+    problem = None
+    if not isinstance(path, str) or not path.startswith("View/"):
+        problem = "it is not a relative View/… path"
+    elif any(segment in ("", ".", "..") for segment in path.split("/")[1:]):
+        problem = "it has an empty, '.' or '..' segment"
+    elif "\\" in path or any(ord(char) < 32 or ord(char) == 127 for char in path):
+        problem = "it holds a backslash or a control character"
+    if problem:
+        shown = path[:80] if isinstance(path, str) else type(path).__name__
+        raise TransientError(f"SwarmUI: refused output path {shown!r}: {problem}", code="bad_output_path")
+    return path
+
+
+def _tls_reason(exc: ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "its certificate is not the one genhub pinned for this instance"
+    return exc.reason or type(exc).__name__
 
 
 def _decode(raw) -> dict:

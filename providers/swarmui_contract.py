@@ -29,3 +29,17 @@ REQUIRED_LORAS = (LIGHTX2V_LORA,)
 # LoRA section ids for `lorasectionconfinement`: 2 = video (high-noise) model, 3 = video swap (low-noise).
 LORA_SECTION_VIDEO = "2"
 LORA_SECTION_VIDEO_SWAP = "3"
+
+# --- The encrypted, pinned channel (docs/swarmui-image.md "TLS") ---
+# SwarmUI itself listens on loopback only, on this port; a TLS terminator (nginx) owns SWARMUI_PORT,
+# checks the token, and proxies HTTP and WebSocket to it.
+SWARMUI_INTERNAL_PORT = 7800
+# genhub makes a key and a self-signed certificate per instance and pins that certificate. They travel
+# in the create request's env as base64 DER (no PEM armour): the key in one entry, the certificate in
+# numbered parts (_1, _2, …, concatenated in order), since vast allows 256 characters per entry.
+TLS_KEY_ENV = "GENHUB_TLS_KEY"
+TLS_CERT_ENV_PREFIX = "GENHUB_TLS_CERT_"
+TLS_ENV_CHUNK = 200
+# The name in the certificate (no IP is known when it is made). genhub does not check names — the pin
+# identifies the instance — but the entrypoint's self-check connects with it.
+TLS_SERVER_NAME = "genhub-gpu-instance"

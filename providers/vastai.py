@@ -16,6 +16,7 @@ from email.utils import parsedate_to_datetime
 
 from django.conf import settings
 
+from providers import instance_tls
 from providers.errors import PermanentError, ProviderError, TransientError
 from providers.http import HttpClient
 from providers.swarmui_contract import SWARMUI_PORT, SWARMUI_TOKEN_ENV, VAST_RUNTYPE
@@ -197,7 +198,8 @@ class Instance:
         mapping = self.ports.get(f"{SWARMUI_PORT}/tcp") or []
         if self.actual_status != "running" or not mapping or not self.public_ipaddr:
             return None
-        return f"http://{self.public_ipaddr}:{int(mapping[0]['HostPort'])}"
+        # https: the image's TLS terminator owns the port, with the certificate genhub pinned for it.
+        return f"https://{self.public_ipaddr}:{int(mapping[0]['HostPort'])}"
 
     @property
     def doubt_reason(self) -> str | None:
@@ -221,10 +223,13 @@ class Instance:
         return None
 
 
-def build_create_request(*, image: str, label: str, disk_gb: int, swarmui_token: str) -> dict:
+def build_create_request(*, image: str, label: str, disk_gb: int, swarmui_token: str,
+                         tls: instance_tls.InstanceTLS) -> dict:
     """The body of `PUT /api/v0/asks/{offer_id}/` for a SwarmUI instance (§3).
 
-    Only the per-instance SwarmUI token goes into the container; the vast.ai API key never does.
+    Only the per-instance secrets go into the container: the SwarmUI token and the TLS key and
+    certificate genhub made for it (split over entries of at most 256 characters, §3 `env`); the
+    vast.ai API key never does.
     """
     return {
         "client_id": "me",
@@ -232,7 +237,8 @@ def build_create_request(*, image: str, label: str, disk_gb: int, swarmui_token:
         "disk": disk_gb,
         "label": label,
         # `env` must be a JSON object; docker options ride in it as keys with the value "1" (§3).
-        "env": {f"-p {SWARMUI_PORT}:{SWARMUI_PORT}": "1", SWARMUI_TOKEN_ENV: swarmui_token},
+        "env": {f"-p {SWARMUI_PORT}:{SWARMUI_PORT}": "1", SWARMUI_TOKEN_ENV: swarmui_token,
+                **instance_tls.env_entries(tls)},
         # `args` keeps the image's ENTRYPOINT and CMD; no `args` list means "run the image's CMD", and no
         # `onstart`, which in this runtype would replace the ENTRYPOINT (§3).
         "runtype": VAST_RUNTYPE,

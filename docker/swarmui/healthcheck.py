@@ -10,7 +10,8 @@ import json
 import os
 import sys
 
-HOST, PORT = "127.0.0.1", 7801
+# SwarmUI itself, behind the image's TLS terminator (which owns 7801).
+HOST, PORT = "127.0.0.1", 7800
 SESSION_FILE = os.environ.get("SWARMUI_HEALTH_SESSION_FILE", "/tmp/genhub-healthcheck.session")
 TIMEOUT = 10
 

@@ -1,7 +1,9 @@
 """The API half of smoke.sh: talks to a running genhub SwarmUI container like genhub does.
 
 Subcommands (all read the token from the SWARMUI_AUTH_TOKEN environment variable and send it as
-the `Authorization` header, as genhub does; model names come from providers/swarmui_contract.py):
+the `Authorization` header, as genhub does; model names come from providers/swarmui_contract.py).
+The base URL is https and `--cert` the instance's certificate (PEM): like genhub, the client trusts
+that certificate and nothing else, and checks no host name.
 
     probe         exit 0 when the ComfyUI backend is `running`, 3 while it is still starting,
                   1 when it failed (errored/disabled, or the token is refused)
@@ -20,6 +22,7 @@ import http.client
 import importlib.util
 import json
 import os
+import ssl
 import struct
 import sys
 import time
@@ -46,11 +49,16 @@ def load_contract():
 
 
 class Swarm:
-    def __init__(self, base_url: str, token: str | None, session_file: str | None = None):
+    def __init__(self, base_url: str, token: str | None, session_file: str | None = None, *, cert: str):
         parts = urlsplit(base_url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise SmokeError(f"base URL must be http://host:port, got {base_url!r}")
-        self.host, self.port = parts.hostname, parts.port or 80
+        if parts.scheme != "https" or not parts.hostname:
+            raise SmokeError(f"base URL must be https://host:port, got {base_url!r}")
+        self.host, self.port = parts.hostname, parts.port or 443
+        # The pinned certificate is the only trust anchor; the name cannot match an IP, so none is checked.
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.context.check_hostname = False
+        self.context.verify_mode = ssl.CERT_REQUIRED
+        self.context.load_verify_locations(cadata=Path(cert).read_text(encoding="ascii"))
         self.token = token
         self.session_file = session_file
         self.session_id = None
@@ -61,7 +69,7 @@ class Swarm:
         all_headers = dict(headers or {})
         if auth and self.token is not None:
             all_headers["Authorization"] = self.token
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        connection = http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self.context)
         try:
             connection.request(method, path, body=body, headers=all_headers)
             response = connection.getresponse()
@@ -281,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["probe", "check-auth", "check-models", "generate"])
     parser.add_argument("--base-url", required=True)
+    parser.add_argument("--cert", required=True, help="the instance's certificate (PEM), pinned")
     parser.add_argument("--session-file")
     parser.add_argument("--model", help="video model to use (default: the contract's VIDEO_MODEL)")
     parser.add_argument("--frames", type=int, default=33)
@@ -294,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     if not token:
         print("FAIL: SWARMUI_AUTH_TOKEN is not set", file=sys.stderr)
         return FAILED
-    swarm = Swarm(args.base_url, token, args.session_file)
+    swarm = Swarm(args.base_url, token, args.session_file, cert=args.cert)
     try:
         if args.command == "probe":
             return probe(swarm)

@@ -1,6 +1,8 @@
 """A small threaded HTTP server that simulators build on: real sockets on 127.0.0.1, JSON helpers."""
 
 import json
+import socket
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -16,6 +18,30 @@ class SimulatorHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     simulator = None  # set per server
+    tls_failed = False
+
+    def setup(self):
+        # Headers and body go out as two writes: without this, Nagle holds the second until the client's
+        # delayed ACK (~40 ms per response), which a real server does not add.
+        try:
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        except OSError:
+            pass  # the client is already gone: handling fails quietly below
+        # TLS servers: the handshake runs here, in the connection's own thread, so a slow or refused
+        # client never blocks the accept loop; a client that refuses our certificate gets nothing.
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(10)
+            try:
+                self.request.do_handshake()
+            except (ssl.SSLError, OSError):
+                self.tls_failed = True
+                self.simulator.tls_refused()
+            self.request.settimeout(None)
+        super().setup()
+
+    def handle(self):
+        if not self.tls_failed:
+            super().handle()
 
     def do_GET(self):
         self.simulator.handle(self)
@@ -60,10 +86,15 @@ class Simulator:
 
     verbose = False
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None):
         handler = type(f"{type(self).__name__}Handler", (SimulatorHandler,), {"simulator": self})
         self._server = _Server((host, port), handler)
         self._thread = None
+        self.scheme = "https" if ssl_context else "http"
+        self.tls_refusals = 0  # handshakes that failed (the client refused our certificate, or spoke plain HTTP)
+        if ssl_context:
+            self._server.socket = ssl_context.wrap_socket(self._server.socket, server_side=True,
+                                                          do_handshake_on_connect=False)
 
     @property
     def port(self) -> int:
@@ -71,7 +102,7 @@ class Simulator:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self):
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -85,6 +116,9 @@ class Simulator:
 
     def handle(self, request: SimulatorHandler):
         raise NotImplementedError
+
+    def tls_refused(self):
+        self.tls_refusals += 1
 
     def _take_fault(self, kind: str) -> bool:
         """Uses up one injected fault of `kind`, if any is left. Subclasses keep `_faults` (a Counter)

@@ -8,6 +8,10 @@ framing done here, in the http.server handler) with `gen_progress` messages and 
 message (§3.3), and real MP4 outputs under `View/local/raw/<date>/<name with spaces>.mp4`, served only
 when requested percent-encoded (§3.2). Like a GPU it runs one generation at a time.
 
+Like a genhub instance it serves only TLS, with the key and certificate genhub made for the
+instance (the simulated vast.ai passes those from the create request's env); without them it makes
+its own, and `certificate` is the PEM a client must pin.
+
 Faults are injected from tests and from the simulated vast.ai through thread-safe methods:
 `kill()`, `hang()`, `fail_health()`, `expire_sessions()`, `fail_next_generation()`, `refuse_websockets()`,
 `wedge()`.
@@ -39,6 +43,7 @@ from urllib.parse import unquote, urlsplit
 
 from PIL import Image
 
+from providers import instance_tls
 from providers.simulators.media import make_video
 from providers.simulators.server import Simulator, SimulatorHandler
 from providers.swarmui_contract import LIGHTX2V_LORA, VIDEO_MODEL
@@ -89,8 +94,14 @@ class SimulatedGeneration:
 
 
 class SwarmUISimulator(Simulator):
-    def __init__(self, token: str, *, port: int = 0, generation_seconds: float = 0.5, models=None, loras=None):
-        super().__init__(port=port)
+    def __init__(self, token: str, *, port: int = 0, generation_seconds: float = 0.5, models=None, loras=None,
+                 tls: instance_tls.InstanceTLS | None = None, behind_proxy: bool = False):
+        # `behind_proxy`: play SwarmUI as it runs inside the image, behind the TLS terminator — plain HTTP
+        # on loopback, and the loopback exemption from its token check (`Network.AuthBypassIPs`) is real.
+        self.behind_proxy = behind_proxy
+        self.tls = None if behind_proxy else (tls or instance_tls.generate())
+        super().__init__(port=port, ssl_context=instance_tls.server_context(self.tls) if self.tls else None)
+        self.certificate = self.tls.certificate_pem if self.tls else None
         self.token = token
         self.generation_seconds = generation_seconds
         # Boot state, read on every status call; tests and the simulated vast.ai change them.
@@ -194,13 +205,14 @@ class SwarmUISimulator(Simulator):
             self._alive()
             # Always drain the body: left unread, it would be parsed as the next request on the connection.
             body = request.read_body()
-            authorized = request.headers.get("Authorization") == self.token
+            authorized = request.headers.get("Authorization") == self.token or (
+                self.behind_proxy and request.client_address[0] in ("127.0.0.1", "::1"))
             with self._lock:
                 self.request_log.append((request.command, request.path, authorized))
             if not authorized:
                 # `Network.RequiredAuthorization` (src/Core/WebServer.cs Prep): exact match or a plain
-                # 401 on every path, WebSocket handshakes and /View files included. The localhost
-                # bypass is not simulated: genhub never talks to an instance from its own localhost.
+                # 401 on every path, WebSocket handshakes and /View files included. The loopback
+                # bypass applies only `behind_proxy`: genhub itself never calls from the instance's loopback.
                 request.send_bytes(401, b"Unauthorized", "text/plain")
                 return
             self._route(request, body)

@@ -11,7 +11,9 @@
 - `DELETE /api/v0/instances/{id}/` destroys; an unknown id is 404 `no_such_instance` (§5).
 
 Each instance boots: `actual_status` null for `boot_seconds`, "loading" for `loading_seconds`, then "running"
-with its own SwarmUI simulator on a new port, published as `ports["7801/tcp"][0]["HostPort"]` on
+with its own SwarmUI simulator on a new port (TLS with the key and certificate from the create
+request's env, as the image serves them; without them the container exits),
+published as `ports["7801/tcp"][0]["HostPort"]` on
 `public_ipaddr` 127.0.0.1. That SwarmUI reports its backend "loading" for another `loading_seconds`, then
 "running". Destroying the instance stops its SwarmUI.
 
@@ -33,6 +35,7 @@ from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
+from providers import instance_tls
 from providers.simulators.server import Simulator
 from providers.simulators.swarmui import SwarmUISimulator
 from providers.swarmui_contract import SWARMUI_PORT, SWARMUI_TOKEN_ENV
@@ -521,7 +524,13 @@ class VastAISimulator(Simulator):
         with self._lock:
             if inst.state != "booting" or self._closed:
                 return
-            inst.swarmui = SwarmUISimulator(inst.env.get(SWARMUI_TOKEN_ENV, ""),
+            try:
+                tls = instance_tls.from_env(inst.env)
+            except instance_tls.TLSMaterialError:
+                # The image's entrypoint refuses to serve without the key and certificate genhub made.
+                inst.state = "exited"
+                return
+            inst.swarmui = SwarmUISimulator(inst.env.get(SWARMUI_TOKEN_ENV, ""), tls=tls,
                                             generation_seconds=self.swarmui_generation_seconds)
             # vast says "running" as soon as the container runs; SwarmUI needs a while longer to load its
             # backend, and genhub must wait for that too.

@@ -54,7 +54,10 @@ def client(monkeypatch, tmp_path):
     monkeypatch.setenv(contract.SWARMUI_TOKEN_ENV, TOKEN)
 
     def main(sim, *args):
-        return module.main([args[0], "--base-url", sim.url, "--session-file", str(tmp_path / "session"), *args[1:]])
+        cert = tmp_path / "cert.pem"
+        cert.write_text(sim.certificate)
+        return module.main([args[0], "--base-url", sim.url, "--cert", str(cert), "--session-file",
+                            str(tmp_path / "session"), *args[1:]])
 
     return main
 
@@ -168,14 +171,18 @@ if args[0] == "run":
     name = args[args.index("--name") + 1]
     host_port = args[args.index("-p") + 1].split(":")[1]
     assert "--gpus" in args and args[args.index("-e") + 1] == "{token_env}", args
+    # The key and certificate come as env names only (values from the environment, never in argv).
+    passed = [args[i + 1] for i, arg in enumerate(args) if arg == "-e"]
+    assert "GENHUB_TLS_KEY" in passed and "GENHUB_TLS_CERT_1" in passed and not any("=" in n for n in passed), args
     token = os.environ["{token_env}"]
     log = open(os.path.join(state, name + ".log"), "w")
     print("SwarmUI starting", file=log, flush=True)
     if os.environ.get("FAKE_LEAK") == "1":
         print("RequiredAuthorization: " + token, file=log, flush=True)
     code = (
-        "import time, sys; from providers.simulators.swarmui import SwarmUISimulator; "
-        "sim = SwarmUISimulator(sys.argv[1], port=int(sys.argv[2]), generation_seconds=0.05, "
+        "import os, time, sys; from providers.simulators.swarmui import SwarmUISimulator; "
+        "from providers.instance_tls import from_env; "
+        "sim = SwarmUISimulator(sys.argv[1], port=int(sys.argv[2]), generation_seconds=0.05, tls=from_env(os.environ), "
         "models={models!r}, loras={loras!r}).start(); time.sleep(3600)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, token, host_port], cwd="{repo}", stdout=log, stderr=log,
@@ -232,7 +239,7 @@ def test_smoke_script_runs_the_whole_check_and_cleans_up(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     for step in ("ready: backend running", "auth: requests without the token get 401", "models: OK",
-                 "time per clip: first", "token never logged", "SMOKE TEST PASSED"):
+                 "time per clip: first", "token and key never logged", "SMOKE TEST PASSED"):
         assert step in output
     assert len(list((tmp_path / "clips").glob("clip-*.mp4"))) == 1
     assert (state / "removed").read_text().startswith("genhub-swarmui-smoke-")

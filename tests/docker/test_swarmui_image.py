@@ -16,6 +16,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 from datetime import date
 from pathlib import Path
@@ -120,9 +121,17 @@ def run(args, *, env=None, input=None, cwd=None, timeout=60):
 
 
 def script_env(**extra) -> dict:
-    env = {key: value for key, value in os.environ.items() if key != contract.SWARMUI_TOKEN_ENV}
+    env = {key: value for key, value in os.environ.items()
+           if key != contract.SWARMUI_TOKEN_ENV and not key.startswith("GENHUB_TLS_")}
     env.update(extra)
     return env
+
+
+def tls_env() -> dict:
+    """The TLS entries of a create request, as genhub makes them."""
+    from providers import instance_tls
+
+    return instance_tls.env_entries(instance_tls.generate())
 
 
 # --- hadolint ---------------------------------------------------------------------------------
@@ -516,8 +525,9 @@ def test_settings_seed_makes_swarm_headless():
     assert fds.get(settings, "IsInstalled") is True
     date.fromisoformat(fds.get(settings, "InstallDate"))  # SwarmUI DateTimeOffset.Parse's it
     assert fds.get(settings, "LaunchMode") == "none"
-    assert fds.get(settings, "Network.Host") == "0.0.0.0"
-    assert fds.get(settings, "Network.Port") == contract.SWARMUI_PORT
+    # Loopback only: the TLS terminator owns the public port.
+    assert fds.get(settings, "Network.Host") == "127.0.0.1"
+    assert fds.get(settings, "Network.Port") == contract.SWARMUI_INTERNAL_PORT
     assert fds.get(settings, "Network.PortCanChange") is False
     assert fds.get(settings, "Maintenance.CheckForUpdates") is False
     assert fds.get(settings, "Maintenance.AutoPullDevUpdates") is False
@@ -577,6 +587,14 @@ def test_render_settings_refuses_unusable_tokens(tmp_path, token, reason):
 
 # --- entrypoint ---------------------------------------------------------------------------------
 
+FAKE_NGINX = """#!/usr/bin/env bash
+# Stand-in for nginx: records its arguments and the rendered config, then runs until stopped.
+printf '%s\\n' "$@" > "$FAKE_DIR/nginx.args"
+while [ $# -gt 0 ]; do [ "$1" = -c ] && cp "$2" "$FAKE_DIR/nginx.conf"; shift; done
+trap 'exit 0' TERM
+while :; do sleep 0.1; done
+"""
+
 FAKE_DOTNET = """#!/usr/bin/env bash
 # Stand-in for `dotnet SwarmUI.dll`: records its arguments and environment, exits with the next code.
 n=$(($(cat "$FAKE_DIR/count" 2>/dev/null || echo 0) + 1))
@@ -596,10 +614,14 @@ def fake_swarm(tmp_path):
         folder.mkdir()
     (bin_dir / "dotnet").write_text(FAKE_DOTNET)
     (bin_dir / "dotnet").chmod(0o755)
+    (bin_dir / "nginx").write_text(FAKE_NGINX)
+    (bin_dir / "nginx").chmod(0o755)
 
-    def start(token: str | None, codes: str = "0", args=()):
+    def start(token: str | None, codes: str = "0", args=(), tls=True):
         env = script_env(PATH=f"{bin_dir}:{os.environ['PATH']}", SWARMUI_DIR=str(swarm), SWARMUI_SEED_DIR=str(HERE),
-                         FAKE_DIR=str(fake), FAKE_CODES=codes)
+                         FAKE_DIR=str(fake), FAKE_CODES=codes, GENHUB_NGINX=str(bin_dir / "nginx"))
+        if tls:
+            env.update(tls_env())
         if token is not None:
             env[contract.SWARMUI_TOKEN_ENV] = token
         return run(["bash", str(HERE / "entrypoint.sh"), *args], env=env)
@@ -626,14 +648,29 @@ def test_entrypoint_starts_swarm_headless_with_the_token_in_settings(fake_swarm)
     args = (fake_swarm.fake / "args.1").read_text().split()
     assert args[0] == "src/bin/live_release/SwarmUI.dll"
     flags = " ".join(args[1:])
-    assert f"--launch_mode none --host 0.0.0.0 --port {contract.SWARMUI_PORT}" in flags
+    assert f"--launch_mode none --host 127.0.0.1 --port {contract.SWARMUI_INTERNAL_PORT}" in flags
     assert flags.endswith("--loglevel Debug")  # container arguments (vast `args`) reach SwarmUI
     settings = fds.loads((fake_swarm.fake / "settings.1").read_text())
     assert fds.get(settings, "Network.RequiredAuthorization") == TOKEN
     assert fds.loads((fake_swarm.swarm / "Data" / "Backends.fds").read_text()) == load_fds("Backends.fds")
-    # The token is in the settings file only: not in SwarmUI's environment, not in any log line.
-    assert contract.SWARMUI_TOKEN_ENV not in (fake_swarm.fake / "env.1").read_text()
+    # The token is in the settings and proxy files only: not in SwarmUI's environment, not in any log
+    # line; nor is the TLS key.
+    swarm_env = (fake_swarm.fake / "env.1").read_text()
+    assert contract.SWARMUI_TOKEN_ENV not in swarm_env and "GENHUB_TLS_" not in swarm_env
     assert TOKEN not in result.stdout + result.stderr
+    # The proxy owns the public port with TLS, and checks the exact token.
+    proxy = (fake_swarm.fake / "nginx.conf").read_text()
+    assert f"listen {contract.SWARMUI_PORT} ssl;" in proxy
+    assert f"proxy_pass http://127.0.0.1:{contract.SWARMUI_INTERNAL_PORT};" in proxy
+    assert f'if ($http_authorization != "{TOKEN}")' in proxy
+    assert "daemon off;" in (fake_swarm.fake / "nginx.args").read_text()
+
+
+def test_entrypoint_refuses_to_start_without_the_tls_key_and_certificate(fake_swarm):
+    result = fake_swarm(TOKEN, tls=False)
+    assert result.returncode == 65
+    assert "GENHUB_TLS_KEY is not set" in result.stderr and "refusing to serve without encryption" in result.stderr
+    assert not (fake_swarm.fake / "count").exists() and not (fake_swarm.fake / "nginx.args").exists()
 
 
 def test_entrypoint_restarts_swarm_on_exit_code_42_only(fake_swarm):
@@ -648,6 +685,10 @@ def test_entrypoint_matches_the_contract():
     text = (HERE / "entrypoint.sh").read_text()
     assert f'"${{{contract.SWARMUI_TOKEN_ENV}:-}}"' in text and f"unset {contract.SWARMUI_TOKEN_ENV}" in text
     assert re.search(rf"^readonly port={contract.SWARMUI_PORT}$", text, re.M)
+    assert re.search(rf"^readonly swarm_port={contract.SWARMUI_INTERNAL_PORT}$", text, re.M)
+    assert re.search(rf"^readonly tls_name={contract.TLS_SERVER_NAME}$", text, re.M)
+    write_tls = (HERE / "write-tls.sh").read_text()
+    assert contract.TLS_KEY_ENV in write_tls and f'name="{contract.TLS_CERT_ENV_PREFIX}${{part}}"' in write_tls
     assert "readonly restart_code=42" in text
     for script in SHELL_SCRIPTS:
         assert not re.search(r"^\s*set -[a-z]*x|set -o xtrace", script.read_text(), re.M), f"xtrace in {script.name}"
@@ -661,49 +702,57 @@ def namespace_available() -> bool:
 
 
 FAKE_SERVER = """#!{python}
-# Stand-in for SwarmUI's web server: 401 to non-loopback clients unless FAKE_MODE=open.
-import http.server, os, signal, sys
+# Stand-in for SwarmUI on loopback: it lets every loopback request in (as SwarmUI's AuthBypassIPs does).
+import http.server, signal, sys
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        allowed = os.environ.get("FAKE_MODE") == "open" or self.client_address[0] == "127.0.0.1"
-        self.send_response(302 if allowed else 401)
+        self.send_response(302)
+        self.send_header("Content-Length", "0")
         self.end_headers()
     def log_message(self, *args):
         pass
 signal.signal(signal.SIGTERM, lambda *args: sys.exit(0))
-http.server.HTTPServer(("0.0.0.0", {port}), Handler).serve_forever()
+http.server.HTTPServer(("127.0.0.1", {port}), Handler).serve_forever()
 """
 
 
 @pytest.mark.skipif(not namespace_available(), reason="needs unshare + ip to make a private network namespace")
+@pytest.mark.skipif(not shutil.which("nginx"), reason="needs nginx (apt-get install -y nginx; .ci/run installs it)")
 @pytest.mark.parametrize("mode,expected", [("open", 70), ("guarded", 0)])
-def test_entrypoint_stops_swarm_that_answers_without_the_token(tmp_path, mode, expected):
-    """In a private network namespace (own loopback and veth address), so nothing else is reached."""
-    bin_dir, swarm = tmp_path / "bin", tmp_path / "SwarmUI"
+def test_entrypoint_stops_swarm_when_its_port_answers_without_the_token(tmp_path, mode, expected):
+    """The real entrypoint with real nginx, in a private network namespace (its own ports 7800/7801),
+    as a non-root user as in the image. "open" is a proxy config without the token check."""
+    bin_dir, swarm, seed = tmp_path / "bin", tmp_path / "SwarmUI", tmp_path / "seed"
     bin_dir.mkdir()
     swarm.mkdir()
-    (bin_dir / "dotnet").write_text(FAKE_SERVER.format(python=sys.executable, port=contract.SWARMUI_PORT))
+    shutil.copytree(HERE, seed)
+    if mode == "open":
+        template = seed / "nginx.conf.template"
+        text = template.read_text()
+        template.write_text(re.sub(r"if \(\$http_authorization != \"@TOKEN@\"\) \{[^}]*\}", "", text))
+        assert "$http_authorization !=" not in template.read_text()
+    (bin_dir / "dotnet").write_text(FAKE_SERVER.format(python=sys.executable, port=contract.SWARMUI_INTERNAL_PORT))
     (bin_dir / "dotnet").chmod(0o755)
     inner = textwrap.dedent(f"""
         set -e
         ip link set lo up
-        ip link add v0 type veth peer name v1
-        ip addr add 10.77.0.1/24 dev v0
-        ip link set v0 up; ip link set v1 up
-        bash {HERE / 'entrypoint.sh'} &
+        unshare -U --map-user=10001 --map-group=10001 bash {seed / 'entrypoint.sh'} &
         pid=$!
         if [ "$FAKE_MODE" = guarded ]; then
-            for _ in $(seq 1 100); do grep -q 'auth self-check' "$OUT" 2>/dev/null && break; sleep 0.1; done
+            for _ in $(seq 1 300); do grep -q 'auth self-check' "$OUT" 2>/dev/null && break; sleep 0.1; done
             kill -TERM "$pid"
         fi
         wait "$pid"
     """)
     out = tmp_path / "out.log"
-    env = script_env(PATH=f"{bin_dir}:{os.environ['PATH']}", SWARMUI_DIR=str(swarm), SWARMUI_SEED_DIR=str(HERE),
-                     FAKE_MODE=mode, OUT=str(out), **{contract.SWARMUI_TOKEN_ENV: TOKEN})
+    env = script_env(PATH=f"{bin_dir}:{os.environ['PATH']}", SWARMUI_DIR=str(swarm), SWARMUI_SEED_DIR=str(seed),
+                     GENHUB_NGINX=shutil.which("nginx"), FAKE_MODE=mode, OUT=str(out),
+                     **{contract.SWARMUI_TOKEN_ENV: TOKEN}, **tls_env())
+    for path in (tmp_path, bin_dir, swarm, seed):
+        path.chmod(0o777)  # the non-root user in the namespace writes Data/ and reads the seed
     with out.open("w") as log:
         result = subprocess.run(["unshare", "-rn", "bash", "-c", inner], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                timeout=60)
+                                timeout=90)
     output = out.read_text()
     assert result.returncode == expected, output
     if mode == "open":
@@ -729,12 +778,14 @@ def test_image_exposes_the_contract_port_and_runs_its_own_entrypoint():
     uid = re.search(r"useradd [^&]*--uid (\d+)", DOCKERFILE.read_text()).group(1)
     assert users and users[-1] == f"{uid}:{uid}"
     copied = " ".join(rest for _, keyword, rest in final if keyword == "COPY")
-    for name in ("entrypoint.sh", "render-settings.sh", "Settings.fds", "Backends.fds", "healthcheck.py"):
+    for name in ("entrypoint.sh", "render-settings.sh", "Settings.fds", "Backends.fds", "healthcheck.py",
+                 "write-tls.sh", "render-proxy.sh", "nginx.conf.template"):
         assert f"docker/swarmui/{name}" in copied
 
 
 def test_healthcheck_and_smoke_use_the_contract_port():
-    assert re.search(rf"^HOST, PORT = \"127\.0\.0\.1\", {contract.SWARMUI_PORT}$",
+    # The health check talks to SwarmUI itself on loopback (past the proxy, which demands the token).
+    assert re.search(rf"^HOST, PORT = \"127\.0\.0\.1\", {contract.SWARMUI_INTERNAL_PORT}$",
                      (HERE / "healthcheck.py").read_text(), re.M)
     assert f':{contract.SWARMUI_PORT}"' in (HERE / "smoke.sh").read_text()
     assert f"-e {contract.SWARMUI_TOKEN_ENV} " in (HERE / "smoke.sh").read_text()
@@ -744,11 +795,13 @@ def test_vast_create_request_matches_the_image():
     """`providers.vastai.build_create_request` (written alongside) must start this image as built."""
     if importlib.util.find_spec("providers.vastai") is None:
         pytest.skip("providers.vastai does not exist yet")
+    from providers import instance_tls
     from providers.vastai import build_create_request
 
     token = "instance-token-Zq3kP9xW2mN8vR5t"
+    tls = instance_tls.generate()
     body = build_create_request(image="registry.example.com/genhub/swarmui:2026-08-22", label="genhub-gpu-1",
-                                disk_gb=120, swarmui_token=token)
+                                disk_gb=120, swarmui_token=token, tls=tls)
     assert body["image"] == "registry.example.com/genhub/swarmui:2026-08-22"
     assert body["label"] == "genhub-gpu-1"
     assert body["disk"] == 120
@@ -759,7 +812,17 @@ def test_vast_create_request_matches_the_image():
     assert env.get(f"-p {port}:{port}") == "1"
     assert env.get(contract.SWARMUI_TOKEN_ENV) == token
     assert f'"${{{contract.SWARMUI_TOKEN_ENV}:-}}"' in (HERE / "entrypoint.sh").read_text()
-    # Nothing but the per-instance token reaches the container: never the vast.ai API key.
+    # The key and certificate, in entries vast accepts (256 characters each, 32,768 in all), rebuilt by
+    # the image's write-tls.sh into exactly the certificate genhub pins.
+    assert all(len(key) + len(value) <= 256 for key, value in env.items())
+    assert sum(len(key) + len(value) for key, value in env.items()) <= 32768
+    folder = Path(tempfile.mkdtemp())
+    result = run(["bash", str(HERE / "write-tls.sh"), str(folder)], env=script_env(**env))
+    assert result.returncode == 0, result.stderr
+    assert (folder / "cert.pem").read_text() == tls.certificate_pem
+    assert stat.S_IMODE((folder / "key.pem").stat().st_mode) == 0o600
+    shutil.rmtree(folder)
+    # Nothing but the per-instance secrets reaches the container: never the vast.ai API key.
     vast_key = os.environ.get("VAST_API_KEY")
     if vast_key:
         assert vast_key not in repr(body)
@@ -870,3 +933,66 @@ def test_healthcheck_is_unhealthy_when_nothing_answers(tmp_path, monkeypatch, ca
     assert health.main() == 1
     assert "unhealthy" in capsys.readouterr().out
 
+
+
+# --- the TLS terminator ---------------------------------------------------------------------------
+
+def test_image_installs_the_tls_terminator_from_the_distribution():
+    apt = next(rest for _, keyword, rest in final_stage() if keyword == "RUN" and "apt-get install" in rest)
+    assert {"nginx", "openssl", "curl"} <= set(apt.split())
+    text = (HERE / "entrypoint.sh").read_text()
+    assert "--host 127.0.0.1 --port \"$swarm_port\"" in text and "--host 0.0.0.0" not in text
+    template = (HERE / "nginx.conf.template").read_text()
+    assert "listen @LISTEN_PORT@ ssl;" in template and "proxy_pass http://127.0.0.1:@UPSTREAM_PORT@;" in template
+    assert "proxy_set_header Upgrade $http_upgrade;" in template  # WebSocket generation goes through it
+    assert "ssl_verify" not in template and "NumTickets 0" in template
+
+
+def render_proxy(tmp_path, token: str):
+    from providers import instance_tls
+
+    run_dir = tmp_path / "proxy"
+    assert run(["bash", str(HERE / "write-tls.sh"), str(run_dir)],
+               env=script_env(**instance_tls.env_entries(instance_tls.generate()))).returncode == 0
+    result = run(["bash", str(HERE / "render-proxy.sh"), str(HERE / "nginx.conf.template"), str(run_dir), "7801",
+                  "7800"], input=token, env=script_env())
+    return result, run_dir / "nginx.conf"
+
+
+def test_rendered_proxy_config_holds_the_token_exactly_and_privately(tmp_path):
+    result, conf = render_proxy(tmp_path, TOKEN)
+    assert result.returncode == 0, result.stderr
+    assert TOKEN not in result.stdout + result.stderr
+    text = conf.read_text()
+    assert f'if ($http_authorization != "{TOKEN}")' in text and "@" not in text
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o600
+    assert stat.S_IMODE((conf.parent / "key.pem").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("token,reason", [
+    ("", "no token"), ("short-token", "16 to 4096"), ('token-with-"quote"-inside', "may hold only"),
+    ("token-with-$variable-inside", "may hold only"), ("token;with{braces}inside", "may hold only"),
+    ("Bearer  two-spaces-inside-x", "may hold only"),
+])
+def test_render_proxy_refuses_tokens_nginx_would_reinterpret(tmp_path, token, reason):
+    result, conf = render_proxy(tmp_path, token)
+    assert result.returncode == 1 and reason in result.stderr
+    assert not conf.exists()
+
+
+@pytest.mark.parametrize("case", ["no key", "no certificate", "not base64", "key of another certificate"])
+def test_write_tls_refuses_unusable_material(tmp_path, case):
+    from providers import instance_tls
+
+    env = instance_tls.env_entries(instance_tls.generate())
+    if case == "no key":
+        del env["GENHUB_TLS_KEY"]
+    elif case == "no certificate":
+        env = {"GENHUB_TLS_KEY": env["GENHUB_TLS_KEY"]}
+    elif case == "not base64":
+        env["GENHUB_TLS_CERT_2"] = "not base64!"
+    else:
+        env["GENHUB_TLS_KEY"] = instance_tls.env_entries(instance_tls.generate())["GENHUB_TLS_KEY"]
+    result = run(["bash", str(HERE / "write-tls.sh"), str(tmp_path / "tls")], env=script_env(**env))
+    assert result.returncode == 1 and "write-tls: ERROR:" in result.stderr
+    assert env.get("GENHUB_TLS_KEY", "x" * 40)[:40] not in result.stdout + result.stderr

@@ -9,6 +9,7 @@ from django.db import connection
 from gpu_instances.models import GpuInstance
 from gpu_instances.orchestrator import VastAIOrchestrator
 from jobs.models import Job
+from providers import instance_tls
 from providers.vastai import OfferFilters, build_create_request
 from tests.jobs.factories import make_batch
 
@@ -145,7 +146,8 @@ def test_running_jobs_of_a_dead_instance_go_back_to_the_queue(vast_sim, demand):
 @pytest.mark.django_db
 def test_the_leak_sweep_destroys_labelled_instances_nobody_owns(vast_sim, vast_sim_client, settings):
     first, second = vast_sim_client.search_offers(OfferFilters())[:2]
-    body = build_create_request(image="x", label=settings.GENHUB_INSTANCE_LABEL, disk_gb=100, swarmui_token="t")
+    body = build_create_request(image="x", label=settings.GENHUB_INSTANCE_LABEL, disk_gb=100, swarmui_token="t",
+                                tls=instance_tls.generate())
     leaked_id = vast_sim_client.create_instance(first.id, body)
     other = vast_sim_client.create_instance(second.id, {**body, "label": "someone-else"})
 
@@ -181,3 +183,34 @@ def test_two_reconcilers_at_once_rent_one_instance(vast_sim, user):
     live = [r for r in vast_sim.instance_records() if not r["destroyed"]]
     assert len(live) == 1
     assert GpuInstance.objects.filter(state__in=GpuInstance.ACTIVE_STATES).count() == 1
+
+
+@pytest.mark.django_db
+def test_the_instance_is_reached_over_tls_pinned_to_the_certificate_genhub_made(vast_sim, demand):
+    reconcile_until(ready_instance)
+
+    instance = ready_instance()
+    (remote,) = vast_sim.instance_records()
+    served = instance_tls.from_env(remote["env"])  # what the container was given and serves
+    assert instance.base_url.startswith("https://") and instance.tls_certificate == served.certificate_pem
+    # The private key went to the instance only: no column of the row holds it.
+    key_b64 = remote["env"]["GENHUB_TLS_KEY"]
+    stored = " ".join(str(value) for value in GpuInstance.objects.filter(pk=instance.pk).values().first().values())
+    assert key_b64 not in stored and "PRIVATE KEY" not in stored
+
+
+@pytest.mark.django_db
+def test_an_instance_without_a_pinned_certificate_is_never_called_and_gets_replaced(vast_sim, demand, settings):
+    """An instance rented before the channel was pinned (plain http, no certificate on its row)."""
+    settings.VAST_HEALTH_FAILURES = 2
+    reconcile_until(ready_instance)
+    legacy = ready_instance()
+    GpuInstance.objects.filter(pk=legacy.pk).update(tls_certificate="", base_url=legacy.base_url.replace(
+        "https://", "http://"))
+    (remote,) = vast_sim.instance_records()
+    seen = len(vast_sim._swarmui(remote["id"]).request_log)
+
+    reconcile_until(lambda: GpuInstance.objects.get(pk=legacy.pk).state == State.DESTROYED)
+
+    assert "no pinned TLS channel" in GpuInstance.objects.get(pk=legacy.pk).end_reason
+    assert len(vast_sim._swarmui(remote["id"]).request_log) == seen  # never called without the pin

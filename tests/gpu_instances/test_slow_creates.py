@@ -6,6 +6,7 @@ import pytest
 
 from gpu_instances.models import GpuInstance
 from gpu_instances.orchestrator import VastAIOrchestrator
+from providers import instance_tls
 from providers.vastai import build_create_request
 from tests.jobs.factories import make_batch
 
@@ -43,7 +44,8 @@ def test_a_create_is_given_the_read_timeout_of_vasts_own_client(vast_sim_client,
     settings.VAST_CREATE_TIMEOUT_SECONDS = 3
     vast_sim.slow_create(seconds=1.0)  # slower than a probe, well inside vast's 120 s
 
-    body = build_create_request(image="img:1", label="genhub", disk_gb=100, swarmui_token="t")
+    body = build_create_request(image="img:1", label="genhub", disk_gb=100, swarmui_token="t",
+                                tls=instance_tls.generate())
     assert vast_sim_client.create_instance(101, body) == paid(vast_sim)[0]["id"]
 
 

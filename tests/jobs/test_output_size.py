@@ -61,7 +61,8 @@ def test_the_simulated_swarmui_renders_at_the_requested_width_and_height():
     token = "Bearer size-test-token"
     sim = SwarmUISimulator(token, generation_seconds=0.01).start()
     try:
-        client = SwarmUIClient(sim.url, token, status_timeout=2, ws_open_timeout=2, ws_idle_timeout=5)
+        client = SwarmUIClient(sim.url, token, certificate=sim.certificate, status_timeout=2, ws_open_timeout=2,
+                               ws_idle_timeout=5)
         params = build_video_params(image=make_image(), image_content_type="image/png", prompt="a pan",
                                     negative_prompt="", seed=1, num_frames=17, fps=16, width=832, height=480,
                                     steps=4, cfg=1.0)

@@ -14,6 +14,8 @@ import requests
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from providers import instance_tls
+from providers.addresses import GuardedAdapter
 from providers.errors import PermanentError, ProviderError, TransientError
 from providers.simulators.media import make_image
 from providers.simulators.swarmui import SwarmUISimulator, _WebSocket
@@ -40,13 +42,21 @@ def swarmui_sim():
 
 @pytest.fixture
 def client(swarmui_sim):
-    return SwarmUIClient(swarmui_sim.url, TOKEN, status_timeout=2, ws_open_timeout=2, ws_idle_timeout=5)
+    return SwarmUIClient(swarmui_sim.url, TOKEN, certificate=swarmui_sim.certificate, status_timeout=2,
+                         ws_open_timeout=2, ws_idle_timeout=5)
 
 
 def video_params(*, frames=17, fps=16, **overrides):
     arguments = dict(image=make_image(), image_content_type="image/png", prompt=PROMPT, negative_prompt="blurry",
                      seed=7, num_frames=frames, fps=fps, width=832, height=480, steps=4, cfg=1.0)
     return build_video_params(**{**arguments, **overrides})
+
+
+def pinned(sim) -> requests.Session:
+    """A plain requests session that trusts only the simulator's certificate (as genhub does)."""
+    session = requests.Session()
+    session.mount("https://", GuardedAdapter(public_only=False, pinned_certificate=sim.certificate))
+    return session
 
 
 def routes(sim, method=None):
@@ -72,17 +82,18 @@ def test_a_request_without_the_token_is_refused(swarmui_sim, client):
     view_url = f"{swarmui_sim.url}/{quote(path)}"
 
     for headers in ({}, {"Authorization": "Bearer wrong"}):
-        refused = requests.post(f"{swarmui_sim.url}/API/GetNewSession", json={}, headers=headers)
+        refused = pinned(swarmui_sim).post(f"{swarmui_sim.url}/API/GetNewSession", json={}, headers=headers)
         assert (refused.status_code, refused.text) == (401, "Unauthorized")
-        assert requests.get(view_url, headers=headers).status_code == 401
+        assert pinned(swarmui_sim).get(view_url, headers=headers).status_code == 401
     with pytest.raises(InvalidStatus) as handshake:
-        connect(swarmui_sim.url.replace("http", "ws") + "/API/GenerateText2ImageWS", open_timeout=2)
+        connect(swarmui_sim.url.replace("https", "wss") + "/API/GenerateText2ImageWS", open_timeout=2,
+                ssl=instance_tls.client_context(swarmui_sim.certificate))
     assert handshake.value.response.status_code == 401
-    assert requests.get(view_url, headers={"Authorization": TOKEN}).status_code == 200
+    assert pinned(swarmui_sim).get(view_url, headers={"Authorization": TOKEN}).status_code == 200
 
 
 def test_a_refused_token_is_a_permanent_error(swarmui_sim):
-    client = SwarmUIClient(swarmui_sim.url, "Bearer not-the-instance-token")
+    client = SwarmUIClient(swarmui_sim.url, "Bearer not-the-instance-token", certificate=swarmui_sim.certificate)
 
     with pytest.raises(PermanentError) as status_error:
         client.status()
@@ -93,17 +104,19 @@ def test_a_refused_token_is_a_permanent_error(swarmui_sim):
 def test_the_token_never_appears_in_errors(swarmui_sim, caplog):
     caplog.set_level(logging.DEBUG)
     wrong = "Bearer wrong-secret-0d1e2f"
+    pin = swarmui_sim.certificate
     messages = []
     for client, action in (
-        (SwarmUIClient(swarmui_sim.url, wrong), lambda c: c.status()),
-        (SwarmUIClient(swarmui_sim.url, wrong), lambda c: c.generate_video(video_params())),
-        (SwarmUIClient(swarmui_sim.url, TOKEN), lambda c: c.generate_video(video_params(video_model="nope.gguf"))),
+        (SwarmUIClient(swarmui_sim.url, wrong, certificate=pin), lambda c: c.status()),
+        (SwarmUIClient(swarmui_sim.url, wrong, certificate=pin), lambda c: c.generate_video(video_params())),
+        (SwarmUIClient(swarmui_sim.url, TOKEN, certificate=pin),
+         lambda c: c.generate_video(video_params(video_model="nope.gguf"))),
     ):
         with pytest.raises(ProviderError) as error:
             action(client)
         messages += [str(error.value), repr(error.value), repr(client)]
     swarmui_sim.kill()
-    down = SwarmUIClient(swarmui_sim.url, TOKEN)
+    down = SwarmUIClient(swarmui_sim.url, TOKEN, certificate=swarmui_sim.certificate)
     messages.append(down.is_ready().reason)
     with pytest.raises(ProviderError) as error:
         down.generate_video(video_params())
@@ -158,7 +171,7 @@ def test_it_percent_encodes_the_output_path(swarmui_sim, client):
     assert PROMPT in video.path
     assert routes(swarmui_sim, "GET")[-1] == "/" + quote(video.path)
     # Left to requests, `%41` would be sent as-is and read back by the server as "A".
-    naive = requests.get(f"{swarmui_sim.url}/{video.path}", headers={"Authorization": TOKEN})
+    naive = pinned(swarmui_sim).get(f"{swarmui_sim.url}/{video.path}", headers={"Authorization": TOKEN})
     assert naive.status_code == 404
 
 
@@ -240,7 +253,7 @@ def test_the_produced_video_decodes_with_the_requested_frame_count(client):
 def test_it_reports_not_ready_until_backend_running_and_models_listed():
     sim = SwarmUISimulator(TOKEN, models=[], loras=[]).start()
     try:
-        client = SwarmUIClient(sim.url, TOKEN)
+        client = SwarmUIClient(sim.url, TOKEN, certificate=sim.certificate)
         sim.backend_status = "loading"
         assert client.is_ready().reason == "SwarmUI backend is loading"
 
@@ -260,7 +273,7 @@ def test_it_reports_not_ready_until_backend_running_and_models_listed():
 
 
 def test_it_is_not_ready_while_health_fails_or_the_server_is_down(swarmui_sim):
-    client = SwarmUIClient(swarmui_sim.url, TOKEN, status_timeout=0.3)
+    client = SwarmUIClient(swarmui_sim.url, TOKEN, certificate=swarmui_sim.certificate, status_timeout=0.3)
     swarmui_sim.fail_health(True)
     assert not client.is_ready().ready
     swarmui_sim.fail_health(False)
@@ -278,7 +291,7 @@ def test_it_is_not_ready_while_health_fails_or_the_server_is_down(swarmui_sim):
 
 def test_a_silent_websocket_is_a_transient_error(swarmui_sim):
     swarmui_sim.generation_seconds = 0.4
-    client = SwarmUIClient(swarmui_sim.url, TOKEN, ws_idle_timeout=0.5)
+    client = SwarmUIClient(swarmui_sim.url, TOKEN, certificate=swarmui_sim.certificate, ws_idle_timeout=0.5)
     started = time.monotonic()
 
     with pytest.raises(TransientError) as error:
@@ -289,7 +302,7 @@ def test_a_silent_websocket_is_a_transient_error(swarmui_sim):
 
 
 def test_a_hung_server_fails_the_handshake_without_falling_back_to_http(swarmui_sim):
-    client = SwarmUIClient(swarmui_sim.url, TOKEN, ws_open_timeout=0.3)
+    client = SwarmUIClient(swarmui_sim.url, TOKEN, certificate=swarmui_sim.certificate, ws_open_timeout=0.3)
     client.status()
     swarmui_sim.hang()
 

@@ -22,7 +22,8 @@ def slow_sim():
 
 @pytest.fixture
 def client(slow_sim):
-    return SwarmUIClient(slow_sim.url, TOKEN, status_timeout=2, ws_open_timeout=2, ws_idle_timeout=2)
+    return SwarmUIClient(slow_sim.url, TOKEN, certificate=slow_sim.certificate, status_timeout=2, ws_open_timeout=2,
+                         ws_idle_timeout=2)
 
 
 class Generation(threading.Thread):
@@ -91,7 +92,7 @@ def test_a_wedged_queue_answers_status_and_sends_keep_alives_until_interrupt_all
     assert wedged.is_alive()
     assert client.status()["backend_status"]["status"] == "running"
 
-    SwarmUIClient(slow_sim.url, TOKEN, status_timeout=2).interrupt_all()
+    SwarmUIClient(slow_sim.url, TOKEN, certificate=slow_sim.certificate, status_timeout=2).interrupt_all()
     wedged.join(10)
 
     assert isinstance(wedged.error, TransientError) and "interrupted" in wedged.error.message
@@ -107,7 +108,8 @@ def test_restart_backends_ends_a_wedged_generation_and_the_backend_comes_back(sl
     wedged.start()
     wait_for(lambda: slow_sim.generations and slow_sim.generations[0].wedged, timeout=10, message="the wedge")
 
-    assert SwarmUIClient(slow_sim.url, TOKEN, status_timeout=2).restart_backends() == 1
+    client = SwarmUIClient(slow_sim.url, TOKEN, certificate=slow_sim.certificate, status_timeout=2)
+    assert client.restart_backends() == 1
     wedged.join(10)
 
     assert isinstance(wedged.error, TransientError) and wedged.error.code == "generation_failed"

@@ -10,6 +10,8 @@ import time
 import pytest
 import requests
 
+from providers import instance_tls
+from providers.addresses import GuardedAdapter
 from providers.errors import ProviderError, TransientError
 from providers.simulators.vastai import make_offer
 from providers.swarmui_contract import SWARMUI_TOKEN_ENV
@@ -20,7 +22,8 @@ LABEL = "genhub-test-1a2b3c4d"
 
 
 def body(label=LABEL, token="swarm-token-1"):
-    return build_create_request(image="ghcr.io/genhub/swarmui:1", label=label, disk_gb=100, swarmui_token=token)
+    return build_create_request(image="ghcr.io/genhub/swarmui:1", label=label, disk_gb=100, swarmui_token=token,
+                                tls=instance_tls.generate())
 
 
 def client_for(url, key, **kwargs):
@@ -264,27 +267,31 @@ def test_search_sends_the_configured_filters_and_sorts_cheapest_first(vast_sim, 
 def test_a_created_instance_boots_to_running_with_its_own_swarmui_port(vast_sim_factory, settings):
     sim = vast_sim_factory(loading_seconds=0.5)
     client = client_for(sim.url, settings.VAST_API_KEY)
-    first = client.create_instance(101, body(token="token-one"))
-    second = client.create_instance(102, body(token="token-two"))
+    first_body, second_body = body(token="token-one"), body(token="token-two")
+    first = client.create_instance(101, first_body)
+    second = client.create_instance(102, second_body)
+    one_cert = instance_tls.from_env(first_body["env"]).certificate_pem
+    two_cert = instance_tls.from_env(second_body["env"]).certificate_pem
     assert client.show_instance(first).swarmui_url is None  # no port mapped before running
 
     one, seen = wait_running(client, first)
     assert seen == [None, "loading", "running"]
     # The container runs, but SwarmUI is still loading its backend, started with the token from `env`.
-    assert _backend_status(one.swarmui_url, "token-one") == "loading"
+    assert _backend_status(one.swarmui_url, "token-one", one_cert) == "loading"
     two, _ = wait_running(client, second)
 
-    assert one.swarmui_url.startswith("http://127.0.0.1:") and one.swarmui_url != two.swarmui_url
-    assert _backend_status(two.swarmui_url, "token-one") == 401
+    # Each instance serves TLS with the certificate genhub made for it and passed in `env`.
+    assert one.swarmui_url.startswith("https://127.0.0.1:") and one.swarmui_url != two.swarmui_url
+    assert _backend_status(two.swarmui_url, "token-one", two_cert) == 401
     time.sleep(0.6)
-    assert _backend_status(one.swarmui_url, "token-one") == "running"
+    assert _backend_status(one.swarmui_url, "token-one", one_cert) == "running"
     assert {r["id"]: r["swarmui_url"] for r in sim.instance_records()} == {first: one.swarmui_url,
                                                                           second: two.swarmui_url}
 
     client.destroy_and_verify(first)
 
-    assert not _answers(one.swarmui_url)  # destroy really stopped its SwarmUI
-    assert _answers(two.swarmui_url)
+    assert not _answers(one.swarmui_url, one_cert)  # destroy really stopped its SwarmUI
+    assert _answers(two.swarmui_url, two_cert)
 
 
 def test_an_exited_instance_says_why_it_is_dead(vast_sim, vast_sim_client):
@@ -312,20 +319,27 @@ def test_create_is_never_retried_on_a_server_error(vast_sim, vast_sim_client, st
     assert vast_sim.instance_records() == []
 
 
-def _backend_status(url: str, token: str):
+def _pinned(certificate: str) -> requests.Session:
+    session = requests.Session()
+    session.mount("https://", GuardedAdapter(public_only=False, pinned_certificate=certificate))
+    return session
+
+
+def _backend_status(url: str, token: str, certificate: str):
     """SwarmUI's backend status, or the HTTP status when the token is refused."""
     headers = {"Authorization": token}
-    session = requests.post(f"{url}/API/GetNewSession", json={}, headers=headers, timeout=5)
+    http = _pinned(certificate)
+    session = http.post(f"{url}/API/GetNewSession", json={}, headers=headers, timeout=5)
     if session.status_code != 200:
         return session.status_code
-    status = requests.post(f"{url}/API/GetCurrentStatus", json={"session_id": session.json()["session_id"]},
-                           headers=headers, timeout=5)
+    status = http.post(f"{url}/API/GetCurrentStatus", json={"session_id": session.json()["session_id"]},
+                       headers=headers, timeout=5)
     return status.json()["backend_status"]["status"]
 
 
-def _answers(url: str) -> bool:
+def _answers(url: str, certificate: str) -> bool:
     try:
-        requests.get(url, timeout=2)
+        _pinned(certificate).get(url, timeout=2)
     except requests.ConnectionError:
         return False
     return True
