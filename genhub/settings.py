@@ -4,6 +4,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -216,6 +217,7 @@ GENHUB_GPU_HOOKS = {
     "instance_lost": "jobs.services.jobs_requeue_for_instance",
     "release_reason": "jobs.gpu_policy.gpu_release_reason",
     "attributed_cost": "jobs.spend.instance_attributed",
+    "waiting_params": "jobs.gpu_policy.gpu_waiting_params",  # the clip offers are ranked for (issue 12)
 }
 VAST_GPU_NAMES = env.list("VAST_GPU_NAMES", default=["H100 SXM", "H100 PCIE", "H100 NVL", "H200", "H200 NVL",
                                                      "A100 SXM4", "A100 PCIE", "A100X"])
@@ -243,6 +245,31 @@ GENHUB_RECONCILE_INTERVAL = env.float("GENHUB_RECONCILE_INTERVAL", default=5)
 # vast.ai enforces minimum intervals per endpoint; the client paces itself at these × this factor
 # (0 only against the simulator).
 VAST_PACING_SCALE = env.float("VAST_PACING_SCALE", default=1.0)
+
+# --- knowing the GPU (issue 12): qualification and offer ranking ---
+# A newly ready instance makes one short self-test clip before user jobs; slower than TOLERANCE × what its
+# GPU model is expected to take (genhub's history, else the shipped table) → replaced, machine avoided.
+# The same tolerance leaves out offers on machines whose history is that much slower than their model.
+VAST_QUALIFY = env.bool("VAST_QUALIFY", default=True)
+VAST_QUALIFY_TOLERANCE = env.float("VAST_QUALIFY_TOLERANCE", default=1.5)
+VAST_QUALIFY_FRAMES = env.int("VAST_QUALIFY_FRAMES", default=17)
+
+
+def _qualify_size(value: str) -> tuple[int, int]:
+    try:
+        width, height = (int(side) for side in value.lower().split("x"))
+    except ValueError:
+        width = height = 0
+    if not all(256 <= side <= 1280 and side % 16 == 0 for side in (width, height)):
+        raise ImproperlyConfigured(f"VAST_QUALIFY_SIZE must be WIDTHxHEIGHT with sides multiples of 16 in "
+                                   f"256-1280 (e.g. 256x256), not {value!r}")
+    return width, height
+
+
+VAST_QUALIFY_SIZE = _qualify_size(env("VAST_QUALIFY_SIZE", default="256x256"))
+VAST_QUALIFY_STEPS = env.int("VAST_QUALIFY_STEPS", default=4)
+# A self-test that errors (not one that is slow) is tried this many times before the machine is given up.
+VAST_QUALIFY_TRIES = env.int("VAST_QUALIFY_TRIES", default=2)
 
 # --- web app (issue 5): dry-run estimates and ZIP uploads ---
 # Planning numbers for the dry run on the new-batch page only; what a job really cost is measured per job.

@@ -71,10 +71,14 @@ class SimulatedGeneration:
 
 
 class SwarmUISimulator(Simulator):
-    def __init__(self, token: str, *, port: int = 0, generation_seconds: float = 0.5, models=None, loras=None):
+    def __init__(self, token: str, *, port: int = 0, generation_seconds: float = 0.5, models=None, loras=None,
+                 speed_factor: float = 1.0):
         super().__init__(port=port)
         self.token = token
         self.generation_seconds = generation_seconds
+        # The host's own slowness (power limits, PCIe width, other tenants): every clip takes this many
+        # times `generation_seconds`. The simulated vast.ai sets it per machine.
+        self.speed_factor = speed_factor
         # Boot state, read on every status call; tests and the simulated vast.ai change them.
         self.backend_status = "running"  # GetCurrentStatus `backend_status.status` (§4)
         self.supported_features = ["comfyui", "gguf", "video"]
@@ -370,12 +374,13 @@ class SwarmUISimulator(Simulator):
                 last_sign = time.monotonic()
 
     def _run(self, record: SimulatedGeneration, body: dict, emit, failure: str | None):
-        steps = max(int(body.get("videosteps") or 20), math.ceil(self.generation_seconds / 2))
+        seconds = self.generation_seconds * self.speed_factor
+        steps = max(int(body.get("videosteps") or 20), math.ceil(seconds / 2))
         # The backend reports as soon as its workflow starts executing, before the first sampling step.
         emit({"gen_progress": {"batch_index": "0", "request_id": record.request_id, "overall_percent": 0.0,
                                "current_percent": 0.0}})
         for step in range(1, steps + 1):
-            time.sleep(self.generation_seconds / steps)
+            time.sleep(seconds / steps)
             self._alive()
             if failure and step > steps // 2:
                 record.error = failure
