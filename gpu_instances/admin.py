@@ -1,8 +1,9 @@
 from django.contrib import admin, messages
+from django.template.loader import render_to_string
 from django.utils.html import format_html
 
-from gpu_instances import services
-from gpu_instances.models import GpuInstance, InstanceEvent
+from gpu_instances import services, speed
+from gpu_instances.models import GpuInstance, InstanceEvent, SpeedSample
 from gpu_instances.orchestrator import VastAIOrchestrator
 
 
@@ -27,12 +28,23 @@ class GpuInstanceAdmin(admin.ModelAdmin):
     actions = ["destroy_instances"]
 
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in GpuInstance._meta.fields if f.name != "swarmui_token"] + ["cost", "jobs_link"]
+        return [f.name for f in GpuInstance._meta.fields if f.name != "swarmui_token"] + [
+            "cost", "jobs_link", "speed_history"]
 
     @admin.display(description="billed / overhead (USD)")
     def cost(self, obj):
         total, _, overhead = services.instance_costs(obj)
         return f"{total} / {overhead}"
+
+    @admin.display(description="speed history")
+    def speed_history(self, obj):
+        """What this machine and its GPU model have measured (jobs and self-tests)."""
+        if not obj.gpu_name:
+            return "—"
+        machine = speed.speed_history(machine_id=obj.machine_id) if obj.machine_id else []
+        return render_to_string("admin/gpu_instances/_speed_history.html", {"tables": [
+            (f"machine {obj.machine_id}", machine), (f"all {obj.gpu_name} machines", speed.speed_history(
+                gpu_name=obj.gpu_name))]})
 
     @admin.display(description="jobs")
     def jobs_link(self, obj):
@@ -56,6 +68,33 @@ class InstanceEventAdmin(admin.ModelAdmin):
     list_display = ("at", "instance", "kind", "from_state", "to_state", "message")
     list_filter = ("kind",)
     search_fields = ("message",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(SpeedSample)
+class SpeedSampleAdmin(admin.ModelAdmin):
+    """The measurements behind qualification, ranking and estimates; the list page opens with a summary
+    per GPU model and per machine."""
+
+    list_display = ("at", "gpu_name", "machine_id", "instance", "clip", "seconds", "source")
+    list_filter = ("source", "gpu_name")
+    search_fields = ("gpu_name", "=machine_id")
+    change_list_template = "admin/gpu_instances/speedsample/change_list.html"
+
+    @admin.display(description="clip")
+    def clip(self, obj):
+        return speed.describe_shape((obj.frames, obj.width, obj.height, obj.steps))
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "speed_tables": [
+            ("by GPU model", speed.speed_history(), False),
+            ("by machine", speed.speed_history(per_machine=True), True)]}
+        return super().changelist_view(request, extra_context=extra_context)
 
     def has_add_permission(self, request):
         return False

@@ -180,25 +180,27 @@ def table_estimate(gpu_name: str, shape) -> SpeedEstimate:
 # --- history for operators ----------------------------------------------------------------------
 
 
-def speed_history(*, machine_id: int | None = None, gpu_name: str | None = None, limit: int = 2000) -> list[dict]:
-    """Measured seconds per clip grouped by GPU model and clip shape (and machine, when asked for one):
-    median, spread (p25–p75), sample count, and how many came from jobs."""
+def speed_history(*, machine_id: int | None = None, gpu_name: str | None = None, per_machine: bool = False,
+                  limit: int = 2000) -> list[dict]:
+    """Measured seconds per clip grouped by GPU model and clip shape (and by machine with `per_machine`):
+    median, spread (p25–p75), sample count and how many came from jobs, over the latest `limit` samples."""
     samples = SpeedSample.objects.all()
     if machine_id is not None:
         samples = samples.filter(machine_id=machine_id)
     if gpu_name:
         samples = samples.filter(gpu_name=gpu_name)
     groups = defaultdict(list)
-    for gpu, frames, width, height, steps, seconds, source in (
-            samples.order_by("-at", "-id").values_list("gpu_name", "frames", "width", "height", "steps", "seconds",
-                                                       "source")[:limit]):
-        groups[(gpu, (frames, width, height, steps))].append((seconds, source))
+    for gpu, machine, frames, width, height, steps, seconds, source in (
+            samples.order_by("-at", "-id").values_list("gpu_name", "machine_id", "frames", "width", "height", "steps",
+                                                       "seconds", "source")[:limit]):
+        groups[(gpu, machine if per_machine else None, (frames, width, height, steps))].append((seconds, source))
     rows = []
-    for (gpu, shape), values in sorted(groups.items(), key=lambda item: (item[0][0], work(item[0][1]))):
+    for (gpu, machine, shape), values in sorted(
+            groups.items(), key=lambda item: (item[0][0], item[0][1] or 0, work(item[0][2]))):
         seconds = sorted(value for value, _ in values)
         quartiles = statistics.quantiles(seconds, n=4, method="inclusive") if len(seconds) > 1 else seconds * 3
-        rows.append({"gpu_name": gpu or "?", "shape": describe_shape(shape), "frames": shape[0], "width": shape[1],
-                     "height": shape[2], "steps": shape[3], "median": statistics.median(seconds),
-                     "p25": quartiles[0], "p75": quartiles[2], "samples": len(seconds),
+        rows.append({"gpu_name": gpu or "?", "machine_id": machine, "shape": describe_shape(shape),
+                     "median": statistics.median(seconds), "p25": quartiles[0], "p75": quartiles[2],
+                     "samples": len(seconds),
                      "from_jobs": sum(1 for _, source in values if source == SpeedSample.Source.JOB)})
     return rows
