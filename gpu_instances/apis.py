@@ -19,6 +19,8 @@ class InstanceOutputSerializer(serializers.Serializer):
     last_health_ok = serializers.BooleanField(allow_null=True)
     destroyed_at = serializers.DateTimeField(allow_null=True)
     end_reason = serializers.CharField()
+    qualification = serializers.CharField(help_text="self-test outcome: '' (not yet), passed, failed, skipped")
+    qualified_at = serializers.DateTimeField(allow_null=True)
     cost_so_far_usd = serializers.SerializerMethodField()
     overhead_usd = serializers.SerializerMethodField()
 

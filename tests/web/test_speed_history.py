@@ -68,3 +68,12 @@ def test_the_instance_admin_page_shows_its_machines_and_models_speed(admin_clien
 
     assert "machine 7 clip median s/clip" in page and "all H100 SXM machines" in page
     assert "81 frames 832×480 × 4 steps 60.0 55.0–65.0 3 3" in page
+
+
+def test_the_instance_api_says_whether_the_active_instance_has_qualified(client, user, rented):
+    client.force_login(user)
+
+    active = client.get("/api/instance/").json()["active"]
+
+    assert active["qualification"] == "passed" and active["qualified_at"]
+    assert "swarmui_token" not in active and ADDRESS not in str(active)
