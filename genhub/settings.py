@@ -270,6 +270,10 @@ VAST_QUALIFY_SIZE = _qualify_size(env("VAST_QUALIFY_SIZE", default="256x256"))
 VAST_QUALIFY_STEPS = env.int("VAST_QUALIFY_STEPS", default=4)
 # A self-test that errors (not one that is slow) is tried this many times before the machine is given up.
 VAST_QUALIFY_TRIES = env.int("VAST_QUALIFY_TRIES", default=2)
+# A warm-up clip first (it loads the models), so the measured one is steady-state like the jobs after it.
+VAST_QUALIFY_WARMUP = env.bool("VAST_QUALIFY_WARMUP", default=True)
+# After this many hosts in a row failed for slowness, the next is kept: the expectation is then the suspect.
+VAST_QUALIFY_MAX_REPLACEMENTS = env.int("VAST_QUALIFY_MAX_REPLACEMENTS", default=3)
 
 # --- web app (issue 5): dry-run estimates and ZIP uploads ---
 # Planning numbers for the dry run on the new-batch page only; what a job really cost is measured per job.
