@@ -4,8 +4,10 @@ The model: a clip's GPU time is proportional to its work, frames × width × hei
 measured with other parameters is scaled to the asked ones by the ratio of their work. Fixed costs (text
 encoding, VAE decode) make this optimistic for clips much smaller than the sample and pessimistic the
 other way, so samples with exactly the asked parameters are used alone whenever there are enough of them,
-and the shipped table keeps a reference clip near each size genhub asks for (the self-test, standard,
-HD) and scales from the nearest one.
+a machine that has made other clips than the asked one is compared with its GPU model on those clips
+(machine 20 % slower on the self-test → 20 % slower than the model's figure for the asked clip), and the
+shipped table keeps a reference clip near each size genhub asks for (the self-test, standard, HD) and
+scales from the nearest one.
 
 Where the estimate comes from, first that has samples: this instance's own, its machine's (any earlier
 instance on the same host), its GPU model's, the shipped table for the model, and for a model the table
@@ -130,13 +132,12 @@ def expected_seconds_per_clip(*, params: dict, instance: GpuInstance | None = No
         levels.append(("instance", SpeedSample.objects.filter(instance=instance)))
     if machine_id is not None:
         levels.append(("machine", SpeedSample.objects.filter(machine_id=machine_id)))
-    if gpu_name:
-        levels.append(("gpu", model_samples(gpu_name)))
+    model = _rows(model_samples(gpu_name)) if gpu_name else []
     for basis, samples in levels:
-        estimate = estimate_from_samples(samples, shape, basis=basis)
+        estimate = estimate_from_rows(_rows(samples), shape, basis=basis, model=model)
         if estimate:
             return estimate
-    return table_estimate(gpu_name or "", shape)
+    return estimate_from_rows(model, shape, basis="gpu") or table_estimate(gpu_name or "", shape)
 
 
 def model_samples(gpu_name: str):
@@ -144,16 +145,37 @@ def model_samples(gpu_name: str):
             .exclude(instance__qualification=GpuInstance.Qualification.FAILED))
 
 
-def estimate_from_samples(samples, shape, *, basis: str) -> SpeedEstimate | None:
-    rows = list(samples.order_by("-at", "-id").values_list("frames", "width", "height", "steps", "seconds")
-                [:RECENT_SAMPLES])
+def _rows(samples) -> list[tuple[tuple[int, int, int, int], float]]:
+    """(shape, seconds) of the most recent samples."""
+    return [(tuple(row[:4]), row[4]) for row in samples.order_by("-at", "-id").values_list(
+        "frames", "width", "height", "steps", "seconds")[:RECENT_SAMPLES]]
+
+
+def estimate_from_rows(rows, shape, *, basis: str, model=()) -> SpeedEstimate | None:
+    """From one level's samples: the same-shape ones alone when there are enough; else, for a machine whose
+    GPU model has enough same-shape figures, the model's figure × how this machine compares with its model
+    on the clips it did make (like with like, no fixed-cost error); else every sample scaled by work."""
     if not rows:
         return None
-    exact = [row[4] for row in rows if row[:4] == shape]
+    exact = [seconds for row_shape, seconds in rows if row_shape == shape]
     if len(exact) >= EXACT_MATCH_SAMPLES:
         return spread(exact, basis=basis)
+    relative = _relative_to_model(rows, shape, model) if model else None
+    if relative:
+        return spread(relative, basis=basis)
     wanted = work(shape)
-    return spread([seconds * wanted / work(row_shape) for *row_shape, seconds in rows], basis=basis)
+    return spread([seconds * wanted / work(row_shape) for row_shape, seconds in rows], basis=basis)
+
+
+def _relative_to_model(rows, shape, model) -> list[float] | None:
+    by_shape = defaultdict(list)
+    for row_shape, seconds in model:
+        by_shape[row_shape].append(seconds)
+    if len(by_shape.get(shape, ())) < EXACT_MATCH_SAMPLES:
+        return None
+    target = statistics.median(by_shape[shape])
+    medians = {row_shape: statistics.median(values) for row_shape, values in by_shape.items()}
+    return [target * seconds / medians[row_shape] for row_shape, seconds in rows if row_shape in medians] or None
 
 
 def spread(values: list[float], *, basis: str) -> SpeedEstimate:

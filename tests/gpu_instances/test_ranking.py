@@ -82,19 +82,19 @@ def test_a_machine_whose_record_is_far_slower_than_its_gpu_model_is_left_out(vas
 
 
 def test_offers_are_ranked_for_the_clip_the_waiting_jobs_ask_for(user):
-    # Machine 1 is quick at small clips but has only ever been measured on those; machine 2 has measured the
-    # long HD clips the queue holds. The same two offers rank differently for the two clips.
+    # The H100 has been measured on small and on long HD clips; the A100 only on HD clips, so its small-clip
+    # figure is scaled down by work and comes out low. The same two offers rank differently for the two clips.
     small = {"num_frames": 17, "width": 256, "height": 256, "steps": 4}
     hd = {"num_frames": 161, "width": 1280, "height": 720, "steps": 4}
-    history(1, "H100 SXM", 4.0, params=small)  # scales to ≈ 530 s for the HD clip
-    history(2, "H100 SXM", 5.0, params=small)
-    history(2, "H100 SXM", 500.0, params=hd)
-    offers = [offer(1, 1, "H100 SXM", 1.0), offer(2, 2, "H100 SXM", 1.0)]
+    history(1, "H100 SXM", 6.0, params=small)
+    history(1, "H100 SXM", 300.0, params=hd)
+    history(2, "A100 SXM4", 500.0, params=hd)  # scales to ≈ 0.9 s for the small clip
+    offers = [offer(1, 1, "H100 SXM", 1.0), offer(2, 2, "A100 SXM4", 1.0)]
 
-    assert [row.offer.machine_id for row in ranking.rank_offers(offers, params=small)[0]] == [1, 2]
+    assert [row.offer.machine_id for row in ranking.rank_offers(offers, params=small)[0]] == [2, 1]
     make_batch(user, provider="vastai", params={"num_frames": 161, "width": 1280, "height": 720})
     assert {key: ranking.planning_params()[key] for key in hd} == hd
-    assert [row.offer.machine_id for row in ranking.rank_offers(offers, params=ranking.planning_params())[0]] == [2, 1]
+    assert [row.offer.machine_id for row in ranking.rank_offers(offers, params=ranking.planning_params())[0]] == [1, 2]
 
 
 def test_with_no_job_waiting_offers_are_ranked_for_the_reference_clip():
@@ -116,3 +116,15 @@ def test_an_unknown_gpu_model_is_rented_only_when_it_is_much_cheaper():
         assert ranked[0].offer.gpu_name == winner
         unknown = next(row for row in ranked if row.offer.gpu_name == "Mystery X1")
         assert "unknown GPU model, estimated conservatively" in unknown.describe()
+
+
+def test_a_machine_with_only_an_ordinary_selftest_is_not_taken_for_a_slow_one():
+    small = {"num_frames": 17, "width": 256, "height": 256, "steps": 4}
+    for machine in (11, 12, 13):
+        history(machine, "H100 SXM", 5.0, n=1, params=small)
+        history(machine, "H100 SXM", 60.0, n=1)
+    history(14, "H100 SXM", 5.5, n=1, params=small)  # qualified like the others, no job yet
+
+    ranked, excluded = ranking.rank_offers([offer(1, 14, "H100 SXM", 1.0)], params=STANDARD)
+
+    assert excluded == [] and ranked[0].estimate.median == pytest.approx(66.0)

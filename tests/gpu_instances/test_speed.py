@@ -133,3 +133,18 @@ def test_a_job_that_no_longer_runs_records_no_sample(user):
 
     assert not services.job_succeed(job_id=job.pk, generation_seconds=12.5, instance_id=instance.pk)
     assert not SpeedSample.objects.exists()
+
+
+def test_a_machine_known_only_from_its_selftest_is_compared_with_its_model_on_that_clip():
+    # The model: self-tests of 5 s and standard clips of 60 s. Scaling a 6 s self-test by work alone would
+    # say ≈ 174 s for a standard clip; compared like with like it is 20 % slower than the model: 72 s.
+    for machine in (1, 2, 3):
+        peer = an_instance(machine_id=machine)
+        samples(peer, [5.0], params=SMALL, source="selftest")
+        samples(peer, [60.0], params=STANDARD)
+    samples(an_instance(machine_id=9), [6.0], params=SMALL, source="selftest")
+
+    estimate = speed.expected_seconds_per_clip(params=STANDARD, machine_id=9, gpu_name="H100 SXM")
+
+    assert (estimate.basis, estimate.samples) == ("machine", 1)
+    assert estimate.median == pytest.approx(72.0)
