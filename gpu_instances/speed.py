@@ -117,11 +117,13 @@ def record_job_sample(*, instance_id: int | None, params: dict, seconds: float |
 
 
 def expected_seconds_per_clip(*, params: dict, instance: GpuInstance | None = None, machine_id: int | None = None,
-                              gpu_name: str | None = None) -> SpeedEstimate:
+                              gpu_name: str | None = None, same_clip_only: bool = False) -> SpeedEstimate:
     """Expected GPU seconds for one clip with `params`, from the most specific history there is.
 
     With `instance`, its machine and GPU model are taken from it. Samples of a GPU model leave out
     the instances that failed their self-test: a bad host must not make the whole model look slow.
+    `same_clip_only` uses only samples of exactly these parameters (else the table): a verdict on a host
+    must not rest on figures scaled across clip sizes.
     """
     if instance is not None:
         machine_id = machine_id if machine_id is not None else instance.machine_id
@@ -133,6 +135,10 @@ def expected_seconds_per_clip(*, params: dict, instance: GpuInstance | None = No
     if machine_id is not None:
         levels.append(("machine", SpeedSample.objects.filter(machine_id=machine_id)))
     model = _rows(model_samples(gpu_name)) if gpu_name else []
+    if same_clip_only:
+        model = [row for row in model if row[0] == shape]
+        levels = [(basis, samples.filter(frames=shape[0], width=shape[1], height=shape[2], steps=shape[3]))
+                  for basis, samples in levels]
     for basis, samples in levels:
         estimate = estimate_from_rows(_rows(samples), shape, basis=basis, model=model)
         if estimate:
