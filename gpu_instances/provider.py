@@ -75,4 +75,3 @@ class VastAIProvider(Provider):
 
     def poll_interval(self) -> float:
         return settings.VAST_DISPATCH_INTERVAL
-
