@@ -5,6 +5,7 @@ import re
 import threading
 
 import pytest
+import requests
 from django.db import connection
 
 from gpu_instances import speed
@@ -203,3 +204,17 @@ def test_the_selftest_is_judged_against_selftests_only_not_job_clips_scaled_down
     reconcile_until(qualified)
 
     assert "(median 6.0 s from the shipped table) → qualified" in qualified().events.get(kind="qualify").message
+
+
+@pytest.mark.django_db
+def test_another_process_can_slow_a_simulated_machine_down_over_http(vast_sim, demand):
+    reconcile_until(qualified)
+    instance = qualified()
+
+    control = f"{vast_sim.url}/_sim/set_speed_factor"
+    slowed = requests.post(control, json={"machine_id": instance.machine_id, "factor": 4}, timeout=10)
+    refused = requests.post(control, json={"machine_id": instance.machine_id, "factor": 0}, timeout=10)
+
+    assert slowed.status_code == 200 and refused.status_code == 400
+    assert vast_sim.instances[instance.vast_id].swarmui.speed_factor == 4.0
+    assert vast_sim.speed_factors == {instance.machine_id: 4.0}  # the next instance there is slow too
