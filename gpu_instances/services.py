@@ -44,5 +44,7 @@ def instance_summary(instance: GpuInstance) -> dict:
         "last_health": (f"{'ok' if instance.last_health_ok else 'FAILED'} at {instance.last_health_at:%H:%M:%S}"
                         if instance.last_health_at else "never"),
         "health_failures": instance.health_failures,
+        "machine_id": instance.machine_id,
+        "qualification": instance.qualification or ("self-test pending" if instance.is_active else "never tested"),
         "end_reason": instance.end_reason,
     }

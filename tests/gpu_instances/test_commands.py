@@ -29,6 +29,7 @@ def test_ensure_instance_waits_until_ready_then_status_and_destroy(vast_sim, set
     assert "ready: H100 SXM" in output and "[loading]" in output
     status = run("instance_status")
     assert "ready" in status and instance.base_url in status and "cost_so_far_usd" in status
+    assert "qualification: passed" in status  # it made its self-test clip before ensure_instance said ready
     assert instance.swarmui_token not in status
 
     with pytest.raises(CommandError, match="--yes"):
