@@ -277,6 +277,7 @@ GENHUB_GPU_HOOKS = {
     "attributed_cost": "jobs.spend.instance_attributed",
     "instance_progress": "jobs.gpu_watch.instance_progress",
     "instance_stalled": "jobs.services.jobs_release_for_instance",
+    "waiting_params": "jobs.gpu_policy.gpu_waiting_params",  # the clip offers are ranked for (issue 12)
 }
 VAST_GPU_NAMES = env.list("VAST_GPU_NAMES", default=["H100 SXM", "H100 PCIE", "H100 NVL", "H200", "H200 NVL",
                                                      "A100 SXM4", "A100 PCIE", "A100X"])
@@ -316,6 +317,35 @@ SWARMUI_STALL_FACTOR = env.float("SWARMUI_STALL_FACTOR", default=5)
 SWARMUI_RESTART_DEADLINE_SECONDS = env.float("SWARMUI_RESTART_DEADLINE_SECONDS", default=300)
 # A worker retries recording a finished generation this long while the database is away.
 GENHUB_DB_RETRY_SECONDS = env.float("GENHUB_DB_RETRY_SECONDS", default=120)
+
+# --- knowing the GPU (issue 12): qualification and offer ranking ---
+# A newly ready instance makes one short self-test clip before user jobs; slower than TOLERANCE × what its
+# GPU model is expected to take (genhub's history, else the shipped table) → replaced, machine avoided.
+# The same tolerance leaves out offers on machines whose history is that much slower than their model.
+VAST_QUALIFY = env.bool("VAST_QUALIFY", default=True)
+VAST_QUALIFY_TOLERANCE = env.float("VAST_QUALIFY_TOLERANCE", default=1.5)
+VAST_QUALIFY_FRAMES = env.int("VAST_QUALIFY_FRAMES", default=17)
+
+
+def _qualify_size(value: str) -> tuple[int, int]:
+    try:
+        width, height = (int(side) for side in value.lower().split("x"))
+    except ValueError:
+        width = height = 0
+    if not all(256 <= side <= 1280 and side % 16 == 0 for side in (width, height)):
+        raise ImproperlyConfigured(f"VAST_QUALIFY_SIZE must be WIDTHxHEIGHT with sides multiples of 16 in "
+                                   f"256-1280 (e.g. 256x256), not {value!r}")
+    return width, height
+
+
+VAST_QUALIFY_SIZE = _qualify_size(env("VAST_QUALIFY_SIZE", default="256x256"))
+VAST_QUALIFY_STEPS = env.int("VAST_QUALIFY_STEPS", default=4)
+# A self-test that errors (not one that is slow) is tried this many times before the machine is given up.
+VAST_QUALIFY_TRIES = env.int("VAST_QUALIFY_TRIES", default=2)
+# A warm-up clip first (it loads the models), so the measured one is steady-state like the jobs after it.
+VAST_QUALIFY_WARMUP = env.bool("VAST_QUALIFY_WARMUP", default=True)
+# After this many hosts in a row failed for slowness, the next is kept: the expectation is then the suspect.
+VAST_QUALIFY_MAX_REPLACEMENTS = env.int("VAST_QUALIFY_MAX_REPLACEMENTS", default=3)
 
 # --- web app (issue 5): dry-run estimates and ZIP uploads ---
 # Planning numbers for the dry run on the new-batch page only; what a job really cost is measured per job.

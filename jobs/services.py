@@ -17,6 +17,7 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from gpu_instances import speed
 from jobs.intake import BatchSpec
 from jobs.models import BatchRun, Job
 
@@ -167,9 +168,15 @@ def job_add_cost(*, job_id: int, cost: Decimal | None, wasted: bool = False) -> 
 def job_succeed(*, job_id: int, claim: int | None = None, cost: Decimal | None = None, **fields) -> bool:
     if cost is not None:
         fields["cost_usd"] = Coalesce(F("cost_usd"), Value(Decimal("0"))) + cost
-    return _running(job_id, claim).update(
+    succeeded = _running(job_id, claim).update(
         status=S.SUCCEEDED, progress=1.0, finished_at=timezone.now(), error_code="", error_message="", **fields
     ) == 1
+    if succeeded and fields.get("instance_id") and fields.get("generation_seconds"):
+        # What the GPU measured becomes its speed history (qualification, ranking, estimates).
+        params = Job.objects.values_list("params", flat=True).get(pk=job_id)
+        speed.record_job_sample(instance_id=fields["instance_id"], params=params,
+                                seconds=fields["generation_seconds"])
+    return succeeded
 
 
 def job_fail(*, job_id: int, code: str, message: str, permanent: bool, claim: int | None = None) -> str | None:

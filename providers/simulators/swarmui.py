@@ -95,7 +95,8 @@ class SimulatedGeneration:
 
 class SwarmUISimulator(Simulator):
     def __init__(self, token: str, *, port: int = 0, generation_seconds: float = 0.5, models=None, loras=None,
-                 tls: instance_tls.InstanceTLS | None = None, behind_proxy: bool = False):
+                 tls: instance_tls.InstanceTLS | None = None, behind_proxy: bool = False,
+                 speed_factor: float = 1.0):
         # `behind_proxy`: play SwarmUI as it runs inside the image, behind the TLS terminator — plain HTTP
         # on loopback, and the loopback exemption from its token check (`Network.AuthBypassIPs`) is real.
         self.behind_proxy = behind_proxy
@@ -104,6 +105,9 @@ class SwarmUISimulator(Simulator):
         self.certificate = self.tls.certificate_pem if self.tls else None
         self.token = token
         self.generation_seconds = generation_seconds
+        # The host's own slowness (power limits, PCIe width, other tenants): every clip takes this many
+        # times `generation_seconds`. The simulated vast.ai sets it per machine.
+        self.speed_factor = speed_factor
         # Boot state, read on every status call; tests and the simulated vast.ai change them.
         self.backend_status = "running"  # GetCurrentStatus `backend_status.status` (§4)
         self.supported_features = ["comfyui", "gguf", "video"]
@@ -487,12 +491,13 @@ class SwarmUISimulator(Simulator):
                 last_sign = time.monotonic()
 
     def _run(self, record: SimulatedGeneration, body: dict, emit, failure: str | None, epoch: tuple[int, int]):
-        steps = max(int(body.get("videosteps") or 20), math.ceil(self.generation_seconds / 2))
+        seconds = self.generation_seconds * self.speed_factor
+        steps = max(int(body.get("videosteps") or 20), math.ceil(seconds / 2))
         # The backend reports as soon as its workflow starts executing, before the first sampling step.
         emit({"gen_progress": {"batch_index": "0", "request_id": record.request_id, "overall_percent": 0.0,
                                "current_percent": 0.0}})
         for step in range(1, steps + 1):
-            time.sleep(self.generation_seconds / steps)
+            time.sleep(seconds / steps)
             self._alive()
             self._check_interrupt(record.session_id, epoch)
             if record.wedged and step > 1:

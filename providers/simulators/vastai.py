@@ -17,9 +17,13 @@ published as `ports["7801/tcp"][0]["HostPort"]` on
 `public_ipaddr` 127.0.0.1. That SwarmUI reports its backend "loading" for another `loading_seconds`, then
 "running". Destroying the instance stops its SwarmUI.
 
+Machines differ in speed like real hosts with the same GPU name do: `speed_factors` (machine id → factor,
+at construction or with `set_speed_factor`) multiplies the generation time of SwarmUI on that machine.
+
 Faults: call the methods, or from another process `POST /_sim/<method>` with the keyword arguments as a JSON
 object (`kill_instance`, `hang_instance`, `fail_health`, `rate_limit`, `server_error`, `vanish_offer`,
-`create_error_with_contract`, `ignore_destroys`, `enforce_rate_limits`, `exhaust_search_quota`, `slow_create`).
+`create_error_with_contract`, `ignore_destroys`, `enforce_rate_limits`, `exhaust_search_quota`, `slow_create`,
+`set_speed_factor`).
 `GET /_sim/instances` and
 `GET /_sim/requests` return the bookkeeping.
 """
@@ -42,7 +46,7 @@ from providers.swarmui_contract import SWARMUI_PORT, SWARMUI_TOKEN_ENV
 
 CONTROL_METHODS = ("kill_instance", "hang_instance", "fail_health", "rate_limit", "server_error", "vanish_offer",
                    "create_error_with_contract", "ignore_destroys", "enforce_rate_limits", "exhaust_search_quota",
-                   "slow_create")
+                   "slow_create", "set_speed_factor")
 
 # Per-endpoint minimum seconds between calls, from vast's OpenAPI `x-rate-limit` values (§5); search instead
 # allows 10 per minute.
@@ -141,12 +145,14 @@ class SimInstance:
 
 class VastAISimulator(Simulator):
     def __init__(self, api_key: str, *, port: int = 0, boot_seconds: float = 1.0, loading_seconds: float = 1.0,
-                 offers: list | None = None, swarmui_generation_seconds: float = 0.5):
+                 offers: list | None = None, swarmui_generation_seconds: float = 0.5,
+                 speed_factors: dict | None = None):
         super().__init__(port=port)
         self.api_key = api_key
         self.boot_seconds = boot_seconds
         self.loading_seconds = loading_seconds
         self.swarmui_generation_seconds = swarmui_generation_seconds
+        self.speed_factors = {int(machine): float(factor) for machine, factor in (speed_factors or {}).items()}
         self.offers = {offer["id"]: dict(offer) for offer in (default_offers() if offers is None else offers)}
         self.instances: dict[int, SimInstance] = {}
         self.requests: list[RecordedRequest] = []
@@ -288,6 +294,17 @@ class VastAISimulator(Simulator):
             self._enforce = enabled
             self._last_call.clear()
             self._searches.clear()
+
+    def set_speed_factor(self, machine_id: int, factor: float) -> None:
+        """Clips on this machine take `factor` × the usual time, from now on (running instances too)."""
+        if float(factor) <= 0:
+            raise ValueError("factor must be positive")
+        with self._lock:
+            self.speed_factors[int(machine_id)] = float(factor)
+            live = [inst for inst in self.instances.values() if inst.swarmui and inst.offer["machine_id"] == int(
+                machine_id)]
+        for inst in live:
+            inst.swarmui.speed_factor = float(factor)
 
     def instance_records(self) -> list[dict]:
         """Every instance ever created: id, label, offer and machine, state, whether destroyed, env, SwarmUI URL."""
@@ -530,8 +547,9 @@ class VastAISimulator(Simulator):
                 # The image's entrypoint refuses to serve without the key and certificate genhub made.
                 inst.state = "exited"
                 return
-            inst.swarmui = SwarmUISimulator(inst.env.get(SWARMUI_TOKEN_ENV, ""), tls=tls,
-                                            generation_seconds=self.swarmui_generation_seconds)
+            inst.swarmui = SwarmUISimulator(
+                inst.env.get(SWARMUI_TOKEN_ENV, ""), tls=tls, generation_seconds=self.swarmui_generation_seconds,
+                speed_factor=self.speed_factors.get(inst.offer["machine_id"], 1.0))
             # vast says "running" as soon as the container runs; SwarmUI needs a while longer to load its
             # backend, and genhub must wait for that too.
             inst.swarmui.backend_status = "loading"
