@@ -240,5 +240,5 @@ def test_an_instance_on_a_private_address_is_not_called_when_that_is_not_allowed
     params = build_video_params(image=make_image(), image_content_type="image/png", prompt="p", negative_prompt="",
                                 seed=1, num_frames=17, fps=16, width=832, height=480, steps=4, cfg=1.0)
     with pytest.raises(UntrustedAddress):
-        client._ws_once(params, "session", None)  # the WebSocket path checks its socket the same way
+        client._ws_once(params, "session", None, None)  # the WebSocket path checks its socket the same way
     assert swarm.request_log == []  # connected, found private, closed before TLS: nothing was sent
