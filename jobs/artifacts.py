@@ -107,15 +107,24 @@ def store_output(*, job_uuid: str, video: bytes, facts: VideoFacts) -> tuple[str
 
 
 def _save_whole(name: str, data: bytes) -> str:
+    """Stores `data` and confirms it is there, whole, before the caller may call the job a success.
+
+    `save` returns only once the write finished (on S3: the PUT or multipart upload completed); the size
+    read back afterwards (a HEAD on S3) proves the object is in storage with every byte.
+    """
     # The name is chosen first so a failed write knows which file it left behind.
     name = default_storage.get_available_name(name)
     try:
-        return default_storage.save(name, ContentFile(data))
+        name = default_storage.save(name, ContentFile(data))
+        stored = default_storage.size(name)
+        if stored != len(data):
+            raise OSError(f"storage holds {stored} bytes of {name}, {len(data)} were written")
+        return name
     except BaseException:
         try:
             discard(name)
-        except OSError:
-            pass  # the error that matters is the write's
+        except Exception:  # noqa: BLE001 - an OSError on disk, a botocore error on S3: the write's matters
+            pass
         raise
 
 

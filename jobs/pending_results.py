@@ -6,10 +6,15 @@ cost already added and, when the provider can serve the clip again (fal's CDN UR
 too. Each pump pass tries the due ones again (every GENHUB_STORE_RETRY_SECONDS): from the spool, or
 fetched again from the source when the spool could not be written. A result is only lost when both
 are gone; that is a permanent, billed failure, never a silent new generation.
+
+The spool is a local directory of the host whose worker kept the clip (its name is recorded with it):
+with several cluster hosts, only that host reads it back (unless the area is a shared filesystem);
+another host stores the clip only when it can fetch it again from its source.
 """
 
 import logging
 import os
+import socket
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -42,8 +47,9 @@ def keep(*, job: Job, finished: Finished, cost: Decimal | None, error: Exception
     if not spool and not finished.source:
         return False
     message = f"{type(error).__name__}: {error}"[:300]
-    pending = {"spool": spool, "source": finished.source, "meta": _json_safe(finished.meta),
-               "cost": str(cost or 0), "error": message, "retry_at": _retry_at().isoformat()}
+    pending = {"spool": spool, "host": socket.gethostname() if spool else "", "source": finished.source,
+               "meta": _json_safe(finished.meta), "cost": str(cost or 0), "error": message,
+               "retry_at": _retry_at().isoformat()}
     kept = services.job_keep_result(
         job_id=job.pk, claim=job.claims, pending=pending, cost=cost,
         message=f"the clip was made and paid for, but genhub could not store it ({message}); it is kept and "
@@ -65,6 +71,8 @@ def store_due(*, provider_name: str) -> int:
         retry_at = parse_datetime(job.pending_result.get("retry_at") or "")
         if retry_at and retry_at > now:
             continue
+        if _spooled_elsewhere(job.pending_result) and not job.pending_result.get("source"):
+            continue  # only the host holding the spool can store it; reading "nothing here" would lose it
         stored += _store_one(job)
     if not Job.objects.filter(status=S.STORING).exists():
         alerts.storage_failing_resolve()
@@ -100,9 +108,14 @@ def _store_one(job: Job) -> int:
     return 0
 
 
+def _spooled_elsewhere(pending: dict) -> bool:
+    host = pending.get("host")
+    return bool(pending.get("spool") and host and host != socket.gethostname())
+
+
 def _kept_bytes(job: Job) -> bytes:
     spool = job.pending_result.get("spool")
-    if spool:
+    if spool and not _spooled_elsewhere(job.pending_result):
         try:
             return Path(spool).read_bytes()
         except OSError as exc:
