@@ -91,3 +91,46 @@ def s3(s3_server, settings):
         kind="s3", bucket=bucket, endpoint_url=s3_server, region=REGION, addressing_style="path", location="",
         presign_seconds=settings.GENHUB_S3_PRESIGN_SECONDS)}
     return S3(s3_server, bucket, client, env)
+
+
+@pytest.fixture
+def web_server(settings, media_root, tmp_path):
+    """Starts real gunicorn web servers on free 127.0.0.1 ports against the test database; stopped at teardown.
+
+    `start(**env)` returns the server's base URL once it answers. Like `qcluster`, the server is another
+    process: tests need `django_db(transaction=True)` for it to see their rows.
+    """
+    import signal
+
+    from tests.conftest import subprocess_env
+
+    servers = []
+
+    def start(**extra_env) -> str:
+        port = free_port()
+        env = subprocess_env(settings, media_root, **extra_env)
+        log = open(tmp_path / f"web-{len(servers)}.log", "w")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "genhub.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+             "--timeout", "120"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR)
+        servers.append((process, log))
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(f"{url}/accounts/login/", timeout=2)
+                return url
+            except requests.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"gunicorn did not start: {(tmp_path / log.name).read_text()[-2000:]}") \
+                        from None
+                time.sleep(0.1)
+
+    yield start
+    for process, log in servers:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
