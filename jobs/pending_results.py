@@ -71,8 +71,6 @@ def store_due(*, provider_name: str) -> int:
         retry_at = parse_datetime(job.pending_result.get("retry_at") or "")
         if retry_at and retry_at > now:
             continue
-        if _spooled_elsewhere(job.pending_result) and not job.pending_result.get("source"):
-            continue  # only the host holding the spool can store it; reading "nothing here" would lose it
         stored += _store_one(job)
     if not Job.objects.filter(status=S.STORING).exists():
         alerts.storage_failing_resolve()
@@ -83,6 +81,8 @@ def _store_one(job: Job) -> int:
     pending = job.pending_result
     try:
         video = _kept_bytes(job)
+    except SpooledElsewhere:
+        return 0  # only the host holding the spool can store it; "not here" must not read as "lost"
     except ProviderError as exc:
         if exc.permanent:
             log.error("job %s: its paid result is gone: %s", job.uuid, exc.message)
@@ -108,6 +108,10 @@ def _store_one(job: Job) -> int:
     return 0
 
 
+class SpooledElsewhere(Exception):
+    """The clip was spooled on another host, and this one cannot fetch it from its source."""
+
+
 def _spooled_elsewhere(pending: dict) -> bool:
     host = pending.get("host")
     return bool(pending.get("spool") and host and host != socket.gethostname())
@@ -115,12 +119,14 @@ def _spooled_elsewhere(pending: dict) -> bool:
 
 def _kept_bytes(job: Job) -> bytes:
     spool = job.pending_result.get("spool")
-    if spool and not _spooled_elsewhere(job.pending_result):
-        try:
-            return Path(spool).read_bytes()
-        except OSError as exc:
-            log.warning("job %s: spooled result unreadable (%s); fetching it again", job.uuid, exc)
     source = job.pending_result.get("source")
+    if spool:
+        try:
+            return Path(spool).read_bytes()  # here, or on a pending area all hosts share
+        except OSError as exc:
+            if _spooled_elsewhere(job.pending_result) and not source:
+                raise SpooledElsewhere(job.pending_result["host"]) from exc
+            log.warning("job %s: spooled result unreadable (%s); fetching it again", job.uuid, exc)
     if not source:
         raise PermanentError("it was neither spooled nor can the provider serve it again", code="result_lost")
     return get_provider(job.provider).fetch_output(source)

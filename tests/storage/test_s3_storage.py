@@ -90,24 +90,52 @@ def test_a_paid_clip_and_its_poster_are_in_the_bucket_before_the_job_succeeds(s3
     assert stored_under(media_root, "outputs") == [] and stored_under(media_root, "posters") == []
 
 
-def test_a_paid_clip_is_kept_while_the_bucket_is_unreachable_and_stored_later_without_generating_it_again(
-        s3, user, fal_sim, quick_pump, settings):
-    job = make_batch(user).jobs.get()
+def kept_while_s3_is_unreachable(job, settings):
+    """Runs the job until its paid clip is kept because the bucket cannot be reached; returns a function
+    that makes the bucket reachable again."""
     pump_until(lambda: Job.objects.get(pk=job.pk).external_id != "")  # submitted (the input read from S3)
     reachable = settings.STORAGES
     settings.STORAGES = {**reachable, "default": {**reachable["default"], "OPTIONS": {
         **reachable["default"]["OPTIONS"], "endpoint_url": "http://127.0.0.1:9"}}}  # nothing listens there
-
     pump_until(lambda: Job.objects.get(pk=job.pk).status == S.STORING)
+
+    def restore():
+        settings.STORAGES = reachable
+    return restore
+
+
+def test_a_paid_clip_is_kept_while_the_bucket_is_unreachable_and_stored_later_without_generating_it_again(
+        s3, user, fal_sim, quick_pump, settings):
+    job = make_batch(user).jobs.get()
+    restore = kept_while_s3_is_unreachable(job, settings)
     job.refresh_from_db()
     assert "Could not connect" in job.pending_result["error"] and job.output_video.name == ""
     assert s3.keys("outputs/") == [] and s3.keys("posters/") == []
 
-    settings.STORAGES = reachable
+    restore()
     pump_until(lambda: Job.objects.get(pk=job.pk).status == S.SUCCEEDED)
     job.refresh_from_db()
     assert s3.keys("outputs/") == [job.output_video.name]
     assert sum(fal_sim.submits.values()) == 1 and job.attempts == 1  # stored, not generated again
+
+
+def test_a_clip_spooled_on_another_cluster_host_waits_for_that_host_instead_of_being_declared_lost(
+        s3, user, fal_sim, quick_pump, settings, tmp_path):
+    job = make_batch(user).jobs.get()
+    restore = kept_while_s3_is_unreachable(job, settings)
+    restore()
+    pending = Job.objects.get(pk=job.pk).pending_result
+    elsewhere = tmp_path / "render-2-spool.mp4"  # the spool is on the other host's disk, not readable here
+    os.replace(pending["spool"], elsewhere)
+    Job.objects.filter(pk=job.pk).update(pending_result={**pending, "host": "render-2", "source": ""})
+
+    for _ in range(5):
+        provider_pump(provider_name="fal")
+    assert Job.objects.get(pk=job.pk).status == S.STORING  # not "result lost": it is on render-2
+
+    os.replace(elsewhere, pending["spool"])  # render-2's own cluster (or a shared pending area) reads it
+    pump_until(lambda: Job.objects.get(pk=job.pk).status == S.SUCCEEDED)
+    assert sum(fal_sim.submits.values()) == 1
 
 
 def test_with_object_storage_local_free_space_does_not_hold_paid_work(s3, settings):
