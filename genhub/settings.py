@@ -127,6 +127,8 @@ AWS_STORAGE_BUCKET_NAME = env("AWS_STORAGE_BUCKET_NAME", default="")
 GENHUB_STORAGE = env("GENHUB_STORAGE", default=genhub_storage.S3 if AWS_STORAGE_BUCKET_NAME else genhub_storage.LOCAL)
 # Downloads from S3 are a 302 to a signed URL valid this long (a player seeks with Range on that URL).
 GENHUB_S3_PRESIGN_SECONDS = env.int("GENHUB_S3_PRESIGN_SECONDS", default=300)
+# Where browsers reach the object store, when genhub reaches it at an internal address (unset = the same).
+GENHUB_S3_PUBLIC_ENDPOINT_URL = env("GENHUB_S3_PUBLIC_ENDPOINT_URL", default="")
 STORAGES["default"] = genhub_storage.default_backend(
     kind=GENHUB_STORAGE, bucket=AWS_STORAGE_BUCKET_NAME,
     endpoint_url=env("AWS_S3_ENDPOINT_URL", default=""),  # e.g. MinIO, R2, B2; unset = AWS itself

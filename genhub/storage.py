@@ -20,6 +20,7 @@ settings dump nor an error page can show them.
 """
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -174,9 +175,34 @@ def atomic_writer(name: str):
     writer.commit()
 
 
-def presigned_url(name: str, *, seconds: int, content_type: str, disposition: str | None) -> str:
-    """A GET URL for the object valid for `seconds`; S3 answers it with these response headers."""
+def presigned_url(name: str, *, seconds: int, content_type: str, disposition: str | None,
+                  public_endpoint: str = "") -> str:
+    """A GET URL for the object valid for `seconds`; S3 answers it with these response headers.
+
+    `public_endpoint`: where clients reach the object store when genhub reaches it at another address
+    (a MinIO at http://minio:9000 inside the deployment, https://media.example.com outside). The URL
+    must be signed for the host the client will send (SigV4 signs it), so it is signed for that one.
+    """
     parameters = {"ResponseContentType": content_type}
     if disposition:
         parameters["ResponseContentDisposition"] = disposition
-    return _storage().url(name, parameters=parameters, expire=seconds)
+    storage = _storage()
+    if not public_endpoint:
+        return storage.url(name, parameters=parameters, expire=seconds)
+    _storage_, _client, bucket, key = _s3_target(name)
+    return _public_client(storage, public_endpoint).generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": key, **parameters}, ExpiresIn=seconds)
+
+
+_public_clients: dict = {}
+_public_clients_lock = threading.Lock()
+
+
+def _public_client(storage, endpoint: str):
+    # A boto3 client takes tens of milliseconds to build: one per endpoint and storage configuration.
+    config = (endpoint, storage.region_name, storage.addressing_style, storage.signature_version)
+    with _public_clients_lock:
+        if config not in _public_clients:
+            _public_clients[config] = storage._create_session().client(
+                "s3", endpoint_url=endpoint, region_name=storage.region_name, config=storage.client_config)
+        return _public_clients[config]

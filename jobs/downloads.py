@@ -25,7 +25,7 @@ def serve_stored(request, name: str, *, content_type: str, filename: str | None 
                                     as_attachment=as_attachment, cache_control=cache_control)
     disposition = content_disposition_header(as_attachment, filename) if filename else None
     url = storage.presigned_url(name, seconds=settings.GENHUB_S3_PRESIGN_SECONDS, content_type=content_type,
-                                disposition=disposition)
+                                disposition=disposition, public_endpoint=settings.GENHUB_S3_PUBLIC_ENDPOINT_URL)
     response = HttpResponseRedirect(url)
     # The URL itself is the permission: no cache may keep it past this user and this moment.
     response["Cache-Control"] = "private, no-store"

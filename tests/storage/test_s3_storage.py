@@ -176,6 +176,20 @@ def test_the_owner_is_redirected_to_a_short_lived_presigned_url_that_names_the_f
     assert TEST_KEYS["AWS_SECRET_ACCESS_KEY"] not in location
 
 
+def test_presigned_urls_name_the_public_endpoint_when_clients_reach_the_store_at_another_address(
+        s3, finished, api, settings):
+    _batch, job, _ = finished
+    public = s3.url.replace("127.0.0.1", "localhost")  # the same server under the name clients use
+    settings.GENHUB_S3_PUBLIC_ENDPOINT_URL = public
+
+    location = api.get(f"/api/jobs/{job.uuid}/video")["Location"]
+
+    assert location.startswith(f"{public}/{s3.bucket}/{job.output_video.name}?") and "X-Amz-Signature" in location
+    fetched = requests.get(location, timeout=10)
+    assert fetched.content == s3.get(job.output_video.name)
+    assert fetched.headers["Content-Disposition"] == f'inline; filename="img0-{job.seed}.mp4"'
+
+
 def test_range_requests_are_served_by_s3_through_the_presigned_url(s3, finished, api):
     _batch, job, _ = finished
     location = api.get(f"/api/jobs/{job.uuid}/poster")["Location"]
