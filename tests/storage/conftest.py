@@ -118,9 +118,9 @@ def web_server(settings, media_root, tmp_path):
         deadline = time.monotonic() + 60
         while True:
             try:
-                requests.get(f"{url}/accounts/login/", timeout=2)
+                requests.get(f"{url}/accounts/login/", timeout=10)
                 return url
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still loading
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"gunicorn did not start: {(tmp_path / log.name).read_text()[-2000:]}") \
                         from None

@@ -108,3 +108,41 @@ def test_two_web_servers_and_two_clusters_finish_a_vast_batch_through_a_kill_and
     processed = [(tmp_path / f"qcluster-{n}.log").read_text().count("Processed") for n in range(2)]
     print("tasks processed per cluster:", processed)
     assert all(processed), processed
+
+
+def test_a_rolling_deploy_hands_running_work_to_the_new_cluster_without_losing_or_repeating_a_job(
+        user, fal_sim, vast_sim_factory, s3, qcluster, web_server, tmp_path):
+    """New cluster started, old one sent SIGTERM mid-batch: the old one finishes what it holds and exits,
+    the new one takes over through the leases and the queue; every job succeeds, each generated once."""
+    import signal
+
+    vast_sim = vast_sim_factory(swarmui_generation_seconds=1.5)
+    token = Token.objects.create(user=user).key
+    web = web_server(**s3.env)
+    # A running pump or reconcile task keeps going until it hands over: short loops make that happen mid-batch.
+    cluster_env = {**CLUSTER_ENV, "GENHUB_PUMP_SECONDS": "2", "GENHUB_RECONCILE_SECONDS": "2", **s3.env}
+    old = qcluster(**cluster_env)
+    vast_batch = submit(web, token, "vastai", VAST_JOBS, 60)
+    submit(web, token, "fal", FAL_JOBS, 140)
+    wait_for(lambda: Job.objects.filter(provider="vastai", status=S.SUCCEEDED).count() >= 2
+             and Job.objects.filter(status=S.RUNNING).exists(), timeout=120,
+             message="the old cluster to be in the middle of the work")
+
+    qcluster(**cluster_env)  # the new release's cluster first, then the old one is told to stop
+    old.send_signal(signal.SIGTERM)
+    unfinished_at_sigterm = Job.objects.filter(status__in=Job.ACTIVE).count()
+    wait_for(lambda: old.poll() is not None, timeout=300, message="the old cluster to finish its tasks and exit")
+    wait_for(lambda: not Job.objects.filter(status__in=Job.ACTIVE).exists(), timeout=180,
+             message="the new cluster to finish both batches")
+
+    jobs = list(Job.objects.all())
+    assert [job.status for job in jobs] == [S.SUCCEEDED] * (VAST_JOBS + FAL_JOBS)
+    assert unfinished_at_sigterm > 0
+    new_log = (tmp_path / "qcluster-1.log").read_text()
+    assert "Processed 'jobs.tasks.run_job'" in new_log  # the new cluster really took work over
+    fal_seeds = Counter(request["payload"]["seed"] for request in fal_sim.requests.values())
+    assert fal_seeds == Counter(job.seed for job in jobs if job.provider == "fal")
+    delivered = delivered_by_swarmui(vast_sim)
+    assert delivered == Counter(job.seed for job in jobs if job.provider == "vastai")
+    assert requests.get(f"{web}/api/batches/{vast_batch['id']}/", headers={"Authorization": f"Token {token}"},
+                        timeout=30).json()["status"] == "succeeded"
