@@ -124,7 +124,8 @@ STORAGES = {
 # django-storages. The keys are not settings: boto3 reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or a role)
 # from the environment itself, so they never appear in a settings dump or an error page (genhub/storage.py).
 AWS_STORAGE_BUCKET_NAME = env("AWS_STORAGE_BUCKET_NAME", default="")
-GENHUB_STORAGE = env("GENHUB_STORAGE", default=genhub_storage.S3 if AWS_STORAGE_BUCKET_NAME else genhub_storage.LOCAL)
+GENHUB_STORAGE = (env("GENHUB_STORAGE", default="")
+                  or (genhub_storage.S3 if AWS_STORAGE_BUCKET_NAME else genhub_storage.LOCAL))
 # Downloads from S3 are a 302 to a signed URL valid this long (a player seeks with Range on that URL).
 GENHUB_S3_PRESIGN_SECONDS = env.int("GENHUB_S3_PRESIGN_SECONDS", default=300)
 # Where browsers reach the object store, when genhub reaches it at an internal address (unset = the same).
