@@ -2,8 +2,8 @@
 
 The archive is produced as a stream: videos are copied from storage chunk by chunk into a ZIP
 written without seeking, so a batch of a thousand clips never sits in memory at once. The same jobs
-in the same states always give the same bytes (fixed member times), and the stream is kept on disk
-under a name derived from that state, so a download can be resumed with a byte range and the ZIP
+in the same states always give the same bytes (fixed member times), and the stream is kept in storage
+(local disk or S3) under a name derived from that state, so a download can be resumed with a byte range and the ZIP
 is built once per state of the batch, not once per request.
 """
 
