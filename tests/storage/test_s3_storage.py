@@ -138,6 +138,36 @@ def test_a_clip_spooled_on_another_cluster_host_waits_for_that_host_instead_of_b
     assert sum(fal_sim.submits.values()) == 1
 
 
+def test_holders_of_one_job_storing_at_once_never_share_a_key_so_a_losers_discard_keeps_the_winners_clip(s3):
+    import threading
+
+    from jobs import artifacts
+    from providers.simulators.media import make_video
+
+    video = make_video(make_image(), frames=17, fps=16, width=320, height=240)
+    facts = artifacts.inspect_video(video)
+    barrier, stored = threading.Barrier(6), []
+
+    def holder():
+        default_storage.exists("warm-up")  # this thread's S3 connection is made before the race, not in it
+        barrier.wait()  # all look for a free name before any has written
+        stored.append(artifacts.store_output(job_uuid="5f0c0a9e-0000-4000-8000-000000000001", video=video,
+                                             facts=facts))
+
+    threads = [threading.Thread(target=holder) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len({video_name for video_name, _ in stored}) == 6 and len({poster for _, poster in stored}) == 6
+    winner, *losers = stored
+    for names in losers:
+        artifacts.discard(*names)
+    assert s3.keys("outputs/") == [winner[0]] and s3.keys("posters/") == [winner[1]]
+    assert s3.get(winner[0]) == video
+
+
 def test_with_object_storage_local_free_space_does_not_hold_paid_work(s3, settings):
     settings.GENHUB_STORAGE_MIN_FREE_MB = 10**9  # more than any local disk has
     assert storage_health.storage_problem() is None
