@@ -6,6 +6,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from genhub import storage as genhub_storage
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -115,6 +117,26 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+
+# --- object storage (issue 13): inputs, videos, posters and exports in an S3-compatible bucket ---
+# Local disk (MEDIA_ROOT) is the zero-setup default; with more than one host it must be a shared filesystem, or
+# use S3. GENHUB_STORAGE=s3 (implied by AWS_STORAGE_BUCKET_NAME) stores every file in the bucket through
+# django-storages. The keys are not settings: boto3 reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or a role)
+# from the environment itself, so they never appear in a settings dump or an error page (genhub/storage.py).
+AWS_STORAGE_BUCKET_NAME = env("AWS_STORAGE_BUCKET_NAME", default="")
+GENHUB_STORAGE = (env("GENHUB_STORAGE", default="")
+                  or (genhub_storage.S3 if AWS_STORAGE_BUCKET_NAME else genhub_storage.LOCAL))
+# Downloads from S3 are a 302 to a signed URL valid this long (a player seeks with Range on that URL).
+GENHUB_S3_PRESIGN_SECONDS = env.int("GENHUB_S3_PRESIGN_SECONDS", default=300)
+# Where browsers reach the object store, when genhub reaches it at an internal address (unset = the same).
+GENHUB_S3_PUBLIC_ENDPOINT_URL = env("GENHUB_S3_PUBLIC_ENDPOINT_URL", default="")
+STORAGES["default"] = genhub_storage.default_backend(
+    kind=GENHUB_STORAGE, bucket=AWS_STORAGE_BUCKET_NAME,
+    endpoint_url=env("AWS_S3_ENDPOINT_URL", default=""),  # e.g. MinIO, R2, B2; unset = AWS itself
+    region=env("AWS_S3_REGION_NAME", default=""),
+    addressing_style=env("AWS_S3_ADDRESSING_STYLE", default=""),  # "path" for most S3-compatible servers
+    location=env("AWS_LOCATION", default=""),  # a key prefix inside the bucket
+    presign_seconds=GENHUB_S3_PRESIGN_SECONDS)
 
 # Bulk uploads: the per-request file count must allow the largest batch (validated with a clear error).
 GENHUB_MAX_BATCH_ITEMS = env.int("GENHUB_MAX_BATCH_ITEMS", default=1000)

@@ -16,7 +16,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from gpu_instances import exposure
 from jobs import selectors, services
-from jobs.file_responses import stored_file_response
+from jobs.downloads import serve_stored
 from jobs.forms import batch_spec_from_upload, parse_params_json, parse_seeds_per_image, read_text_upload
 from jobs.intake import BatchValidationError, UploadedFile
 from jobs.models import Provider
@@ -390,9 +390,9 @@ class _JobFileApi(APIView):
         if not stored:
             raise Http404("this job has no such file yet")
         suffix = "mp4" if self.field == "output_video" else "jpg"
-        return stored_file_response(request, stored.name, content_type=self.content_type,
-                                    filename=f"{job.input_name.rsplit('.', 1)[0]}-{job.seed}.{suffix}",
-                                    cache_control="private, max-age=3600")
+        return serve_stored(request, stored.name, content_type=self.content_type,
+                            filename=f"{job.input_name.rsplit('.', 1)[0]}-{job.seed}.{suffix}",
+                            cache_control="private, max-age=3600")
 
 
 class JobVideoApi(_JobFileApi):

@@ -20,7 +20,7 @@ from genhub.formatting import plural
 from gpu_instances import exposure
 from jobs import estimates, exports, selectors, services
 from jobs import params as gen_params
-from jobs.file_responses import stored_file_response
+from jobs.downloads import serve_stored
 from jobs.forms import BatchForm, BudgetForm, batch_spec_from_upload, errors_by_anchor
 from jobs.intake import BatchValidationError, UploadedFile
 from jobs.models import BatchRun, Job, Provider
@@ -263,8 +263,8 @@ def batch_download(request, batch_id):
         response = StreamingHttpResponse(exports.batch_zip_kept_stream(batch, jobs), content_type="application/zip")
         response["Content-Disposition"] = content_disposition_header(True, filename)
         return response
-    return stored_file_response(request, exports.batch_zip_stored(batch, jobs), content_type="application/zip",
-                                filename=filename, as_attachment=True)
+    return serve_stored(request, exports.batch_zip_stored(batch, jobs), content_type="application/zip",
+                        filename=filename, as_attachment=True)
 
 
 def _job_redirect(job):
@@ -299,7 +299,7 @@ def job_retry(request, job_id):
 def job_input_image(request, job_id):
     """The job's input picture, for its card while the video is not there yet (owner only, like all media)."""
     job = selectors.job_get(user=request.user, job_uuid=job_id)
-    return stored_file_response(
+    return serve_stored(
         request, job.input_image.name,
         content_type=mimetypes.guess_type(job.input_image.name)[0] or "application/octet-stream",
         cache_control="private, max-age=86400")  # stored by content hash: it never changes

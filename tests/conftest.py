@@ -54,27 +54,14 @@ def qcluster(settings, media_root, tmp_path):
     The cluster is a separate process (not sync mode, not forked from pytest), so tests using it
     need `django_db(transaction=True)` for it to see their rows.
     """
-    import os
     import signal
     import subprocess
     import sys
 
-    from django.db import connection
-
     processes = []
 
     def start(**extra_env):
-        db = connection.settings_dict
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "genhub.test_settings",
-            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-            "MEDIA_ROOT": str(media_root),
-            "FAL_QUEUE_URL": settings.FAL_QUEUE_URL,
-            "VAST_API_URL": settings.VAST_API_URL,
-            "Q_POLL": "0.2",
-            **{key: str(value) for key, value in extra_env.items()},
-        }
+        env = subprocess_env(settings, media_root, **{"Q_POLL": "0.2", **extra_env})
         log = open(tmp_path / f"qcluster-{len(processes)}.log", "w")
         # A session of its own, so `kill` can take the whole cluster (main process, sentinel, pusher,
         # monitor, workers) down at once, as an OOM killer or a lost host would.
@@ -113,6 +100,25 @@ def terminate_connections() -> int:
         cursor.execute("SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")
         return cursor.fetchone()[0]
+
+
+def subprocess_env(settings, media_root, **extra_env) -> dict:
+    """The environment for a genhub process the suite starts (a cluster, a web server): the test database,
+    this test's media and simulators, and `extra_env` on top."""
+    import os
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "genhub.test_settings",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "MEDIA_ROOT": str(media_root),
+        "FAL_QUEUE_URL": settings.FAL_QUEUE_URL,
+        "VAST_API_URL": settings.VAST_API_URL,
+        **{key: str(value) for key, value in extra_env.items()},
+    }
 
 
 def wait_for(predicate, *, timeout: float, interval: float = 0.25, message: str = "condition"):
