@@ -54,6 +54,7 @@ def qcluster(settings, media_root, tmp_path):
     The cluster is a separate process (not sync mode, not forked from pytest), so tests using it
     need `django_db(transaction=True)` for it to see their rows.
     """
+    import os
     import signal
     import subprocess
     import sys
