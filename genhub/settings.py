@@ -324,3 +324,14 @@ GENHUB_STORAGE_MIN_FREE_MB = env.int("GENHUB_STORAGE_MIN_FREE_MB", default=200)
 # backing off from this many seconds (doubling, at most 5 min), then fails (billed); it is never resubmitted.
 FAL_RESULT_FETCH_TRIES = env.int("FAL_RESULT_FETCH_TRIES", default=6)
 FAL_RESULT_FETCH_BACKOFF_SECONDS = env.float("FAL_RESULT_FETCH_BACKOFF_SECONDS", default=5)
+
+# --- planning the batch (issue 12, items 4-6): ETA, deadlines, batch webhooks ---
+# Boot time assumed before genhub has seen an instance become ready (then: the median of past boots).
+GENHUB_BOOT_ESTIMATE_SECONDS = env.float("GENHUB_BOOT_ESTIMATE_SECONDS", default=600)
+# The deadline planner aims to finish this long before a batch's deadline (polls, store, a late clip).
+GENHUB_DEADLINE_MARGIN_SECONDS = env.float("GENHUB_DEADLINE_MARGIN_SECONDS", default=120)
+# Batch webhooks must be https; plain http only with this (on by default when DEBUG).
+GENHUB_WEBHOOK_ALLOW_HTTP = env.bool("GENHUB_WEBHOOK_ALLOW_HTTP", default=DEBUG)
+# Loopback, private, link-local and other non-public addresses are refused for webhooks unless this is on.
+# The same switch as the download address rules of providers/http.py: keep one definition when merging.
+GENHUB_ALLOW_PRIVATE_DOWNLOADS = env.bool("GENHUB_ALLOW_PRIVATE_DOWNLOADS", default=False)

@@ -51,3 +51,17 @@ def deliver_alert(alert_id: int) -> bool:
     from jobs.alerts import alert_deliver
 
     return alert_deliver(alert_id=alert_id)
+
+
+@task
+def deliver_webhook(delivery_id: int) -> bool:
+    from jobs.batch_events import delivery_send
+
+    return delivery_send(delivery_id=delivery_id)
+
+
+@task
+def webhooks_tick() -> tuple[int, int]:
+    from jobs.batch_events import webhooks_tick as tick
+
+    return tick()

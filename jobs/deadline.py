@@ -1,0 +1,178 @@
+"""Meeting a batch's deadline: while the GPU alone would finish too late, move the fewest waiting jobs
+(from the end of the queue) to fal that lets it finish in time, within the budget caps.
+
+Evaluated in every pass of the vast pump (one pump at a time, under its lease): a few aggregate
+queries per batch with a deadline and waiting GPU work, and one set-based update. Moves are made
+against the pessimistic end of the GPU estimate (`eta.gpu_span` high bound) and
+GENHUB_DEADLINE_MARGIN_SECONDS before the deadline, so a slightly slow clip does not miss it; as the
+GPU measures itself the bound narrows, and once the GPU alone is on time (a faster replacement,
+cancelled jobs) nothing more moves. Nothing ever moves back: work at fal may already be paid for.
+"""
+
+import logging
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.utils import timezone
+
+from jobs import services
+from jobs.costs import fal_cost
+from jobs.eta import (
+    GPU_WAITING,
+    SpeedEstimate,
+    fal_clips_ahead,
+    fal_seconds,
+    fal_turnaround,
+    gpu_clips_ahead,
+    gpu_clips_left,
+    gpu_seconds_per_clip,
+    gpu_span,
+    gpu_state,
+)
+from jobs.models import BatchRun, Job
+from jobs.spend import Rates, batch_spend, job_estimate, monthly_spend
+
+log = logging.getLogger(__name__)
+S = Job.Status
+ZERO = Decimal("0")
+# Every job the planner moves has a fallback reason starting with this.
+DEADLINE_REASON = "deadline:"
+
+
+@dataclass(frozen=True)
+class Split:
+    """How `waiting` GPU clips are shared out: `gpu` stay, `fal` move; when each side should be done
+    (seconds from now, medians) and whether the deadline is met."""
+
+    gpu: int
+    fal: int
+    gpu_seconds: float
+    fal_seconds: float
+    meets: bool
+
+    @property
+    def seconds(self) -> float:
+        return max(self.gpu_seconds, self.fal_seconds)
+
+
+def plan_split(*, waiting: int, gpu_before: float, boot_left: float, speed: SpeedEstimate, fal_before: int,
+               turnaround: float, seconds_left: float) -> Split:
+    """The fewest of `waiting` clips to move to fal so that the GPU's pessimistic finish is within
+    `seconds_left`. `gpu_before`: GPU clips that run first (older batches, running jobs)."""
+
+    def gpu_high(keep: int) -> float:
+        return boot_left + gpu_span(gpu_before + keep, speed)[2]
+
+    low, high = 0, waiting  # bisect on the number moved: the GPU's finish only falls as more move
+    while low < high:
+        middle = (low + high) // 2
+        if gpu_high(waiting - middle) <= seconds_left:
+            high = middle
+        else:
+            low = middle + 1
+    move = low
+    keep = waiting - move
+    gpu_mid = boot_left + gpu_span(gpu_before + keep, speed)[0] if gpu_before + keep else 0.0
+    fal_mid = fal_seconds(fal_before + move, turnaround) if fal_before + move else 0.0
+    meets = gpu_high(keep) <= seconds_left and fal_mid <= seconds_left
+    return Split(keep, move, gpu_mid, fal_mid, meets)
+
+
+def _extra_cost(params: dict, rates: Rates) -> Decimal:
+    """What moving one clip adds to the estimated spend: fal's price instead of the GPU's share."""
+    return max(ZERO, fal_cost(params) - job_estimate("vastai", params, rates))
+
+
+def _committed(jobs, rates: Rates) -> Decimal:
+    return sum((job_estimate(provider, params, rates) for provider, params in
+                jobs.exclude(status=S.PAUSED).values_list("provider", "params")), ZERO)
+
+
+def moves_within_caps(batch: BatchRun, wanted: int, rates: Rates) -> tuple[int, str]:
+    """How many of `wanted` moves the caps allow (counting what all unfinished work will still cost), and
+    which cap stops the rest ("" when none does)."""
+    extra = _extra_cost(batch.params, rates)
+    if extra <= 0:
+        return wanted, ""
+    allowed, stopped_by = wanted, ""
+    if batch.budget_usd is not None:
+        room = batch.budget_usd - batch_spend(batch) - _committed(batch.jobs.filter(status__in=Job.UNFINISHED), rates)
+        fits = max(0, math.floor(room / extra))
+        if fits < allowed:
+            allowed, stopped_by = fits, f"the batch budget ${batch.budget_usd}"
+    cap = settings.GENHUB_MONTHLY_BUDGET_USD
+    if cap is not None:
+        room = Decimal(cap) - monthly_spend() - _committed(Job.objects.filter(status__in=Job.UNFINISHED), rates)
+        fits = max(0, math.floor(room / extra))
+        if fits < allowed:
+            allowed, stopped_by = fits, f"the monthly budget ${cap}"
+    return allowed, stopped_by
+
+
+def _when(moment: datetime) -> str:
+    return timezone.localtime(moment, timezone.get_fixed_timezone(0)).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def deadlines_enforce(*, now: datetime | None = None) -> int:
+    """Moves, for every batch with a deadline the GPU alone would miss, the fewest waiting jobs to fal.
+    Older batches first (they run first on the GPU, so what they move shortens the wait of later ones).
+    Returns the number of jobs moved."""
+    now = now or timezone.now()
+    batches = list(BatchRun.objects.filter(deadline__isnull=False, jobs__provider="vastai",
+                                           jobs__status__in=GPU_WAITING).distinct().order_by("pk"))
+    if not batches:
+        return 0
+    state = gpu_state(now)
+    turnaround = fal_turnaround()
+    rates = Rates.now()
+    return sum(_enforce_one(batch, now=now, state=state, turnaround=turnaround.median, rates=rates)
+               for batch in batches)
+
+
+def _set_note(batch: BatchRun, note: str) -> None:
+    if batch.deadline_note != note[:300]:
+        BatchRun.objects.filter(pk=batch.pk).update(deadline_note=note[:300])
+
+
+def _enforce_one(batch: BatchRun, *, now, state, turnaround: float, rates: Rates) -> int:
+    to_deadline = (batch.deadline - now).total_seconds()
+    if to_deadline <= 0:
+        _set_note(batch, f"the deadline {_when(batch.deadline)} has passed; no more jobs move to fal")
+        return 0
+    speed = gpu_seconds_per_clip(instance=state.instance, params=batch.params)
+    jobs = batch.jobs.filter(provider="vastai")
+    waiting = jobs.filter(status__in=GPU_WAITING).count()
+    running = gpu_clips_left(jobs.filter(status=S.RUNNING))
+    fal_before = fal_clips_ahead(batch) + batch.jobs.filter(provider="fal", status__in=(S.QUEUED, S.RUNNING)).count()
+    split = plan_split(waiting=waiting, gpu_before=gpu_clips_ahead(batch) + running, boot_left=state.boot_left,
+                       speed=speed, fal_before=fal_before, turnaround=turnaround,
+                       seconds_left=to_deadline - settings.GENHUB_DEADLINE_MARGIN_SECONDS)
+    if not split.fal:
+        _set_note(batch, "")
+        return 0
+    if turnaround > to_deadline:
+        _set_note(batch, f"the GPU alone finishes after the deadline, and a job sent to fal now would not be back "
+                         f"in time either (fal takes about {turnaround:.0f} s); nothing more moves")
+        return 0
+    allowed, stopped_by = moves_within_caps(batch, split.fal, rates)
+    note = ""
+    if allowed < split.fal:
+        note = (f"to finish by the deadline {split.fal} more job(s) would have to move to fal, but {stopped_by} "
+                f"allows only {allowed}; raise it to meet the deadline")
+    elif not split.meets:
+        note = "even with fal the deadline cannot be met: the remaining jobs move to fal to finish as early as possible"
+    _set_note(batch, note)
+    if not allowed:
+        return 0
+    gpu_alone = now + timedelta(seconds=state.boot_left + gpu_span(
+        gpu_clips_ahead(batch) + running + waiting, speed)[0])
+    reason = (f"{DEADLINE_REASON} moved to fal to finish by {_when(batch.deadline)}; the GPU alone would finish "
+              f"about {_when(gpu_alone)} ({speed.median:.1f} s per clip)")
+    last = (jobs.filter(status__in=GPU_WAITING).order_by("-position", "-id").values_list("pk", flat=True)[:allowed])
+    moved = services.jobs_fall_back(job_ids=list(last), reason=reason)
+    if moved:
+        log.info("batch %s: %d job(s) moved to fal to meet its deadline %s", batch.pk, moved, _when(batch.deadline))
+    return moved
