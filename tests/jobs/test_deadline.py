@@ -242,3 +242,39 @@ def test_the_dry_run_shows_all_on_the_gpu_beside_the_split(user, client, png, se
     text = response.content.decode()
     assert "all on the GPU: $0.06, done at " in text
     assert ": 12 on the GPU + 8 on fal: $0.37, done at " in text
+
+
+# --- end to end ------------------------------------------------------------------------------------
+
+
+@pytest.mark.cluster
+@pytest.mark.django_db(transaction=True)
+def test_a_gpu_batch_that_would_miss_its_deadline_finishes_in_time_with_its_tail_on_fal(
+        api, png, vast_sim_factory, fal_sim, qcluster):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.conftest import wait_for
+
+    vast_sim_factory(swarmui_generation_seconds=1.0)
+    qcluster(VAST_ESTIMATED_SECONDS_PER_CLIP="1", GENHUB_BOOT_ESTIMATE_SECONDS="2", FAL_ESTIMATED_SECONDS_PER_CLIP="2",
+             GENHUB_DEADLINE_MARGIN_SECONDS="1", FAL_POLL_INTERVAL="0.2", GENHUB_RECONCILE_INTERVAL="0.2")
+    due = timezone.now() + timedelta(seconds=15)  # the GPU alone needs 20 s and more
+    images = [SimpleUploadedFile(f"f{i:02}.png", png) for i in range(20)]
+    response = api.post("/api/batches/", {"provider": "vastai", "prompt": "p", "images": images,
+                                          "params": '{"num_frames": 17}', "deadline": due.isoformat()},
+                        format="multipart")
+    assert response.status_code == 201, response.content
+    batch = BatchRun.objects.get()
+    wait_for(lambda: not batch.jobs.filter(status__in=Job.UNFINISHED).exists(), timeout=120,
+             message="every job to finish")
+
+    jobs = list(batch.jobs.order_by("position"))
+    assert [job.status for job in jobs] == [S.SUCCEEDED] * 20
+    on_fal = [job.position for job in jobs if job.provider == "fal"]
+    assert 0 < len(on_fal) < 20
+    assert on_fal == list(range(20 - len(on_fal), 20))  # the tail of the queue moved, nothing else
+    assert all(jobs[p].fallback_reason.startswith("deadline:") for p in on_fal)
+    assert max(job.finished_at for job in jobs) <= due
+    assert fal_sim.submits and sum(fal_sim.submits.values()) == len(on_fal)  # each moved job bought once
+    detail = api.get(f"/api/batches/{batch.uuid}/").json()
+    assert detail["deadline_moved"] == len(on_fal) and detail["eta"] is None

@@ -1,0 +1,132 @@
+"""A deadline the GPU alone cannot meet: does genhub meet it, and how close to the cheapest split?
+
+Per run, on a fresh database with a real cluster, the simulated vast.ai cloud (a fixed generation time
+per clip, `--seconds`) and the simulated fal queue (a fixed turnaround, `--fal-seconds`, 40 at once):
+
+1. warm-up: a few clips on the GPU and on fal, so genhub has measured both (as it would have in use);
+2. a `--jobs` vastai batch whose deadline is `--share` of the time the GPU alone would need;
+3. reported: deadline met, jobs moved to fal and their spend; the offline optimum from the known
+   speeds (as many clips on the GPU as fit before the deadline, the rest on fal); the ETA error at
+   half-way, |ETA when 50 % of the jobs were done − actual finish| / actual duration.
+
+Goals: the deadline met in every run, fal spend ≤ 1.1 × the optimum, ETA error at half-way ≤ 10 %.
+
+Run: DATABASE_URL=postgres://postgres@127.0.0.1:5432/genhub .venv/bin/python -m benchmarks.deadline_split
+"""
+
+import argparse
+import math
+import time
+from datetime import timedelta
+from decimal import Decimal
+
+from benchmarks.harness import cluster, median, scratch_database, wait_until
+
+from django.conf import settings  # noqa: E402
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.db.models import Sum  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from jobs import services  # noqa: E402
+from jobs.costs import fal_cost  # noqa: E402
+from jobs.eta import batch_eta  # noqa: E402
+from jobs.intake import UploadedFile, build_batch  # noqa: E402
+from jobs.models import Job  # noqa: E402
+from providers.simulators.fal import FalSimulator  # noqa: E402
+from providers.simulators.media import make_image  # noqa: E402
+from providers.simulators.vastai import VastAISimulator  # noqa: E402
+
+PARAMS = {"num_frames": 17}
+MARGIN_SECONDS = 1.0  # GENHUB_DEADLINE_MARGIN_SECONDS, scaled down with the clip time
+
+
+def submit(owner, provider: str, jobs: int, salt: int, deadline=None):
+    files = [UploadedFile(f"d{salt}-{i}.png", make_image(color=(i * 7 % 256, salt * 40 % 256, 90)))
+             for i in range(jobs)]
+    spec = build_batch(provider=provider, prompt="slow push-in", files=files, params=PARAMS,
+                       deadline=deadline.isoformat() if deadline else None)
+    return services.batch_create(owner=owner, spec=spec)
+
+
+def done(batch) -> bool:
+    return not batch.jobs.filter(status__in=Job.UNFINISHED).exists()
+
+
+def one_run(jobs: int, seconds: float, fal_seconds: float, share: float) -> dict:
+    with scratch_database():
+        owner = get_user_model().objects.create_user("bench", password="bench-password-1")
+        vast = VastAISimulator(settings.VAST_API_KEY, boot_seconds=1, loading_seconds=1,
+                               swarmui_generation_seconds=seconds).start()
+        fal = FalSimulator(settings.FAL_KEY, queue_seconds=0.1, run_seconds=fal_seconds, concurrency=40).start()
+        settings.VAST_API_URL, settings.FAL_QUEUE_URL = vast.url, fal.url
+        settings.GENHUB_DEADLINE_MARGIN_SECONDS = MARGIN_SECONDS
+        try:
+            with cluster(VAST_DISPATCH_INTERVAL=0.2, GENHUB_RECONCILE_INTERVAL=0.5, VAST_PACING_SCALE=0,
+                         FAL_POLL_INTERVAL=0.3, FAL_MAX_IN_FLIGHT=40, GENHUB_DEADLINE_MARGIN_SECONDS=MARGIN_SECONDS):
+                warm = [submit(owner, "vastai", 8, salt=1), submit(owner, "fal", 3, salt=2)]
+                wait_until(lambda: all(done(b) for b in warm), timeout=300)
+
+                deadline = timezone.now() + timedelta(seconds=share * jobs * seconds)
+                batch = submit(owner, "vastai", jobs, salt=3, deadline=deadline)
+                submitted = batch.created_at
+                half_eta = None
+                while not done(batch):
+                    finished = batch.jobs.filter(status__in=Job.TERMINAL).count()
+                    if half_eta is None and finished >= jobs / 2:
+                        half_eta = batch_eta(batch).at
+                    time.sleep(0.2)
+                    if timezone.now() > deadline + timedelta(seconds=jobs * seconds * 2):
+                        raise TimeoutError("the batch did not finish")
+                finish = max(batch.jobs.values_list("finished_at", flat=True))
+                moved = batch.jobs.filter(provider="fal")
+                succeeded = batch.jobs.filter(status=Job.Status.SUCCEEDED).count()
+                fal_jobs = moved.count()
+                spend = Decimal(moved.aggregate(total=Sum("cost_usd"))["total"] or 0)
+                clip_price = fal_cost(batch.jobs.first().params)
+        finally:
+            vast.stop()
+            fal.stop()
+        # Offline: the GPU makes one clip per `seconds` from submission; what does not fit goes to fal.
+        on_gpu = min(jobs, math.floor((deadline - submitted).total_seconds() / seconds))
+        best_fal = jobs - on_gpu
+        duration = (finish - submitted).total_seconds()
+        return {
+            "met": finish <= deadline, "late_s": (finish - deadline).total_seconds(), "fal_jobs": fal_jobs,
+            "spend": spend, "best_fal": best_fal, "best_spend": best_fal * clip_price,
+            "eta_error": abs((half_eta - finish).total_seconds()) / duration if half_eta else float("nan"),
+            "duration": duration, "succeeded": succeeded,
+        }
+
+
+def run(runs: int, jobs: int, seconds: float, fal_seconds: float, share: float) -> None:
+    results = []
+    for number in range(1, runs + 1):
+        r = one_run(jobs, seconds, fal_seconds, share)
+        results.append(r)
+        ratio = r["spend"] / r["best_spend"] if r["best_spend"] else float("nan")
+        print(f"run {number}: deadline {'met' if r['met'] else 'MISSED'} ({r['late_s']:+.1f} s vs the deadline), "
+              f"{r['succeeded']}/{jobs} succeeded in {r['duration']:.1f} s; "
+              f"fal {r['fal_jobs']} jobs ${r['spend']:.4f}; "
+              f"offline optimum {r['best_fal']} jobs ${r['best_spend']:.4f} (× {ratio:.3f}); "
+              f"ETA error at half-way {r['eta_error']:.1%}", flush=True)
+    print(f"{jobs} jobs, {seconds} s per GPU clip (GPU alone {jobs * seconds:.0f} s), fal {fal_seconds} s per clip "
+          f"40 at once, deadline at {share:.0%} of the GPU-alone time, {runs} runs")
+    print(f"deadline met: {sum(r['met'] for r in results)}/{runs}; median finish vs deadline "
+          f"{median([r['late_s'] for r in results]):+.1f} s")
+    print(f"fal jobs: median {median([r['fal_jobs'] for r in results])} (optimum "
+          f"{median([r['best_fal'] for r in results])}); fal spend median "
+          f"${median([r['spend'] for r in results]):.4f} vs optimum ${median([r['best_spend'] for r in results]):.4f} "
+          f"(× {median([float(r['spend'] / r['best_spend']) for r in results]):.3f})")
+    print(f"ETA error at half-way: median {median([r['eta_error'] for r in results]):.1%}, "
+          f"worst {max(r['eta_error'] for r in results):.1%}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=0.5, help="simulated GPU generation time per clip")
+    parser.add_argument("--fal-seconds", type=float, default=3.0, help="simulated fal run time per clip")
+    parser.add_argument("--share", type=float, default=0.6, help="deadline as a share of the GPU-alone time")
+    args = parser.parse_args()
+    run(args.runs, args.jobs, args.seconds, args.fal_seconds, args.share)
