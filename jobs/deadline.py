@@ -2,11 +2,16 @@
 (from the end of the queue) to fal that lets it finish in time, within the budget caps.
 
 Evaluated in every pass of the vast pump (one pump at a time, under its lease): a few aggregate
-queries per batch with a deadline and waiting GPU work, and one set-based update. Moves are made
-against the pessimistic end of the GPU estimate (`eta.gpu_span` high bound) and
-GENHUB_DEADLINE_MARGIN_SECONDS before the deadline, so a slightly slow clip does not miss it; as the
-GPU measures itself the bound narrows, and once the GPU alone is on time (a faster replacement,
-cancelled jobs) nothing more moves. Nothing ever moves back: work at fal may already be paid for.
+queries per batch with a deadline and waiting GPU work, and one set-based update.
+
+Moves cannot be undone (work at fal may already be paid for), so every pass's estimate noise would
+only ever add moves. Two counts are kept apart for that reason:
+- the *expected* need, from the median seconds per clip, moves at once: fal gets the most time for it;
+- the *hedge*, what the pessimistic bound (`eta.gpu_span` high) needs beyond that, moves only once the
+  deadline is so near that fal could no longer take it later (HEDGE_TURNAROUNDS × fal's time for it).
+  By then most of the GPU's work is done and measured, so the hedge is small or nothing.
+Both aim GENHUB_DEADLINE_MARGIN_SECONDS before the deadline. Once the GPU alone is on time (a faster
+replacement, cancelled jobs) nothing more moves; nothing ever moves back.
 """
 
 import logging
@@ -40,6 +45,8 @@ S = Job.Status
 ZERO = Decimal("0")
 # Every job the planner moves has a fallback reason starting with this.
 DEADLINE_REASON = "deadline:"
+# The hedge moves once the time left is within this many times what fal needs for it (waves × turnaround).
+HEDGE_TURNAROUNDS = 2
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,11 @@ def plan_split(*, waiting: int, gpu_before: float, boot_left: float, speed: Spee
     fal_mid = fal_seconds(fal_before + move, turnaround) if fal_before + move else 0.0
     meets = gpu_high(keep) <= seconds_left and fal_mid <= seconds_left
     return Split(keep, move, gpu_mid, fal_mid, meets)
+
+
+def expected_only(speed: SpeedEstimate) -> SpeedEstimate:
+    """The same figure without its spread: plans for the median."""
+    return SpeedEstimate(speed.median, speed.median, speed.median, max(1, speed.samples), speed.basis)
 
 
 def _extra_cost(params: dict, rates: Rates) -> Decimal:
@@ -147,11 +159,20 @@ def _enforce_one(batch: BatchRun, *, now, state, turnaround: float, rates: Rates
     waiting = jobs.filter(status__in=GPU_WAITING).count()
     running = gpu_clips_left(jobs.filter(status=S.RUNNING))
     fal_before = fal_clips_ahead(batch) + batch.jobs.filter(provider="fal", status__in=(S.QUEUED, S.RUNNING)).count()
-    split = plan_split(waiting=waiting, gpu_before=gpu_clips_ahead(batch) + running, boot_left=state.boot_left,
-                       speed=speed, fal_before=fal_before, turnaround=turnaround,
-                       seconds_left=to_deadline - settings.GENHUB_DEADLINE_MARGIN_SECONDS)
+    ahead = gpu_clips_ahead(batch)
+    plan = dict(waiting=waiting, gpu_before=ahead + running, boot_left=state.boot_left,
+                fal_before=fal_before, turnaround=turnaround,
+                seconds_left=to_deadline - settings.GENHUB_DEADLINE_MARGIN_SECONDS)
+    expected = plan_split(speed=expected_only(speed), **plan)
+    hedged = plan_split(speed=speed, **plan)
+    hedge_now = plan["seconds_left"] <= HEDGE_TURNAROUNDS * max(turnaround, fal_seconds(fal_before + hedged.fal,
+                                                                                         turnaround))
+    split = hedged if hedge_now else expected
+    later = "" if hedge_now or hedged.fal <= expected.fal else (
+        f"up to {hedged.fal - expected.fal} more job(s) may move to fal close to the deadline if the GPU turns out "
+        "slower than measured")
     if not split.fal:
-        _set_note(batch, "")
+        _set_note(batch, later)
         return 0
     if turnaround > to_deadline:
         _set_note(batch, f"the GPU alone finishes after the deadline, and a job sent to fal now would not be back "
@@ -164,11 +185,10 @@ def _enforce_one(batch: BatchRun, *, now, state, turnaround: float, rates: Rates
                 f"allows only {allowed}; raise it to meet the deadline")
     elif not split.meets:
         note = "even with fal the deadline cannot be met: the remaining jobs move to fal to finish as early as possible"
-    _set_note(batch, note)
+    _set_note(batch, note or later)
     if not allowed:
         return 0
-    gpu_alone = now + timedelta(seconds=state.boot_left + gpu_span(
-        gpu_clips_ahead(batch) + running + waiting, speed)[0])
+    gpu_alone = now + timedelta(seconds=state.boot_left + gpu_span(ahead + running + waiting, speed)[0])
     reason = (f"{DEADLINE_REASON} moved to fal to finish by {_when(batch.deadline)}; the GPU alone would finish "
               f"about {_when(gpu_alone)} ({speed.median:.1f} s per clip)")
     last = (jobs.filter(status__in=GPU_WAITING).order_by("-position", "-id").values_list("pk", flat=True)[:allowed])

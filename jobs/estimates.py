@@ -164,7 +164,7 @@ def deadline_choice(spec: BatchSpec, *, now: datetime | None = None) -> Deadline
     GPU work there is now, so that work comes first."""
     if spec.deadline is None or spec.provider != Provider.VASTAI or not spec.items:
         return None
-    from jobs.deadline import plan_split
+    from jobs.deadline import expected_only, plan_split
 
     now = now or timezone.now()
     state = eta.gpu_state(now)
@@ -173,7 +173,9 @@ def deadline_choice(spec: BatchSpec, *, now: datetime | None = None) -> Deadline
     ahead = eta.gpu_clips_left(Job.objects.all())
     fal_ahead = Job.objects.filter(provider="fal", status__in=(Job.Status.QUEUED, Job.Status.RUNNING)).count()
     n = len(spec.items)
-    split = plan_split(waiting=n, gpu_before=ahead, boot_left=state.boot_left, speed=speed, fal_before=fal_ahead,
+    # The expected split (median speed); the planner may move a few more near the deadline if the GPU is slow.
+    split = plan_split(waiting=n, gpu_before=ahead, boot_left=state.boot_left, speed=expected_only(speed),
+                       fal_before=fal_ahead,
                        turnaround=turnaround.median,
                        seconds_left=(spec.deadline - now).total_seconds() - settings.GENHUB_DEADLINE_MARGIN_SECONDS)
     rates = Rates.now()

@@ -278,3 +278,32 @@ def test_a_gpu_batch_that_would_miss_its_deadline_finishes_in_time_with_its_tail
     assert fal_sim.submits and sum(fal_sim.submits.values()) == len(on_fal)  # each moved job bought once
     detail = api.get(f"/api/batches/{batch.uuid}/").json()
     assert detail["deadline_moved"] == len(on_fal) and detail["eta"] is None
+
+
+def spread_gpu(user) -> GpuInstance:
+    """A ready GPU whose clips took 8–12 s (median 10 s)."""
+    instance = GpuInstance.objects.create(label="genhub", state="ready", ready_at=timezone.now(),
+                                          dph_usd=Decimal("1.00"))
+    done = make_batch(user, provider="vastai", count=10)
+    for job, seconds in zip(done.jobs.all(), [8, 9, 9, 10, 10, 10, 10, 11, 11, 12], strict=True):
+        Job.objects.filter(pk=job.pk).update(status=S.SUCCEEDED, generation_seconds=seconds, instance=instance,
+                                             finished_at=timezone.now())
+    return instance
+
+
+def test_far_from_the_deadline_only_the_expected_need_moves_and_the_batch_says_more_may(user):
+    spread_gpu(user)
+    batch = batch_due_in(user, 605, count=80)  # the median makes 60 in time; the pessimistic bound fewer
+    assert deadline.deadlines_enforce() == 20
+    batch.refresh_from_db()
+    assert "more job(s) may move to fal close to the deadline" in batch.deadline_note
+
+
+def test_close_to_the_deadline_the_pessimistic_bound_moves_too(user, settings):
+    settings.FAL_ESTIMATED_SECONDS_PER_CLIP = 100  # fal needs ~100 s: a deadline 120 s away is close
+    spread_gpu(user)
+    batch = batch_due_in(user, 122, count=20)
+    # The median fits 12 clips (120 s); the bound (p90 11.1 s, narrowing with √clips) fits 11.
+    assert deadline.deadlines_enforce() == 9
+    batch.refresh_from_db()
+    assert batch.deadline_note == ""
