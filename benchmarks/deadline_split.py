@@ -15,7 +15,10 @@ Run: DATABASE_URL=postgres://postgres@127.0.0.1:5432/genhub .venv/bin/python -m 
 """
 
 import argparse
+import json
 import math
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -29,7 +32,7 @@ from django.utils import timezone  # noqa: E402
 
 from jobs import services  # noqa: E402
 from jobs.costs import fal_cost  # noqa: E402
-from jobs.eta import batch_eta  # noqa: E402
+from jobs.eta import batch_eta, gpu_seconds_per_clip  # noqa: E402
 from jobs.intake import UploadedFile, build_batch  # noqa: E402
 from jobs.models import Job  # noqa: E402
 from providers.simulators.fal import FalSimulator  # noqa: E402
@@ -69,11 +72,13 @@ def one_run(jobs: int, seconds: float, fal_seconds: float, share: float) -> dict
                 deadline = timezone.now() + timedelta(seconds=share * jobs * seconds)
                 batch = submit(owner, "vastai", jobs, salt=3, deadline=deadline)
                 submitted = batch.created_at
-                half_eta = None
+                half_eta, trace = None, []
                 while not done(batch):
                     finished = batch.jobs.filter(status__in=Job.TERMINAL).count()
                     if half_eta is None and finished >= jobs / 2:
                         half_eta = batch_eta(batch).at
+                    trace.append(((timezone.now() - submitted).total_seconds(), finished,
+                                  batch.jobs.filter(provider="fal").count()))
                     time.sleep(0.2)
                     if timezone.now() > deadline + timedelta(seconds=jobs * seconds * 2):
                         raise TimeoutError("the batch did not finish")
@@ -83,6 +88,10 @@ def one_run(jobs: int, seconds: float, fal_seconds: float, share: float) -> dict
                 fal_jobs = moved.count()
                 spend = Decimal(moved.aggregate(total=Sum("cost_usd"))["total"] or 0)
                 clip_price = fal_cost(batch.jobs.first().params)
+                gpu_jobs = batch.jobs.filter(provider="vastai")
+                first_start = min(gpu_jobs.values_list("started_at", flat=True))
+                last_end = max(gpu_jobs.values_list("finished_at", flat=True))
+                estimate = gpu_seconds_per_clip(instance=gpu_jobs.first().instance, params=PARAMS)
         finally:
             vast.stop()
             fal.stop()
@@ -95,20 +104,31 @@ def one_run(jobs: int, seconds: float, fal_seconds: float, share: float) -> dict
             "spend": spend, "best_fal": best_fal, "best_spend": best_fal * clip_price,
             "eta_error": abs((half_eta - finish).total_seconds()) / duration if half_eta else float("nan"),
             "duration": duration, "succeeded": succeeded,
+            "gpu_wall_per_clip": (last_end - first_start).total_seconds() / gpu_jobs.count(),
+            "gpu_measured_per_clip": estimate.median,
+            # When the moves happened: (seconds after submission, jobs finished, jobs on fal so far).
+            "moves": [point for i, point in enumerate(trace) if i == 0 or point[2] != trace[i - 1][2]],
         }
 
 
 def run(runs: int, jobs: int, seconds: float, fal_seconds: float, share: float) -> None:
     results = []
     for number in range(1, runs + 1):
-        r = one_run(jobs, seconds, fal_seconds, share)
+        # One process per run: each gets a fresh database, cluster and simulators.
+        out = subprocess.run([sys.executable, "-m", "benchmarks.deadline_split", "--one", "--jobs", str(jobs),
+                              "--seconds", str(seconds), "--fal-seconds", str(fal_seconds), "--share", str(share)],
+                             check=True, capture_output=True, text=True).stdout
+        r = json.loads(out.strip().splitlines()[-1], parse_float=float)
+        r["spend"], r["best_spend"] = Decimal(r["spend"]), Decimal(r["best_spend"])
         results.append(r)
         ratio = r["spend"] / r["best_spend"] if r["best_spend"] else float("nan")
         print(f"run {number}: deadline {'met' if r['met'] else 'MISSED'} ({r['late_s']:+.1f} s vs the deadline), "
               f"{r['succeeded']}/{jobs} succeeded in {r['duration']:.1f} s; "
               f"fal {r['fal_jobs']} jobs ${r['spend']:.4f}; "
               f"offline optimum {r['best_fal']} jobs ${r['best_spend']:.4f} (× {ratio:.3f}); "
-              f"ETA error at half-way {r['eta_error']:.1%}", flush=True)
+              f"ETA error at half-way {r['eta_error']:.1%}; GPU {r['gpu_wall_per_clip']:.3f} s per clip wall, "
+              f"{r['gpu_measured_per_clip']:.3f} s measured; moves (s, finished, on fal): {r['moves'][:6]}",
+              flush=True)
     print(f"{jobs} jobs, {seconds} s per GPU clip (GPU alone {jobs * seconds:.0f} s), fal {fal_seconds} s per clip "
           f"40 at once, deadline at {share:.0%} of the GPU-alone time, {runs} runs")
     print(f"deadline met: {sum(r['met'] for r in results)}/{runs}; median finish vs deadline "
@@ -125,8 +145,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=200)
-    parser.add_argument("--seconds", type=float, default=0.5, help="simulated GPU generation time per clip")
+    parser.add_argument("--seconds", type=float, default=0.8, help="simulated GPU generation time per clip")
     parser.add_argument("--fal-seconds", type=float, default=3.0, help="simulated fal run time per clip")
     parser.add_argument("--share", type=float, default=0.6, help="deadline as a share of the GPU-alone time")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # one run, JSON out (internal)
     args = parser.parse_args()
-    run(args.runs, args.jobs, args.seconds, args.fal_seconds, args.share)
+    if args.one:
+        print(json.dumps(one_run(args.jobs, args.seconds, args.fal_seconds, args.share), default=str))
+    else:
+        run(args.runs, args.jobs, args.seconds, args.fal_seconds, args.share)
