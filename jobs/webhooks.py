@@ -41,7 +41,8 @@ def post_signed(*, url: str, body: bytes, secret: str, service: str, headers: di
     timeout = settings.GENHUB_ALERT_WEBHOOK_TIMEOUT
     http = HttpClient(service, read_timeout=timeout, connect_timeout=timeout, max_tries=TRIES_PER_ATTEMPT,
                       secret_path=True)
-    http.request("POST", url, data=body, headers=sent)
+    # No redirects: a receiver must not be able to bounce genhub's POST to an address the URL rules refuse.
+    http.request("POST", url, data=body, headers=sent, allow_redirects=False)
 
 
 def redelivery_delay(attempts: int) -> timedelta:

@@ -251,3 +251,28 @@ def test_a_batch_on_a_real_cluster_posts_its_jobs_and_its_end_to_the_webhook(api
     assert final["batch"]["status"] == "succeeded"
     assert all(job["output_url"] for job in final["jobs"])
     assert WebhookDelivery.objects.filter(delivered_at__isnull=True).count() == 0
+
+
+class RedirectingReceiver(WebhookReceiver):
+    def __init__(self, to: str):
+        super().__init__()
+        self.to = to
+
+    def handle(self, request):
+        self.received.append((dict(request.headers), request.read_body()))
+        request.send_json(307, {}, headers={"Location": self.to})
+
+
+@pytest.mark.django_db
+def test_a_redirect_is_not_followed_and_counts_as_a_failed_attempt(user, hook):
+    # The receiver could bounce the POST to an address the URL rules refuse (here: `hook`).
+    bouncer = RedirectingReceiver(to=f"{hook.url}/inside").start()
+    try:
+        batch = make_batch(user, webhook_url=f"{bouncer.url}/h")
+        batch.jobs.update(status=S.SUCCEEDED, finished_at=timezone.now())
+        batch_events.events_collect()
+        assert not batch_events.delivery_send(delivery_id=WebhookDelivery.objects.get().pk)
+    finally:
+        bouncer.stop()
+    assert bouncer.received and hook.received == []
+    assert "307" in WebhookDelivery.objects.get().last_error
