@@ -5,12 +5,12 @@ Evaluated in every pass of the vast pump (one pump at a time, under its lease): 
 queries per batch with a deadline and waiting GPU work, and one set-based update.
 
 Moves cannot be undone (work at fal may already be paid for), so every pass's estimate noise would
-only ever add moves. Two counts are kept apart for that reason:
-- the *expected* need, from the median seconds per clip, moves at once: fal gets the most time for it;
-- the *hedge*, what the pessimistic bound (`eta.gpu_span` high) needs beyond that, moves only once the
-  deadline is so near that fal could no longer take it later (HEDGE_TURNAROUNDS × fal's time for it).
-  By then most of the GPU's work is done and measured, so the hedge is small or nothing.
-Both aim GENHUB_DEADLINE_MARGIN_SECONDS before the deadline. Once the GPU alone is on time (a faster
+only ever add moves. So a batch's first plan moves its *expected* need (median seconds per clip) at
+once, giving fal the most time; everything after that — corrections as the GPU measures itself, and
+the hedge for the pessimistic bound (`eta.gpu_span` high) — moves only once the deadline is so near
+that fal could no longer take it later (HEDGE_TURNAROUNDS × fal's time for it). By then most of the
+GPU's work is done and measured, so the correction is small or nothing. All of it aims
+GENHUB_DEADLINE_MARGIN_SECONDS before the deadline. Once the GPU alone is on time (a faster
 replacement, cancelled jobs) nothing more moves; nothing ever moves back.
 """
 
@@ -167,10 +167,16 @@ def _enforce_one(batch: BatchRun, *, now, state, turnaround: float, rates: Rates
     hedged = plan_split(speed=speed, **plan)
     hedge_now = plan["seconds_left"] <= HEDGE_TURNAROUNDS * max(turnaround, fal_seconds(fal_before + hedged.fal,
                                                                                          turnaround))
-    split = hedged if hedge_now else expected
-    later = "" if hedge_now or hedged.fal <= expected.fal else (
-        f"up to {hedged.fal - expected.fal} more job(s) may move to fal close to the deadline if the GPU turns out "
-        "slower than measured")
+    first_plan = not batch.jobs.filter(fallback_reason__startswith=DEADLINE_REASON).exists()
+    if hedge_now:
+        split = hedged
+    elif first_plan:
+        split = expected
+    else:  # a correction: decided near the deadline, on what the GPU will have measured by then
+        split = Split(waiting, 0, expected.gpu_seconds, expected.fal_seconds, expected.meets)
+    later = "" if hedge_now or not hedged.fal or hedged.fal <= split.fal else (
+        f"up to {hedged.fal - split.fal} more job(s) may move to fal close to the deadline if the GPU stays "
+        "slower than it needs to be")
     if not split.fal:
         _set_note(batch, later)
         return 0
