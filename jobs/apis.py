@@ -348,10 +348,10 @@ class BatchBudgetApi(APIView):
 
 
 class BatchDeadlineApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class DeadlineInputSerializer(serializers.Serializer):
         deadline = serializers.CharField(allow_null=True, help_text="ISO 8601 with timezone, or null to remove it")
 
-    @extend_schema(request=InputSerializer, responses=BatchDetailOutputSerializer)
+    @extend_schema(request=DeadlineInputSerializer, responses=BatchDetailOutputSerializer)
     def post(self, request, batch_id):
         """Sets or (with null) removes the batch's deadline. Jobs already moved to fal stay there."""
         batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
