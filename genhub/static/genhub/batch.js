@@ -126,6 +126,8 @@
     const eta = batch.eta;
     field("eta").hidden = !eta;
     field("eta-none").hidden = Boolean(eta);
+    field("eta-none").textContent = batch.counts.paused > 0
+      ? "No estimate while the remaining jobs are paused." : "Nothing is left to do.";
     if (eta) {
       [["eta-at", eta.at], ["eta-low", eta.low], ["eta-high", eta.high]].forEach(([name, iso]) => {
         const el = field(name);
