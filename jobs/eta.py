@@ -42,10 +42,6 @@ class SpeedEstimate:
     samples: int
     basis: str
 
-    @property
-    def measured(self) -> bool:
-        return self.samples > 0
-
 
 def _spread(values: list[float], basis: str) -> SpeedEstimate:
     middle = statistics.median(values)
@@ -160,7 +156,7 @@ def gpu_span(clips: float, speed: SpeedEstimate) -> tuple[float, float, float]:
     """(median, low, high) seconds for `clips` clips one after another. Measured clips vary independently,
     so the bounds widen with √clips; a guess may be off for every clip alike, so its bounds scale with clips."""
     middle = clips * speed.median
-    if not speed.measured:
+    if not speed.samples:  # `samples`, not a property of our own: gpu_instances.speed's estimate fits here too
         return middle, clips * speed.low, clips * speed.high
     root = math.sqrt(clips)
     low = max(0.0, middle - Z * (speed.median - speed.low) * root)
