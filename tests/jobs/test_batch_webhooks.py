@@ -224,7 +224,7 @@ def test_a_retried_batch_is_reported_again_when_it_finishes_again(user, hook):
 
 
 @pytest.mark.django_db
-def test_alerts_still_go_through_the_shared_signing(user, settings):
+def test_the_signature_is_hmac_sha256_of_the_timestamp_a_dot_and_the_body():
     assert webhooks.signature("s", "1", b"{}") == hmac.new(b"s", b"1.{}", hashlib.sha256).hexdigest()
 
 
