@@ -428,3 +428,13 @@ VAST_OFFER_CACHE_SECONDS = env.float("VAST_OFFER_CACHE_SECONDS", default=60)
 # the instance it may have made, for up to VAST_CREATE_RESOLVE_SECONDS after it was sent.
 VAST_CREATE_TIMEOUT_SECONDS = env.float("VAST_CREATE_TIMEOUT_SECONDS", default=120)
 VAST_CREATE_RESOLVE_SECONDS = env.float("VAST_CREATE_RESOLVE_SECONDS", default=300)
+
+# --- planning the batch (issue 12, items 4-6): ETA, deadlines, batch webhooks ---
+# Boot time assumed before genhub has seen an instance become ready (then: the median of past boots).
+GENHUB_BOOT_ESTIMATE_SECONDS = env.float("GENHUB_BOOT_ESTIMATE_SECONDS", default=600)
+# The deadline planner aims to finish this long before a batch's deadline (polls, store, a late clip).
+GENHUB_DEADLINE_MARGIN_SECONDS = env.float("GENHUB_DEADLINE_MARGIN_SECONDS", default=120)
+# Batch webhooks must be https; plain http only with this (on by default when DEBUG).
+GENHUB_WEBHOOK_ALLOW_HTTP = env.bool("GENHUB_WEBHOOK_ALLOW_HTTP", default=DEBUG)
+# Loopback, private and link-local webhook addresses are refused unless GENHUB_ALLOW_PRIVATE_DOWNLOADS is on
+# (the same switch as the download address rules, above).

@@ -4,7 +4,7 @@ from django.utils.html import format_html
 
 from genhub.formatting import plural, usd
 from jobs import services
-from jobs.models import Alert, BatchRun, Job
+from jobs.models import Alert, BatchRun, Job, WebhookDelivery
 
 S = Job.Status
 
@@ -47,6 +47,8 @@ class BatchRunAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
     search_fields = ("name", "uuid", "owner__username")
     inlines = [JobInline]
     actions = ["cancel_batches", "retry_failed"]
+    # The webhook's signing secret was shown to its owner once; nobody sees it again, staff included.
+    exclude = ("webhook_secret",)
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("owner").annotate(
@@ -121,3 +123,11 @@ class AlertAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
     list_filter = ("kind", ("resolved_at", admin.EmptyFieldListFilter), ("delivered_at", admin.EmptyFieldListFilter))
     search_fields = ("message", "key")
     readonly_fields = [f.name for f in Alert._meta.fields]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
+    list_display = ("created_at", "event", "batch", "job", "attempts", "delivered_at", "next_attempt_at", "last_error")
+    list_filter = ("event", ("delivered_at", admin.EmptyFieldListFilter))
+    search_fields = ("uuid", "batch__name", "batch__uuid")
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]

@@ -16,9 +16,11 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from gpu_instances import exposure
 from jobs import selectors, services
+from jobs.deadline import DEADLINE_REASON
 from jobs.downloads import serve_stored
+from jobs.eta import batch_eta
 from jobs.forms import batch_spec_from_upload, parse_params_json, parse_seeds_per_image, read_text_upload
-from jobs.intake import BatchValidationError, UploadedFile
+from jobs.intake import BatchValidationError, UploadedFile, parse_deadline
 from jobs.models import Provider
 from jobs.upload_limits import BODY_LIMIT_ERRORS, BoundedJSONParser, body_limit_error, upload_errors
 
@@ -135,6 +137,10 @@ class BatchOutputSerializer(serializers.Serializer):
     budget_usd = serializers.DecimalField(max_digits=10, decimal_places=2, allow_null=True)
     fallback = serializers.CharField(source="fallback_policy")
     fallback_after = serializers.IntegerField(allow_null=True)
+    deadline = serializers.DateTimeField(allow_null=True)
+    deadline_note = serializers.CharField()
+    webhook_url = serializers.CharField()
+    webhook_events = serializers.CharField()
 
     def get_status(self, batch) -> str:
         return selectors.batch_status(batch)
@@ -168,12 +174,31 @@ class GpuActivitySerializer(serializers.Serializer):
     typical_seconds = serializers.IntegerField(allow_null=True)
 
 
+class EtaSerializer(serializers.Serializer):
+    at = serializers.DateTimeField()
+    seconds = serializers.IntegerField()
+    low = serializers.DateTimeField()
+    high = serializers.DateTimeField()
+    basis = serializers.CharField()
+
+
 class BatchDetailOutputSerializer(BatchOutputSerializer):
-    """One batch: its jobs, and what its finished clips cost against the other provider."""
+    """One batch: its jobs, when it should be done, and what its finished clips cost against the other provider."""
 
     costs = serializers.SerializerMethodField()
     gpu = serializers.SerializerMethodField()
+    eta = serializers.SerializerMethodField()
+    deadline_moved = serializers.SerializerMethodField()
     jobs = serializers.SerializerMethodField()
+
+    @extend_schema_field(EtaSerializer(allow_null=True))
+    def get_eta(self, batch) -> dict | None:
+        eta = batch_eta(batch)
+        return eta.as_json() if eta else None
+
+    def get_deadline_moved(self, batch) -> int:
+        """Jobs the deadline planner moved to fal."""
+        return sum(1 for job in self.context["jobs"] if job.fallback_reason.startswith(DEADLINE_REASON))
 
     @extend_schema_field(CostComparisonSerializer)
     def get_costs(self, batch) -> dict:
@@ -207,6 +232,7 @@ BATCH_FIELDS = {
     "provider": TEXT, "name": TEXT, "prompt": TEXT, "preset": TEXT, "fallback": TEXT,
     "params": (str, dict), "items": (str, list),
     "seeds_per_image": (str, int), "fallback_after": (str, int), "budget_usd": (str, int, float),
+    "deadline": TEXT, "webhook_url": TEXT, "webhook_events": TEXT,
     "images": (),  # files only
 }
 TYPE_NAMES = {str: "text", dict: "a JSON object", list: "a JSON list", int: "an integer", float: "a number"}
@@ -263,6 +289,12 @@ class BatchCreateInputSerializer(serializers.Serializer):
                                        help_text="vastai only: move jobs to fal when the GPU is unavailable for "
                                                  "`fallback_after` minutes, or after `fallback_after` failed attempts")
     fallback_after = serializers.IntegerField(required=False)
+    deadline = serializers.DateTimeField(required=False, help_text="vastai only: finish by this ISO 8601 time "
+                                                                   "(with timezone); jobs move to fal as needed")
+    webhook_url = serializers.URLField(required=False, help_text="https URL that gets a signed POST when the "
+                                                                 "batch finishes")
+    webhook_events = serializers.ChoiceField(required=False, choices=["batch", "batch,job"],
+                                             help_text="batch (default), or batch,job for every job as well")
 
 
 class BatchListCreateApi(APIView):
@@ -291,10 +323,14 @@ class BatchListCreateApi(APIView):
             provider=values["provider"] or "", name=values["name"] or "", preset=values["preset"] or None,
             params=raw_params, prompt=values["prompt"] or "", rows_text=rows_text, seeds_per_image=seeds,
             budget_usd=values["budget_usd"], fallback=values["fallback"], fallback_after=values["fallback_after"],
+            deadline=values["deadline"], webhook_url=values["webhook_url"], webhook_events=values["webhook_events"],
         )
-        batch = services.batch_create(owner=request.user, spec=spec)
-        batch = selectors.batch_get(user=request.user, batch_uuid=batch.uuid)
-        return Response(_batch_with_jobs(batch, request), status=status.HTTP_201_CREATED)
+        created = services.batch_create(owner=request.user, spec=spec)
+        batch = selectors.batch_get(user=request.user, batch_uuid=created.uuid)
+        data = _batch_with_jobs(batch, request)
+        if created.webhook_secret:
+            data["webhook_secret"] = created.webhook_secret  # this once: it is never shown again
+        return Response(data, status=status.HTTP_201_CREATED)
 
 
 class BatchDetailApi(APIView):
@@ -331,6 +367,27 @@ class BatchBudgetApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         services.batch_set_budget(batch=batch, budget_usd=data.validated_data["budget_usd"])
+        return Response(_batch_with_jobs(selectors.batch_get(user=request.user, batch_uuid=batch_id), request))
+
+
+class BatchDeadlineApi(APIView):
+    class DeadlineInputSerializer(serializers.Serializer):
+        deadline = serializers.CharField(allow_null=True, help_text="ISO 8601 with timezone, or null to remove it")
+
+    @extend_schema(request=DeadlineInputSerializer, responses=BatchDetailOutputSerializer)
+    def post(self, request, batch_id):
+        """Sets or (with null) removes the batch's deadline. Jobs already moved to fal stay there."""
+        batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
+        if not isinstance(request.data, Mapping) or "deadline" not in request.data:
+            raise serializers.ValidationError({"deadline": ["give a deadline (ISO 8601 with a timezone) or null to "
+                                                            "remove it"]})
+        raw = request.data.get("deadline")
+        if raw is not None and not isinstance(raw, str):
+            raise serializers.ValidationError({"deadline": ["must be text (ISO 8601) or null"]})
+        deadline, errors = parse_deadline(raw, provider=batch.provider)
+        if errors:
+            raise serializers.ValidationError({"deadline": [error["message"] for error in errors]})
+        services.batch_set_deadline(batch=batch, deadline=deadline)
         return Response(_batch_with_jobs(selectors.batch_get(user=request.user, batch_uuid=batch_id), request))
 
 

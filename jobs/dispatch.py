@@ -25,7 +25,8 @@ from django.utils import timezone
 
 from genhub.db import DatabaseError, reconnect, with_reconnect
 from genhub.leases import HeldLease
-from jobs import artifacts, budget, costs, pending_results, services
+from jobs import artifacts, batch_events, budget, costs, pending_results, services
+from jobs.deadline import deadlines_enforce
 from jobs.models import Job
 from jobs.storage_health import storage_problem
 from providers.base import Finished, GenerationRequest, Pending, Provider, Submitted
@@ -127,8 +128,14 @@ def _pump_pass(provider: Provider) -> bool:
             _submit_queued(provider)
         _follow_in_flight(provider)
     else:
+        # Before dispatch, so the jobs that must go to fal to meet a deadline never start on the GPU.
+        deadlines_enforce()
         _dispatch_to_workers(provider, hold=hold)
-    return _has_unfinished(provider.name)
+    more = _has_unfinished(provider.name)
+    # After the check, so the pass that ends the pump also reports the batch it finished. It only queues
+    # deliveries (their own tasks send them): a slow webhook never slows a pump.
+    batch_events.events_collect()
+    return more
 
 
 def _free_slots(provider: Provider, capacity: int) -> int:

@@ -6,9 +6,11 @@ checked by `jobs.images`, ZIPs unpacked by `jobs.archives`, rows parsed by `jobs
 
 import random
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
+from django.utils import timezone
 
 from jobs import params as gen_params
 from jobs.archives import expand_archives
@@ -16,6 +18,7 @@ from jobs.images import InputImage, check_image
 from jobs.models import BatchRun, Provider
 from jobs.rows import ROW_FIELDS, parse_rows
 from jobs.uploaded import Spool, UploadedFile
+from jobs.webhooks import url_problem
 
 __all__ = ["ROW_FIELDS", "BatchSpec", "BatchValidationError", "InputImage", "ItemSpec", "UploadedFile", "build_batch",
            "check_image", "expand_archives", "parse_rows"]
@@ -46,6 +49,9 @@ class BatchSpec:
     budget_usd: Decimal | None = None
     fallback_policy: str = BatchRun.Fallback.NEVER
     fallback_after: int | None = None
+    deadline: datetime | None = None
+    webhook_url: str = ""
+    webhook_events: str = BatchRun.WebhookEvents.BATCH
     # Where re-oriented images live until they are stored; it goes away with the spec.
     spool: Spool | None = field(default=None, repr=False)
 
@@ -94,6 +100,55 @@ def check_spend_options(*, provider: str, budget_usd, fallback, fallback_after) 
     return fields, errors
 
 
+MAX_DEADLINE_DAYS = 366
+
+
+def parse_deadline(raw, *, provider: str | None = None) -> tuple[datetime | None, list[dict]]:
+    """`deadline`: an ISO 8601 time with its timezone, in the future (None/"" → no deadline).
+
+    Only a vastai batch can act on one (by moving work to fal); a fal batch already runs all at once."""
+    if raw in (None, ""):
+        return None, []
+    problem = "must be an ISO 8601 time with a timezone, e.g. 2026-12-02T09:00:00+01:00 or 2026-12-02T08:00:00Z"
+    if not isinstance(raw, str) or len(raw) > 64:
+        return None, [_error("deadline", problem)]
+    try:
+        moment = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        return None, [_error("deadline", problem)]
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        return None, [_error("deadline", problem + " (this one has no timezone)")]
+    now = timezone.now()
+    if moment <= now:
+        return None, [_error("deadline", "must be in the future")]
+    if moment > now + timedelta(days=MAX_DEADLINE_DAYS):
+        return None, [_error("deadline", f"must be within {MAX_DEADLINE_DAYS} days")]
+    if provider is not None and provider != Provider.VASTAI:
+        return None, [_error("deadline", "only a vastai batch takes a deadline (it moves work to fal to meet it); "
+                                         "a fal batch runs all at once")]
+    return moment, []
+
+
+def check_webhook_options(*, webhook_url, webhook_events) -> tuple[dict, list[dict]]:
+    """The batch's webhook: where to POST (see jobs.webhooks.url_problem) and what to report."""
+    fields = {"webhook_url": "", "webhook_events": BatchRun.WebhookEvents.BATCH}
+    errors = []
+    if webhook_url not in (None, ""):
+        problem = url_problem(webhook_url)
+        if problem:
+            errors.append(_error("webhook_url", problem))
+        else:
+            fields["webhook_url"] = webhook_url
+    if webhook_events not in (None, ""):
+        if webhook_events not in BatchRun.WebhookEvents.values:
+            errors.append(_error("webhook_events", f"must be one of {', '.join(BatchRun.WebhookEvents.values)}"))
+        elif webhook_events != BatchRun.WebhookEvents.BATCH and not fields["webhook_url"] and not errors:
+            errors.append(_error("webhook_events", "job events need a webhook_url to go to"))
+        elif fields["webhook_url"]:
+            fields["webhook_events"] = webhook_events
+    return fields, errors
+
+
 def check_provider_configured(provider: str) -> list[dict]:
     """A batch for a provider genhub has no credentials for would wait forever: refuse it up front."""
     if provider == Provider.FAL and not settings.FAL_KEY:
@@ -110,7 +165,8 @@ def _or_empty(value):
 def build_batch(*, provider: str, name: str = "", preset: str | None = None, params: dict | None = None,
                 prompt: str = "", files: list[UploadedFile], rows_text: str = "",
                 seeds_per_image: int = 1, budget_usd=None, fallback: str | None = None,
-                fallback_after=None, spool: Spool | None = None) -> BatchSpec:
+                fallback_after=None, deadline=None, webhook_url=None, webhook_events=None,
+                spool: Spool | None = None) -> BatchSpec:
     """`spool` holds bytes made along the way (re-oriented images); the spec keeps it alive."""
     errors: list[dict] = []
     spool = Spool() if spool is None else spool
@@ -121,6 +177,9 @@ def build_batch(*, provider: str, name: str = "", preset: str | None = None, par
     spend_fields, spend_errors = check_spend_options(provider=provider, budget_usd=budget_usd, fallback=fallback,
                                                      fallback_after=fallback_after)
     errors += spend_errors
+    deadline_at, deadline_errors = parse_deadline(deadline, provider=provider)
+    hook_fields, hook_errors = check_webhook_options(webhook_url=webhook_url, webhook_events=webhook_events)
+    errors += deadline_errors + hook_errors
     if len(name) > 200:
         errors.append(_error("name", "must be at most 200 characters"))
     if "\x00" in name:
@@ -191,7 +250,7 @@ def build_batch(*, provider: str, name: str = "", preset: str | None = None, par
         raise BatchValidationError(errors)
 
     spec = BatchSpec(provider=provider, name=name.strip(), preset=preset or gen_params.DEFAULT_PRESET, params=resolved,
-                     spool=spool, **spend_fields)
+                     spool=spool, deadline=deadline_at, **spend_fields, **hook_fields)
     rng = random.SystemRandom()
     for file_name, item_prompt, negative, seed in wanted:
         image = images[file_name]

@@ -31,6 +31,23 @@ class BatchRun(models.Model):
     fallback_policy = models.CharField(max_length=16, choices=Fallback.choices, default=Fallback.NEVER)
     fallback_after = models.PositiveIntegerField(null=True, blank=True)
 
+    # Planning (issue 12): finish by `deadline` by moving the fewest waiting GPU jobs to fal
+    # (`jobs.deadline`); `deadline_note` is what that planner last had to say (a cap held a move back, …).
+    deadline = models.DateTimeField(null=True, blank=True)
+    deadline_note = models.CharField(max_length=300, blank=True)
+
+    class WebhookEvents(models.TextChoices):
+        BATCH = "batch", "when the batch finishes"
+        BATCH_AND_JOBS = "batch,job", "when the batch finishes and when each job finishes"
+
+    # Signed POSTs to the owner's script (`jobs.batch_events`). The secret signs them; it is shown once,
+    # in the answer that created the batch, and never again (not in the API, the admin or a page).
+    webhook_url = models.CharField(max_length=2000, blank=True)
+    webhook_events = models.CharField(max_length=16, choices=WebhookEvents.choices, default=WebhookEvents.BATCH)
+    webhook_secret = models.CharField(max_length=64, blank=True)
+    # Set (compare-and-set) when the "batch finished" delivery was queued; cleared when a retry reopens it.
+    finished_notified_at = models.DateTimeField(null=True, blank=True)
+
     class Meta:
         ordering = ["-created_at", "-id"]
         # "Batches" everywhere: the web pages, the API and the admin.
@@ -39,6 +56,10 @@ class BatchRun(models.Model):
 
     def __str__(self):
         return self.name or f"batch {self.pk}"
+
+    @property
+    def wants_job_events(self) -> bool:
+        return self.webhook_events == self.WebhookEvents.BATCH_AND_JOBS
 
 
 class Job(models.Model):
@@ -120,6 +141,8 @@ class Job(models.Model):
     result_fetch_failures = models.PositiveSmallIntegerField(default=0)
     next_check_at = models.DateTimeField(null=True, blank=True)
     generation_seconds = models.FloatField(null=True, blank=True)
+    # Set when the "job finished" webhook delivery was queued (batches with `webhook_events=batch,job`).
+    notified_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -180,3 +203,33 @@ class Alert(models.Model):
 
     def __str__(self):
         return f"{self.kind}: {self.message}"
+
+
+class WebhookDelivery(models.Model):
+    """One signed POST a batch owes its webhook, kept until it is delivered or out of attempts.
+
+    The body is fixed when the event happens, so every re-delivery sends the same JSON (only the
+    timestamp and its signature are fresh); the receiver de-duplicates by `X-Genhub-Delivery`.
+    """
+
+    class Event(models.TextChoices):
+        BATCH_FINISHED = "batch.finished"
+        JOB_FINISHED = "job.finished"
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    batch = models.ForeignKey(BatchRun, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    event = models.CharField(max_length=32, choices=Event.choices)
+    body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["delivered_at", "next_attempt_at"], name="webhook_delivery_due")]
+
+    def __str__(self):
+        return f"{self.event} for batch {self.batch_id} ({'delivered' if self.delivered_at else 'pending'})"

@@ -7,6 +7,8 @@ SCHEDULES = {
     "jobs.sweep_stale_jobs": dict(func="jobs.tasks.sweep_stale_jobs", schedule_type=Schedule.MINUTES, minutes=1,
                                   repeats=-1),
     "jobs.check_alerts": dict(func="jobs.tasks.check_alerts", schedule_type=Schedule.MINUTES, minutes=1, repeats=-1),
+    "jobs.webhooks_tick": dict(func="jobs.tasks.webhooks_tick", schedule_type=Schedule.MINUTES, minutes=1,
+                               repeats=-1),
     "gpu_instances.reconcile": dict(func="gpu_instances.tasks.reconcile", schedule_type=Schedule.MINUTES, minutes=1,
                                     repeats=-1),
 }

@@ -6,6 +6,7 @@ so no job runs twice and none is lost.
 """
 
 import logging
+import secrets
 from datetime import timedelta
 from decimal import Decimal
 
@@ -18,6 +19,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from gpu_instances import speed
+from jobs.batch_events import batch_reopened
 from jobs.intake import BatchSpec
 from jobs.models import BatchRun, Job
 
@@ -71,7 +73,12 @@ def batch_create(*, owner, spec: BatchSpec) -> BatchRun:
         with transaction.atomic():
             batch = BatchRun.objects.create(owner=owner, name=spec.name, provider=spec.provider, preset=spec.preset,
                                             params=spec.params, budget_usd=spec.budget_usd,
-                                            fallback_policy=spec.fallback_policy, fallback_after=spec.fallback_after)
+                                            fallback_policy=spec.fallback_policy, fallback_after=spec.fallback_after,
+                                            deadline=spec.deadline, webhook_url=spec.webhook_url,
+                                            webhook_events=spec.webhook_events,
+                                            # Per batch, so a receiver can only ever verify (or, leaked, forge)
+                                            # its own batch's events; shown once, in the creating answer.
+                                            webhook_secret=secrets.token_urlsafe(32) if spec.webhook_url else "")
             Job.objects.bulk_create(
                 [
                     Job(batch=batch, owner=owner, provider=spec.provider, position=position,
@@ -290,6 +297,16 @@ def job_fall_back(*, job_id: int, from_states, reason: str, claim: int | None = 
     return moved == 1
 
 
+def jobs_fall_back(*, job_ids, reason: str) -> int:
+    """Moves waiting vastai jobs to fal in one update (the deadline planner's choice); a job that started on
+    the GPU or was cancelled meanwhile is left alone."""
+    moved = Job.objects.filter(pk__in=list(job_ids), provider="vastai",
+                               status__in=(S.QUEUED, S.WAITING_FOR_GPU)).update(**_fallback_fields(reason))
+    if moved:
+        _enqueue_pump("fal")
+    return moved
+
+
 def jobs_fall_back_while_gpu_unavailable(*, provider_name: str) -> int:
     """Batches with the `unrecoverable` policy leave the GPU once it has been unavailable long enough."""
     from gpu_instances.selectors import gpu_rental_blocked_until
@@ -352,6 +369,7 @@ def job_retry(*, job: Job) -> bool:
         status=S.QUEUED, attempts=0, progress=0.0, error_code="", error_message="", finished_at=None,
         started_at=None, heartbeat_at=None, external_id="", provider_ref={}, instance=None)
     if updated:
+        batch_reopened(batch_id=job.batch_id, job_ids=[job.pk])
         _enqueue_pump(job.provider)
     return updated == 1
 
@@ -374,6 +392,7 @@ def batch_retry_failed(*, batch: BatchRun) -> int:
             status=S.QUEUED, attempts=0, progress=0.0, error_code="", error_message="", finished_at=None,
             started_at=None, heartbeat_at=None, external_id="", provider_ref={}, instance=None)
         if count:
+            batch_reopened(batch_id=batch.pk)
             _enqueue_pump(batch.provider)
     return count
 
@@ -387,6 +406,17 @@ def batch_set_budget(*, batch: BatchRun, budget_usd) -> BatchRun:
         BatchRun.objects.filter(pk=batch.pk).update(budget_usd=budget_usd)
         for provider in set(batch.jobs.filter(status__in=Job.UNFINISHED).values_list("provider", flat=True)):
             _enqueue_pump(provider)
+    batch.refresh_from_db()
+    return batch
+
+
+def batch_set_deadline(*, batch: BatchRun, deadline) -> BatchRun:
+    """Sets (or, with None, removes) the batch's deadline; the vast pump's next pass plans for it. Jobs
+    already moved to fal stay there (they may be paid for)."""
+    with transaction.atomic():
+        BatchRun.objects.filter(pk=batch.pk).update(deadline=deadline, deadline_note="")
+        if batch.jobs.filter(provider="vastai", status__in=Job.UNFINISHED).exists():
+            _enqueue_pump("vastai")
     batch.refresh_from_db()
     return batch
 

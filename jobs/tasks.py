@@ -59,3 +59,17 @@ def resume() -> list[str]:
     from jobs.resume import cluster_resume
 
     return cluster_resume()
+
+
+@task
+def deliver_webhook(delivery_id: int) -> bool:
+    from jobs.batch_events import delivery_send
+
+    return delivery_send(delivery_id=delivery_id)
+
+
+@task
+def webhooks_tick() -> tuple[int, int]:
+    from jobs.batch_events import webhooks_tick as tick
+
+    return tick()

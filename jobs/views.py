@@ -20,8 +20,10 @@ from genhub.formatting import plural
 from gpu_instances import exposure
 from jobs import estimates, exports, selectors, services
 from jobs import params as gen_params
+from jobs.deadline import DEADLINE_REASON
 from jobs.downloads import serve_stored
-from jobs.forms import BatchForm, BudgetForm, batch_spec_from_upload, errors_by_anchor
+from jobs.eta import batch_eta
+from jobs.forms import BatchForm, BudgetForm, DeadlineForm, batch_spec_from_upload, errors_by_anchor
 from jobs.intake import BatchValidationError, UploadedFile
 from jobs.models import BatchRun, Job, Provider
 from jobs.upload_limits import BODY_LIMIT_ERRORS, body_limit_error, upload_errors
@@ -149,10 +151,15 @@ def batch_new(request):
             "fallback_text": (fallback_text(spec.fallback_policy, spec.fallback_after)
                               if spec.provider == Provider.VASTAI else None),
             "rows": rows[:PREVIEW_ROWS], "hidden_rows": max(0, len(rows) - PREVIEW_ROWS),
+            "deadline_choice": estimates.deadline_choice(spec),
         })
 
     batch = services.batch_create(owner=request.user, spec=spec)
     messages.success(request, f"Batch created: {plural(len(spec.items), 'job')} on {Provider(spec.provider).label}.")
+    if batch.webhook_secret:
+        # Shown this once (it signs the webhook's POSTs); genhub never shows it again.
+        messages.warning(request, f"Webhook signing secret (copy it now, it is not shown again): "
+                                  f"{batch.webhook_secret}")
     url = reverse("web:batch-detail", args=[batch.uuid])
     if request.headers.get("X-Requested-With") == "fetch":
         # The page's script submitted the form; it navigates itself (a redirect would be fetched twice).
@@ -171,7 +178,8 @@ def _shown_jobs(jobs, user) -> list:
     return jobs
 
 
-def _batch_page(request, batch, *, budget_form=None, budget_errors=(), status=200):
+def _batch_page(request, batch, *, budget_form=None, budget_errors=(), deadline_form=None, deadline_errors=(),
+                status=200):
     jobs = _shown_jobs(selectors.batch_jobs(batch=batch), request.user)
     phases = selectors.job_phases(jobs)
     for job in jobs:
@@ -185,9 +193,17 @@ def _batch_page(request, batch, *, budget_form=None, budget_errors=(), status=20
         # The field is far down the page: take the user to it, and say at the top what happened.
         budget_form.fields["budget_usd"].widget.attrs.update({"aria-invalid": "true", "autofocus": True})
         messages.error(request, "The budget was not changed: see the problem next to the budget field.")
+    deadline_errors = errors_by_anchor(list(deadline_errors)).get("deadline", [])
+    deadline_form = deadline_form or DeadlineForm(initial={"deadline": batch.deadline.isoformat()
+                                                           if batch.deadline else ""})
+    if deadline_errors:
+        deadline_form.fields["deadline"].widget.attrs.update({"aria-invalid": "true", "autofocus": True})
+        messages.error(request, "The deadline was not changed: see the problem next to the deadline field.")
     return render(request, "batches/detail.html", {
         "summary": _batch_summary(batch, jobs, phases), "batch": batch, "jobs": jobs,
         "gpu": selectors.gpu_activity_for(batch),
+        "eta": batch_eta(batch), "deadline_form": deadline_form, "deadline_errors": deadline_errors,
+        "deadline_moved": sum(1 for job in jobs if job.fallback_reason.startswith(DEADLINE_REASON)),
         "costs": costs, "saving_text": saving_text(costs.saving),
         "other_provider_label": Provider(costs.other_provider).label,
         "fallback_text": fallback_text(batch.fallback_policy, batch.fallback_after),
@@ -228,6 +244,22 @@ def batch_budget(request, batch_id):
                     "allows." if paused and more_room else "")
     messages.success(request, message)
     return redirect(reverse("web:batch-detail", args=[batch.uuid]) + "#batch-costs")
+
+
+@login_required
+@require_POST
+def batch_deadline(request, batch_id):
+    """Sets, changes or (action=remove) removes the batch's deadline; a bad time is shown next to the field."""
+    batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
+    form = DeadlineForm(request.POST)
+    deadline, errors = form.deadline_value(provider=batch.provider)
+    if errors:
+        return _batch_page(request, batch, deadline_form=form, deadline_errors=errors, status=400)
+    services.batch_set_deadline(batch=batch, deadline=deadline)
+    messages.success(request, "Deadline removed." if deadline is None else
+                     f"Deadline set: {estimates.clock_text(deadline)}. If the GPU alone would finish later, the "
+                     "fewest jobs needed move to fal.ai.")
+    return redirect(reverse("web:batch-detail", args=[batch.uuid]) + "#batch-plan")
 
 
 @login_required

@@ -136,6 +136,38 @@
     costs.querySelector('[data-cost="none"]').hidden = batch.counts.succeeded > 0;
   }
 
+  const plan = document.getElementById("batch-plan");
+  const clock = (iso) => new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+
+  // When it should be done: the same `eta` the API gives scripts, in the reader's own time zone.
+  function updatePlan(batch) {
+    if (!plan) return;
+    const field = (name) => plan.querySelector(`[data-plan="${name}"]`);
+    const eta = batch.eta;
+    field("eta").hidden = !eta;
+    field("eta-none").hidden = Boolean(eta);
+    field("eta-none").textContent = batch.counts.paused > 0
+      ? "No estimate while the remaining jobs are paused." : "Nothing is left to do.";
+    if (eta) {
+      [["eta-at", eta.at], ["eta-low", eta.low], ["eta-high", eta.high]].forEach(([name, iso]) => {
+        const el = field(name);
+        el.dateTime = iso;
+        el.textContent = clock(iso);
+      });
+      field("eta-basis").textContent = eta.basis;
+    }
+    const note = field("note");
+    if (note) {
+      note.textContent = batch.deadline_note;
+      note.hidden = !batch.deadline_note;
+    }
+    const moved = field("moved");
+    if (moved) {
+      field("moved-n").textContent = batch.deadline_moved;
+      moved.hidden = !batch.deadline_moved;
+    }
+  }
+
   async function poll() {
     try {
       const response = await fetch(api, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" });
@@ -145,6 +177,7 @@
         batch.jobs.forEach(updateCard);
         updateSummary(batch);
         updateCosts(batch);
+        updatePlan(batch);
         if (FINISHED.has(batch.status)) return;
       }
     } catch (error) {
