@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import unquote, urlsplit
@@ -146,6 +146,15 @@ class SwarmUISimulator(Simulator):
         """Behave as behind a proxy that drops the `Upgrade` header: the WS handshake reaches SwarmUI
         as a plain GET on /API/..., which it redirects to `/Error/NoGetAPI` (§2.2)."""
         self._refuse_ws = enabled
+
+    # --- observation (read-only) ---
+
+    def generation_counts(self, key: str = "seed", *, completed: bool = False) -> Counter:
+        """Generations that got the GPU, counted per value of the request parameter `key`. genhub sends no
+        job id to SwarmUI; the job's seed is what identifies it (unique when the caller makes it so).
+        `completed=True` counts only those that produced a clip."""
+        with self._lock:
+            return Counter(g.params.get(key) for g in self.generations if not completed or g.output_path)
 
     # --- request handling ---
 
