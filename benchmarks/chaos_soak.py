@@ -26,6 +26,7 @@ the seed, which genhub sends and which this script makes unique per job), not fr
 Run (a few minutes on 2 cores):
   DATABASE_URL=postgres://postgres@127.0.0.1:5432/genhub .venv/bin/python -m benchmarks.chaos_soak
   [--jobs 300] [--fal-jobs 60] [--fault-every 5] [--seed 1] [--generation-seconds 0.5] [--no-faults]
+  [--skip-baseline] [--faults instance_kill,qcluster_sigkill] [--fault-window S] [--time-limit S]
 """
 
 import argparse
@@ -212,8 +213,12 @@ class RunResult:
     injections: list
     recoveries: dict  # kind -> list of seconds (None: not recovered before the end)
     replacements: dict  # kind -> list of seconds until a replacement was ready
+    failures: dict  # provider -> Counter of error codes of failed jobs
     unowned: int
     not_destroyed: int
+    rented: int  # instances bought over the run
+    most_alive: int  # labelled instances alive at once, at most
+    inapplicable: Counter  # kind -> times it was drawn when it could not apply
     cluster_starts: int
     timed_out: bool
     log: Path
@@ -234,10 +239,10 @@ def unfinished_by_provider() -> dict:
     return {row["provider"]: row["n"] for row in rows}
 
 
-def draw(rng: random.Random, world: World, waiting: dict):
+def draw(rng: random.Random, world: World, kinds: list[str], waiting: dict, inapplicable: Counter):
     """The drawn fault, or the next one in a seeded shuffle that can apply now: one that touches a provider
     with work left, and whose injector finds what it needs (e.g. a ready instance)."""
-    names = [name for name in sorted(FAULTS) if any(waiting.get(p) for p in FAULTS[name].affects)]
+    names = [name for name in kinds if any(waiting.get(p) for p in FAULTS[name].affects)]
     if not names:
         return None, None
     first = rng.choice(names)
@@ -247,6 +252,8 @@ def draw(rng: random.Random, world: World, waiting: dict):
         detail = FAULTS[name].inject(world)
         if detail is not None:
             return name, detail
+        if name == first:
+            inapplicable[name] += 1
     return None, None
 
 
@@ -273,34 +280,7 @@ def run(args, *, faults: bool, fault_window: float, label: str) -> RunResult:
             batches = {"vastai": submit(owner, "vastai", args.jobs, VAST_SEED_BASE)}
             if args.fal_jobs:
                 batches["fal"] = submit(owner, "fal", args.fal_jobs, FAL_SEED_BASE)
-            injections: list[Injection] = []
-            next_fault = started_at + args.fault_every
-            deadline = started_at + args.time_limit
-            timed_out = False
-            while True:
-                now = time.time()
-                for item in [item for item in world.later if item[0] <= now]:
-                    world.later.remove(item)
-                    item[1]()
-                waiting = unfinished_by_provider()
-                if not waiting:
-                    break
-                if now >= deadline:
-                    timed_out = True
-                    break
-                if cluster.process is not None and cluster.process.poll() is not None:
-                    cluster.process = None  # it died on its own: a supervisor restarts it
-                    cluster.start()
-                if faults and now >= next_fault and now - started_at < fault_window:
-                    kind, detail = draw(rng, world, waiting)
-                    if kind is not None:
-                        affected = tuple(p for p in FAULTS[kind].affects if waiting.get(p))
-                        injections.append(Injection(kind, now, detail, affected))
-                        print(f"  {now - started_at:7.1f} s  {kind}: {detail}", flush=True)
-                    next_fault = now + args.fault_every * rng.uniform(0.5, 1.5)
-                time.sleep(TICK)
-            for _, undo in world.later:
-                undo()
+            loop = soak(args, world, rng, started_at, kinds=args.faults if faults else [], fault_window=fault_window)
             ends = {p: b.jobs.exclude(finished_at=None).order_by("-finished_at").values_list("finished_at", flat=True)
                     .first() for p, b in batches.items()}
             finished = [end.timestamp() for end in ends.values() if end]
@@ -309,7 +289,9 @@ def run(args, *, faults: bool, fault_window: float, label: str) -> RunResult:
             jobs = {p: Counter(b.jobs.values_list("status", flat=True)) for p, b in batches.items()}
             expected = {"vastai": args.jobs, "fal": args.fal_jobs}
             missing = {p: expected[p] - sum(counts.values()) for p, counts in jobs.items()}
-            recoveries, replacements = recovery_times(injections)
+            failures = {p: Counter(b.jobs.filter(status=Job.Status.FAILED).values_list("error_code", flat=True))
+                        for p, b in batches.items()}
+            recoveries, replacements = recovery_times(loop["injections"])
             unowned, not_destroyed = leaks(vast)
             return RunResult(
                 label=label, makespan=makespan, jobs=jobs, missing=missing,
@@ -318,14 +300,59 @@ def run(args, *, faults: bool, fault_window: float, label: str) -> RunResult:
                            "fal": fal.generation_counts(completed=True)},
                 seeds={"vastai": [VAST_SEED_BASE + i for i in range(args.jobs)],
                        "fal": [FAL_SEED_BASE + i for i in range(args.fal_jobs)]},
-                injections=injections, recoveries=recoveries, replacements=replacements, unowned=unowned,
-                not_destroyed=not_destroyed, cluster_starts=cluster.starts, timed_out=timed_out, log=log)
+                injections=loop["injections"], recoveries=recoveries, replacements=replacements, failures=failures,
+                unowned=unowned, not_destroyed=not_destroyed, rented=len(vast.instances),
+                most_alive=loop["most_alive"], inapplicable=loop["inapplicable"], cluster_starts=cluster.starts,
+                timed_out=loop["timed_out"], log=log)
         finally:
             if cluster is not None:
                 cluster.stop()
             for sim in (vast, fal):
                 if sim is not None:
                     sim.stop()
+
+
+def soak(args, world: World, rng: random.Random, started_at: float, *, kinds: list[str], fault_window: float):
+    """Watches the work to its end (or the time limit), injecting a fault every `fault_every` s (±50 %)
+    while within the fault window."""
+    injections: list[Injection] = []
+    inapplicable = Counter()
+    most_alive = 0
+    next_fault = started_at + args.fault_every
+    deadline = started_at + args.time_limit
+    timed_out = False
+    try:
+        while True:
+            now = time.time()
+            for item in [item for item in world.later if item[0] <= now]:
+                world.later.remove(item)
+                item[1]()
+            most_alive = max(most_alive, len(live_labelled(world.vast)))
+            waiting = unfinished_by_provider()
+            if not waiting:
+                break
+            if now >= deadline:
+                timed_out = True
+                break
+            cluster = world.cluster
+            if cluster.process is not None and cluster.process.poll() is not None:
+                print(f"  {now - started_at:7.1f} s  the cluster exited by itself (code {cluster.process.returncode}); "
+                      "started again", flush=True)
+                cluster.process = None  # as a supervisor would
+                cluster.start()
+            if kinds and now >= next_fault and now - started_at < fault_window:
+                kind, detail = draw(rng, world, kinds, waiting, inapplicable)
+                if kind is not None:
+                    affected = tuple(p for p in FAULTS[kind].affects if waiting.get(p))
+                    injections.append(Injection(kind, now, detail, affected))
+                    print(f"  {now - started_at:7.1f} s  {kind}: {detail}", flush=True)
+                next_fault = now + args.fault_every * rng.uniform(0.5, 1.5)
+            time.sleep(TICK)
+    finally:
+        for _, undo in world.later:  # a fault that lasts a while ends with the run
+            undo()
+        world.later.clear()
+    return {"injections": injections, "inapplicable": inapplicable, "most_alive": most_alive, "timed_out": timed_out}
 
 
 def recovery_times(injections: list[Injection]):
@@ -394,26 +421,40 @@ def report(result: RunResult, baseline: RunResult | None):
         per_job = [started[seed] for seed in seeds] or [0]
         wasted = sum(started[seed] for seed in seeds) - statuses.get(Job.Status.SUCCEEDED, 0)
         unit = "GPU generations" if provider == "vastai" else "fal submissions"
+        failures = ", ".join(f"{code or '?'} ×{n}" for code, n in result.failures[provider].most_common())
         print(f"  {provider:6}: succeeded {statuses.get(Job.Status.SUCCEEDED, 0)}, failed "
-              f"{statuses.get(Job.Status.FAILED, 0)}, lost {lost}, succeeded twice {twice}; {unit} per job: mean "
-              f"{statistics.fmean(per_job):.2f}, max {max(per_job)}; paid attempts wasted {wasted}")
+              f"{statuses.get(Job.Status.FAILED, 0)}{f' ({failures})' if failures else ''}, lost {lost}, "
+              f"succeeded twice {twice}; {unit} per job: mean {statistics.fmean(per_job):.2f}, max {max(per_job)}; "
+              f"paid attempts wasted {wasted}")
         totals.update(lost=lost, twice=twice, wasted=wasted)
     print(f"  total : lost {totals['lost']}, succeeded twice {totals['twice']}, paid attempts wasted "
           f"{totals['wasted']}; instances leaked: {result.unowned} unowned at the end, {result.not_destroyed} "
-          f"alive after destroy_instance")
+          f"alive after destroy_instance; {result.rented} rented, at most {result.most_alive} alive at once")
     if result.injections:
         print(f"  {len(result.injections)} faults; recovery (→ next job finished on each provider that was waiting):")
         for kind in sorted(FAULTS):
             count = sum(1 for i in result.injections if i.kind == kind)
-            if not count:
+            skipped = result.inapplicable[kind]
+            if not count and not skipped:
                 continue
-            line = f"    {kind:32} ×{count:<3} {spread(result.recoveries.get(kind, []))}"
-            if kind in result.replacements:
+            line = f"    {kind:32} ×{count:<3} {spread(result.recoveries.get(kind, [])) if count else ''}"
+            if count and kind in result.replacements:
                 line += f"; → replacement ready: {spread(result.replacements[kind])}"
+            if skipped:
+                line += f" (drawn {skipped}× when it could not apply)"
             print(line)
     if baseline is not None:
         print(f"  makespan vs fault-free: {result.makespan:.1f} / {baseline.makespan:.1f} s = "
               f"{result.makespan / baseline.makespan:.2f}× (goal ≤ 1.3)")
+
+
+def fault_names(text: str) -> list[str]:
+    names = sorted({name.strip() for name in text.split(",") if name.strip()})
+    unknown = [name for name in names if name not in FAULTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown fault {', '.join(unknown) or '(none given)'}; known: "
+                                         f"{', '.join(sorted(FAULTS))}")
+    return names
 
 
 def main():
@@ -428,6 +469,8 @@ def main():
     parser.add_argument("--fault-window", type=float, default=None,
                         help="inject faults for this many seconds [the fault-free makespan, else jobs × T × 1.5]")
     parser.add_argument("--time-limit", type=float, default=1200, help="seconds a run may take before it is cut")
+    parser.add_argument("--faults", type=fault_names, default=sorted(FAULTS),
+                        help=f"comma-separated subset of: {', '.join(sorted(FAULTS))} [all]")
     args = parser.parse_args()
     # Ctrl-C and SIGTERM both unwind through the clean-up (cluster, simulators, scratch database).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -435,7 +478,7 @@ def main():
 
     print(f"chaos soak: {args.jobs} vastai + {args.fal_jobs} fal jobs, T = {args.generation_seconds} s, "
           f"a fault every ~{args.fault_every} s (seed {args.seed}), started {datetime.now():%H:%M:%S}")
-    print(f"faults: {', '.join(sorted(FAULTS))}")
+    print(f"faults: {', '.join(args.faults)}")
     print(f"not injectable yet: {', '.join(PENDING_FAULTS)}")
     baseline = None
     if not args.skip_baseline or args.no_faults:
