@@ -23,7 +23,8 @@ the seed, which genhub sends and which this script makes unique per job), not fr
   (for instance faults also: until a replacement instance was ready); median and max per fault kind;
 - makespan: submission → last job finished, against the fault-free run.
 
-Run (a few minutes on 2 cores):
+Run (the fault-free run takes about 5 minutes on 2 shared cores; the faulted one as long as genhub needs,
+at most `--time-limit`):
   DATABASE_URL=postgres://postgres@127.0.0.1:5432/genhub .venv/bin/python -m benchmarks.chaos_soak
   [--jobs 300] [--fal-jobs 60] [--fault-every 5] [--seed 1] [--generation-seconds 0.5] [--no-faults]
   [--skip-baseline] [--faults instance_kill,qcluster_sigkill] [--fault-window S] [--time-limit S]
@@ -34,6 +35,7 @@ import bisect
 import io
 import logging
 import random
+import shutil
 import signal
 import statistics
 import tempfile
@@ -472,24 +474,36 @@ def main():
     parser.add_argument("--faults", type=fault_names, default=sorted(FAULTS),
                         help=f"comma-separated subset of: {', '.join(sorted(FAULTS))} [all]")
     args = parser.parse_args()
-    # Ctrl-C and SIGTERM both unwind through the clean-up (cluster, simulators, scratch database).
+    # Ctrl-C and SIGTERM both unwind through the clean-up (cluster, simulators, scratch database), also when
+    # started in the background, where the shell leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.disable(logging.INFO)  # this process's own INFO lines; the cluster logs to its file
 
     print(f"chaos soak: {args.jobs} vastai + {args.fal_jobs} fal jobs, T = {args.generation_seconds} s, "
-          f"a fault every ~{args.fault_every} s (seed {args.seed}), started {datetime.now():%H:%M:%S}")
+          f"a fault every ~{args.fault_every} s (seed {args.seed}), started {datetime.now():%H:%M:%S}, "
+          f"media in {settings.MEDIA_ROOT}")
     print(f"faults: {', '.join(args.faults)}")
     print(f"not injectable yet: {', '.join(PENDING_FAULTS)}")
-    baseline = None
-    if not args.skip_baseline or args.no_faults:
-        baseline = run(args, faults=False, fault_window=0, label="fault-free")
-        report(baseline, None)
-    if args.no_faults:
-        return
-    window = args.fault_window or (baseline.makespan if baseline else args.jobs * args.generation_seconds * 1.5)
-    chaos = run(args, faults=True, fault_window=window, label="with faults")
-    report(chaos, baseline)
+    try:
+        baseline = None
+        if not args.skip_baseline or args.no_faults:
+            baseline = run(args, faults=False, fault_window=0, label="fault-free")
+            report(baseline, None)
+        if args.no_faults:
+            return
+        window = args.fault_window or (baseline.makespan if baseline else args.jobs * args.generation_seconds * 1.5)
+        chaos = run(args, faults=True, fault_window=window, label="with faults")
+        report(chaos, baseline)
+    finally:
+        media = Path(settings.MEDIA_ROOT)
+        if media.name.startswith("genhub-bench-media-"):  # the harness's own temporary folder, nobody else's
+            shutil.rmtree(media, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted: cluster stopped, simulators stopped, scratch database dropped")
+        raise SystemExit(130) from None
