@@ -60,12 +60,13 @@ from jobs.models import Job  # noqa: E402
 from jobs.schedules import schedules_ensure  # noqa: E402
 from providers.simulators.fal import FalSimulator  # noqa: E402
 from providers.simulators.media import make_image  # noqa: E402
-from providers.simulators.vastai import VastAISimulator  # noqa: E402
+from providers.simulators.vastai import VastAISimulator, default_offers, make_offer  # noqa: E402
 
 FRAMES = 17
 IMAGES = 8  # distinct input images; the seed, not the image, tells jobs apart
 VAST_SEED_BASE, FAL_SEED_BASE = 1, 1_000_000
 FAL_CONCURRENCY = 10  # the simulated account's limit; a fault lowers it for a while
+MARKET_EXTRA_MACHINES = 60
 TICK = 0.25  # seconds between looks at the database and the fault clock
 
 # genhub's production pacing (the harness runs under test settings, which speed these up).
@@ -236,6 +237,13 @@ def submit(owner, provider: str, count: int, seed_base: int):
     return services.batch_create(owner=owner, spec=spec)
 
 
+def market() -> list[dict]:
+    """The simulator's offers plus many more acceptable machines: genhub avoids a machine whose instance
+    failed, and the default four would be used up after four instance faults (a real market has hundreds)."""
+    return default_offers() + [make_offer(300 + i, 9300 + i, "H100 SXM", round(2.0 + i * 0.01, 2))
+                               for i in range(MARKET_EXTRA_MACHINES)]
+
+
 def unfinished_by_provider() -> dict:
     rows = Job.objects.filter(status__in=Job.UNFINISHED).values("provider").annotate(n=Count("id"))
     return {row["provider"]: row["n"] for row in rows}
@@ -268,7 +276,7 @@ def run(args, *, faults: bool, fault_window: float, label: str) -> RunResult:
         owner = get_user_model().objects.create_user("chaos", password="chaos-password-1")
         vast = fal = cluster = None
         try:
-            vast = VastAISimulator(settings.VAST_API_KEY, boot_seconds=2, loading_seconds=2,
+            vast = VastAISimulator(settings.VAST_API_KEY, boot_seconds=2, loading_seconds=2, offers=market(),
                                    swarmui_generation_seconds=args.generation_seconds).start()
             vast.enforce_rate_limits()  # vast's per-endpoint thresholds, as the real API answers them
             fal_run = max(1.0, args.jobs * args.generation_seconds * FAL_CONCURRENCY / max(1, args.fal_jobs))
