@@ -36,7 +36,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import unquote, urlsplit
@@ -200,6 +200,15 @@ class SwarmUISimulator(Simulator):
         """Generations waiting for the GPU, across all sessions (for assertions)."""
         with self._lock:
             return self._queued
+
+    # --- observation (read-only) ---
+
+    def generation_counts(self, key: str = "seed", *, completed: bool = False) -> Counter:
+        """Generations that got the GPU, counted per value of the request parameter `key`. genhub sends no
+        job id to SwarmUI; the job's seed is what identifies it (unique when the caller makes it so).
+        `completed=True` counts only those that produced a clip."""
+        with self._lock:
+            return Counter(g.params.get(key) for g in self.generations if not completed or g.output_path)
 
     # --- request handling ---
 

@@ -311,6 +311,16 @@ class VastAISimulator(Simulator):
         with self._lock:
             return [inst.record() for inst in self.instances.values()]
 
+    def generation_counts(self, key: str = "seed", *, completed: bool = False) -> Counter:
+        """`SwarmUISimulator.generation_counts` summed over every instance ever created, destroyed ones too
+        (an instance keeps its SwarmUI's record after it stops)."""
+        with self._lock:
+            swarmuis = [inst.swarmui for inst in self.instances.values() if inst.swarmui is not None]
+        total = Counter()
+        for swarmui in swarmuis:
+            total.update(swarmui.generation_counts(key, completed=completed))
+        return total
+
     def paths(self) -> list[str]:
         with self._lock:
             return [f"{r.method} {r.path}" for r in self.requests]
