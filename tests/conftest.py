@@ -118,8 +118,16 @@ def subprocess_env(settings, media_root, **extra_env) -> dict:
         "MEDIA_ROOT": str(media_root),
         "FAL_QUEUE_URL": settings.FAL_QUEUE_URL,
         "VAST_API_URL": settings.VAST_API_URL,
+        "VAST_QUALIFY": "1" if settings.VAST_QUALIFY else "0",
         **{key: str(value) for key, value in extra_env.items()},
     }
+
+
+@pytest.fixture
+def without_qualification(settings):
+    """For tests about something else than the self-test: a ready instance takes jobs at once (here and in the
+    clusters the test starts), so the simulators' generations are the jobs' alone."""
+    settings.VAST_QUALIFY = False
 
 
 def wait_for(predicate, *, timeout: float, interval: float = 0.25, message: str = "condition"):
