@@ -60,6 +60,7 @@ def post_batch(api, png, **fields):
 ])
 def test_a_bad_webhook_url_is_a_400_naming_the_field(api, png, settings, url, message):
     settings.GENHUB_WEBHOOK_ALLOW_HTTP = False
+    settings.GENHUB_ALLOW_PRIVATE_DOWNLOADS = False  # on in the suite for the simulators; off in production
     response = post_batch(api, png, webhook_url=url)
     assert response.status_code == 400
     (error,) = response.json()["errors"]
