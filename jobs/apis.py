@@ -200,7 +200,7 @@ class BatchDetailOutputSerializer(BatchLiveOutputSerializer):
     """One batch with the first page of its jobs (`jobs_page` says how many there are and where the rest
     is: `GET /api/batches/{id}/jobs/`), and the cursor for `?since=`."""
 
-    cursor = serializers.IntegerField()
+    cursor = serializers.CharField()
     jobs = serializers.SerializerMethodField()
     jobs_page = serializers.SerializerMethodField()
 
@@ -351,12 +351,13 @@ class BatchDetailApi(APIView):
 class BatchJobsApi(APIView):
     class InputSerializer(serializers.Serializer):
         status = serializers.ChoiceField(choices=Job.Status.values, required=False)
-        since = serializers.IntegerField(required=False, min_value=0)
+        since = serializers.RegexField(selectors.CURSOR_PATTERN, required=False, max_length=22_000,
+                                       help_text="the `cursor` of an earlier answer")
         page = serializers.IntegerField(required=False, min_value=1)
         page_size = serializers.IntegerField(required=False, min_value=1, max_value=JOBS_MAX_PAGE_SIZE)
 
     CHANGES = inline_serializer("BatchChanges", {
-        "batch": BatchLiveOutputSerializer(), "cursor": serializers.IntegerField(),
+        "batch": BatchLiveOutputSerializer(), "cursor": serializers.CharField(),
         "resync": serializers.BooleanField(), "results": JobOutputSerializer(many=True)})
 
     @extend_schema(parameters=[InputSerializer], responses={200: JobOutputSerializer(many=True)})

@@ -203,32 +203,45 @@ def gpu_activity_for(batch: BatchRun):
 CHANGES_LIMIT = 500
 
 
-def change_cursor(batch: BatchRun) -> int:
-    """A cursor for `batch_changes`: every change not visible yet will carry a `change_mark` ≥ it.
+def change_cursor(batch: BatchRun) -> str:
+    """The cursor for `batch_changes`: which writes the caller has seen, as a snapshot "xmin:xmax:xip,…".
 
-    PostgreSQL: `change_mark` is the id of the transaction that made the change, and the cursor is the
-    oldest transaction id still running (the snapshot's xmin). Transactions commit out of order, so a
-    timestamp or a sequence taken at write time can be overtaken: a row stamped earlier but committed
-    after a poll would never be sent. Every transaction below xmin has ended, so whatever it wrote is
-    visible to a read made after the cursor is taken; the ones at or above it are read again on the next
-    poll. No clock is involved, so skew between web hosts cannot matter. The price is a small overlap:
-    jobs changed by transactions still running when the cursor was taken are sent twice.
+    PostgreSQL: `change_mark` is the id of the transaction that last changed what a job shows, and the
+    cursor is the database snapshot taken just before the jobs are read. Transactions commit out of
+    order, so a timestamp or a sequence number taken at write time can be overtaken — a row stamped
+    earlier but committed after a poll would never be sent — and clocks differ between web hosts. A
+    snapshot says exactly which transactions had committed: those below xmax and not in its in-progress
+    list (xip). Everything they wrote was visible to the read that followed, so the next poll asks only
+    for marks ≥ xmax or in xip: nothing is missed, and nothing is sent again except rows whose writers
+    were still running (and may have committed before the read). A long transaction elsewhere costs
+    nothing, as it would with an "xmin" cursor that made every later change look new.
 
-    SQLite (single writer, commits in order): one past the batch's highest mark.
+    SQLite (one writer, commits in order): one past the batch's highest mark, as "n:n:".
     """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            cursor.execute("SELECT pg_current_snapshot()::text")
             return cursor.fetchone()[0]
-    return (batch.jobs.aggregate(mark=Max("change_mark"))["mark"] or 0) + 1
+    mark = (batch.jobs.aggregate(mark=Max("change_mark"))["mark"] or 0) + 1
+    return f"{mark}:{mark}:"
 
 
-def batch_changes(*, batch: BatchRun, since: int) -> tuple[int, list[Job] | None]:
-    """(next cursor, the batch's jobs changed since `since` in position order); None instead of the jobs
-    when there are more than CHANGES_LIMIT of them. The cursor is taken before the read (see above)."""
+CURSOR_PATTERN = r"^\d{1,20}:\d{1,20}:(\d{1,20}(,\d{1,20}){0,999})?$"
+
+
+def _unseen(cursor: str) -> Q:
+    _xmin, xmax, in_progress = cursor.split(":")
+    unseen = Q(change_mark__gte=int(xmax))
+    if in_progress:
+        unseen |= Q(change_mark__in=[int(xid) for xid in in_progress.split(",")])
+    return unseen
+
+
+def batch_changes(*, batch: BatchRun, since: str) -> tuple[str, list[Job] | None]:
+    """(next cursor, the batch's jobs changed since the `since` cursor, in position order); None instead of
+    the jobs when there are more than CHANGES_LIMIT of them. The cursor is taken before the read."""
     cursor = change_cursor(batch)
-    changed = list(batch_jobs(batch=batch).filter(change_mark__gte=since)
-                   .order_by("change_mark", "id")[:CHANGES_LIMIT + 1])
+    changed = list(batch_jobs(batch=batch).filter(_unseen(since)).order_by("change_mark", "id")[:CHANGES_LIMIT + 1])
     if len(changed) > CHANGES_LIMIT:
         return cursor, None
     return cursor, sorted(changed, key=lambda job: (job.position, job.pk))

@@ -141,7 +141,7 @@
 
   async function poll() {
     try {
-      const response = await fetch(`${api}?since=${cursor}`, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" });
+      const response = await fetch(`${api}?since=${encodeURIComponent(cursor)}`, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" });
       if ([401, 403, 404].includes(response.status)) return;  // logged out or gone: stop asking
       if (response.ok) {
         const changes = await response.json();
