@@ -97,7 +97,11 @@ def _pump_pass(provider: Provider) -> bool:
     if provider.polled:
         if not hold:
             _submit_queued(provider)
-        _follow_in_flight(provider)
+        # A slot freed by a request that finished in this pass is filled in this same pass (the storage
+        # check again first: a clip that could not be stored just now holds new work too), so the
+        # remote never idles for a poll interval between waves.
+        if _follow_in_flight(provider) and not storage_problem():
+            _submit_queued(provider)
     else:
         _dispatch_to_workers(provider, hold=hold)
     return _has_unfinished(provider.name)
@@ -120,23 +124,30 @@ def _next_queued(provider: Provider, limit: int) -> list[int]:
 
 
 def _submit_queued(provider: Provider) -> None:
-    claimed = [pk for pk in _next_queued(provider, _free_slots(provider, provider.capacity()))
-               if services.job_claim(job_id=pk)]
+    """Claims what the free slots allow in one set-based UPDATE, submits over a few threads and records
+    the accepted requests in one UPDATE: a bounded number of queries whatever the count."""
+    claimed = services.jobs_claim_next(provider_name=provider.name, limit=_free_slots(provider, provider.capacity()))
     if not claimed:
         return
-    jobs = list(Job.objects.filter(pk__in=claimed))
-    for job, outcome in zip(jobs, _fan_out(lambda job: provider.submit(generation_request(job)), jobs), strict=True):
-        if not isinstance(outcome, Submitted):
-            _settle(job, outcome)
-        elif not services.job_record_submission(job_id=job.pk, external_id=outcome.external_id, ref=outcome.ref):
+    jobs = list(Job.objects.filter(pk__in=claimed).order_by("batch_id", "position", "id"))
+    outcomes = _fan_out(lambda job: provider.submit(generation_request(job)), jobs)
+    submitted = [(job, outcome) for job, outcome in zip(jobs, outcomes, strict=True) if isinstance(outcome, Submitted)]
+    recorded = services.jobs_record_submissions(
+        submitted=[(job.pk, job.claims, outcome.external_id, outcome.ref) for job, outcome in submitted])
+    for job, outcome in submitted:
+        if job.pk not in recorded:
             # Cancelled while the submit was in flight: the remote would go on with work nobody wants.
             provider.cancel(outcome.ref)
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        if not isinstance(outcome, Submitted):
+            _settle(job, outcome)
 
 
-def _follow_in_flight(provider: Provider) -> None:
+def _follow_in_flight(provider: Provider) -> int:
+    """Polls every request in flight and settles those that ended. → how many ended (slots freed)."""
     jobs = list(Job.objects.filter(provider=provider.name, status=S.RUNNING).exclude(external_id=""))
     if not jobs:
-        return
+        return 0
     now = timezone.now()
     deadline = now - timedelta(seconds=settings.FAL_JOB_DEADLINE_SECONDS)
     # The deadline runs from when the remote started the request, not from our claim: on a small fal
@@ -154,6 +165,7 @@ def _follow_in_flight(provider: Provider) -> None:
     jobs = [job for job in jobs if job not in overdue and job not in resting]
     outcomes = _fan_out(lambda job: _inspected(provider, provider.check(job.provider_ref), job), jobs)
     waiting = [job.pk for job in resting]
+    notes, progress, ended = [], {}, len(overdue)
     for job, outcome in zip(jobs, outcomes, strict=True):
         if isinstance(outcome, ProviderError) and outcome.code == "result_fetch_failed":
             if _result_fetch_failed(provider, job, outcome):
@@ -167,13 +179,17 @@ def _follow_in_flight(provider: Provider) -> None:
             waiting.append(job.pk)
             if ((outcome.started and not job.remote_started_at)
                     or (not outcome.started and outcome.queue_position != job.queue_position)):
-                services.job_note_remote(job_id=job.pk, claim=job.claims, started=outcome.started,
-                                         queue_position=outcome.queue_position)
+                notes.append((job.pk, job.claims, outcome.started, outcome.queue_position))
             if outcome.progress is not None:
-                services.job_heartbeat(job_ids=[job.pk], progress=outcome.progress)
+                progress[job.pk] = outcome.progress
         else:
             _settle(job, outcome)
-    services.job_heartbeat(job_ids=waiting)
+            ended += 1
+    # Set-based: one UPDATE each for what the remote said, the progress and the beats of the pass.
+    services.jobs_note_remote(notes=notes)
+    services.jobs_note_progress(progress=progress)
+    services.job_heartbeat(job_ids=[pk for pk in waiting if pk not in progress])
+    return ended
 
 
 def _result_fetch_failed(provider: Provider, job: Job, error: ProviderError) -> bool:

@@ -147,13 +147,13 @@ def test_a_job_cancelled_while_its_submit_was_in_flight_is_cancelled_at_fal(user
 
     fal_sim.queue_seconds = 30
     make_batch(user)
-    real_record = services.job_record_submission
+    real_record = services.jobs_record_submissions
 
     def cancelled_meanwhile(**kwargs):
-        Job.objects.filter(pk=kwargs["job_id"]).update(status=S.CANCELLED)
+        Job.objects.filter(pk__in=[job_id for job_id, *_ in kwargs["submitted"]]).update(status=S.CANCELLED)
         return real_record(**kwargs)
 
-    monkeypatch.setattr(dispatch.services, "job_record_submission", cancelled_meanwhile)
+    monkeypatch.setattr(dispatch.services, "jobs_record_submissions", cancelled_meanwhile)
     dispatch._submit_queued(dispatch.get_provider("fal"))
 
     (request,) = fal_sim.requests.values()
