@@ -26,8 +26,8 @@ from django.utils import timezone
 from genhub.leases import lease_acquire, lease_release, lease_renew
 from jobs import artifacts, budget, costs, pending_results, services
 from jobs.models import Job
-from jobs.storage_health import storage_problem
-from providers.base import Finished, GenerationRequest, Pending, Provider, Submitted
+from jobs.storage_health import MB, free_bytes, storage_problem
+from providers.base import Completed, Finished, GenerationRequest, Pending, Provider, Submitted
 from providers.errors import PermanentError, ProviderError, TransientError
 from providers.registry import get_provider, provider_names
 
@@ -97,18 +97,38 @@ def _pump_pass(provider: Provider) -> bool:
     if provider.polled:
         if not hold:
             _submit_queued(provider)
-        # A slot freed by a request that finished in this pass is filled in this same pass (the storage
-        # check again first: a clip that could not be stored just now holds new work too), so the
-        # remote never idles for a poll interval between waves.
-        if _follow_in_flight(provider) and not storage_problem():
+        ended, finished = _follow_in_flight(provider)
+        # The slots freed in this pass are filled in this same pass. Normally before the completed clips
+        # are fetched, decoded and stored (that takes seconds for 40 clips, and fal's slots are free the
+        # moment the requests completed), so the remote never idles between waves. Only when the disk
+        # has room for those clips, though: otherwise after storing them, so a store that fails holds
+        # new paid work before any more is bought (the storage hold, checked again each time).
+        early = (ended or finished) and not storage_problem() and _room_for(len(finished))
+        if early:
+            _submit_queued(provider, extra=len(finished))
+        _inspect_and_settle(provider, finished)
+        if finished and not early and not storage_problem():
             _submit_queued(provider)
     else:
         _dispatch_to_workers(provider, hold=hold)
     return _has_unfinished(provider.name)
 
 
-def _free_slots(provider: Provider, capacity: int) -> int:
-    in_flight = Job.objects.filter(provider=provider.name, status=S.RUNNING).count()
+# Room a clip is assumed to need before it is stored: far above a real 5 s clip (a few MB), so new work
+# is bought ahead of storing only while the disk is nowhere near full.
+ROOM_PER_CLIP_BYTES = 50 * 1024 * 1024
+
+
+def _room_for(clips: int) -> bool:
+    free = free_bytes(settings.MEDIA_ROOT)
+    needed = settings.GENHUB_STORAGE_MIN_FREE_MB * MB + clips * ROOM_PER_CLIP_BYTES
+    return free is None or free >= needed
+
+
+def _free_slots(provider: Provider, capacity: int, *, extra: int = 0) -> int:
+    """Capacity minus what is running; `extra`: running jobs whose remote request has already completed
+    (their results are still being checked), which hold no slot at the remote."""
+    in_flight = Job.objects.filter(provider=provider.name, status=S.RUNNING).count() - extra
     return max(0, capacity - in_flight)
 
 
@@ -123,10 +143,11 @@ def _next_queued(provider: Provider, limit: int) -> list[int]:
 # --- polled providers ---------------------------------------------------------------------
 
 
-def _submit_queued(provider: Provider) -> None:
+def _submit_queued(provider: Provider, *, extra: int = 0) -> None:
     """Claims what the free slots allow in one set-based UPDATE, submits over a few threads and records
     the accepted requests in one UPDATE: a bounded number of queries whatever the count."""
-    claimed = services.jobs_claim_next(provider_name=provider.name, limit=_free_slots(provider, provider.capacity()))
+    claimed = services.jobs_claim_next(provider_name=provider.name,
+                                       limit=_free_slots(provider, provider.capacity(), extra=extra))
     if not claimed:
         return
     jobs = list(Job.objects.filter(pk__in=claimed).order_by("batch_id", "position", "id"))
@@ -143,11 +164,12 @@ def _submit_queued(provider: Provider) -> None:
             _settle(job, outcome)
 
 
-def _follow_in_flight(provider: Provider) -> int:
-    """Polls every request in flight and settles those that ended. → how many ended (slots freed)."""
+def _follow_in_flight(provider: Provider) -> tuple[int, list]:
+    """Polls every request in flight; settles those that failed or ran out of time. → (how many of those
+    ended, the (job, Finished) pairs whose clips are yet to be checked and stored: _inspect_and_settle)."""
     jobs = list(Job.objects.filter(provider=provider.name, status=S.RUNNING).exclude(external_id=""))
     if not jobs:
-        return 0
+        return 0, []
     now = timezone.now()
     deadline = now - timedelta(seconds=settings.FAL_JOB_DEADLINE_SECONDS)
     # The deadline runs from when the remote started the request, not from our claim: on a small fal
@@ -163,33 +185,71 @@ def _follow_in_flight(provider: Provider) -> int:
                                   "of starting it")
     resting = [job for job in jobs if job not in overdue and job.next_check_at and job.next_check_at > now]
     jobs = [job for job in jobs if job not in overdue and job not in resting]
-    outcomes = _fan_out(lambda job: _inspected(provider, provider.check(job.provider_ref), job), jobs)
-    waiting = [job.pk for job in resting]
-    notes, progress, ended = [], {}, len(overdue)
+    # Status only (one small call each): the slots of completed requests are refilled before their
+    # outputs are fetched and decoded (_pump_pass, _inspect_and_settle).
+    outcomes = _fan_out(lambda job: provider.check(job.provider_ref, collect=False), jobs)
+    beats = _Beats(waiting=[job.pk for job in resting])
+    ended, finished = len(overdue), []
     for job, outcome in zip(jobs, outcomes, strict=True):
-        if isinstance(outcome, ProviderError) and outcome.code == "result_fetch_failed":
-            if _result_fetch_failed(provider, job, outcome):
-                waiting.append(job.pk)
-        elif isinstance(outcome, ProviderError) and outcome.transport and not outcome.permanent:
-            # Our call failed, not the request: the remote still has (and bills) it, so keep following it
-            # instead of submitting it again. The deadline above bounds how long.
-            log.warning("job %s: could not check %s this pass: %s", job.uuid, provider.name, outcome.message)
-            waiting.append(job.pk)
-        elif isinstance(outcome, Pending):
-            waiting.append(job.pk)
-            if ((outcome.started and not job.remote_started_at)
-                    or (not outcome.started and outcome.queue_position != job.queue_position)):
-                notes.append((job.pk, job.claims, outcome.started, outcome.queue_position))
-            if outcome.progress is not None:
-                progress[job.pk] = outcome.progress
-        else:
-            _settle(job, outcome)
+        if isinstance(outcome, Completed):
+            finished.append((job, outcome))
+        elif not _followed(provider, job, outcome, beats):
             ended += 1
-    # Set-based: one UPDATE each for what the remote said, the progress and the beats of the pass.
-    services.jobs_note_remote(notes=notes)
-    services.jobs_note_progress(progress=progress)
-    services.job_heartbeat(job_ids=[pk for pk in waiting if pk not in progress])
-    return ended
+    beats.write()
+    return ended, finished
+
+
+class _Beats:
+    """What one pass learnt about the requests still in flight, written set-based at the end."""
+
+    def __init__(self, waiting: list[int]):
+        self.waiting, self.notes, self.progress = waiting, [], {}
+
+    def write(self) -> None:
+        # One UPDATE each for what the remote said, the progress and the beats of the pass.
+        services.jobs_note_remote(notes=self.notes)
+        services.jobs_note_progress(progress=self.progress)
+        services.job_heartbeat(job_ids=[pk for pk in self.waiting if pk not in self.progress])
+
+
+def _followed(provider: Provider, job: Job, outcome, beats: _Beats) -> bool:
+    """Handles one check's outcome. True: the request is still being followed; False: the job ended
+    (succeeded, failed or went back to the queue)."""
+    if isinstance(outcome, ProviderError) and outcome.code == "result_fetch_failed":
+        if _result_fetch_failed(provider, job, outcome):
+            beats.waiting.append(job.pk)
+            return True
+        return False
+    if isinstance(outcome, ProviderError) and outcome.transport and not outcome.permanent:
+        # Our call failed, not the request: the remote still has (and bills) it, so keep following it
+        # instead of submitting it again. The deadline above bounds how long.
+        log.warning("job %s: could not check %s this pass: %s", job.uuid, provider.name, outcome.message)
+        beats.waiting.append(job.pk)
+        return True
+    if isinstance(outcome, Pending):
+        beats.waiting.append(job.pk)
+        if ((outcome.started and not job.remote_started_at)
+                or (not outcome.started and outcome.queue_position != job.queue_position)):
+            beats.notes.append((job.pk, job.claims, outcome.started, outcome.queue_position))
+        if outcome.progress is not None:
+            beats.progress[job.pk] = outcome.progress
+        return True
+    _settle(job, outcome)
+    return False
+
+
+def _inspect_and_settle(provider: Provider, finished: list) -> None:
+    """Fetches and checks the completed requests' clips over a few threads (decoding is the slow part),
+    then records each; a result that could not be fetched is looked at again later, never resubmitted."""
+    if not finished:
+        return
+    completed = dict(finished)
+    outcomes = _fan_out(lambda job: _inspected(provider, provider.collect(job.provider_ref, completed[job]), job),
+                        [job for job, _ in finished])
+    beats = _Beats(waiting=[])
+    for (job, _), outcome in zip(finished, outcomes, strict=True):
+        _followed(provider, job, outcome, beats)
+    beats.write()
 
 
 def _result_fetch_failed(provider: Provider, job: Job, error: ProviderError) -> bool:
