@@ -51,16 +51,21 @@ def provider_pump(*, provider_name: str) -> str:
     provider = get_provider(provider_name)
     deadline = time.monotonic() + settings.GENHUB_PUMP_SECONDS
     passes = 0
+    collector = _Collector(provider) if provider.polled else None
     try:
         while True:
             passes += 1
-            more = _pump_pass(provider)
+            more = _pump_pass(provider, collector)
             if not more or time.monotonic() >= deadline:
                 break
             lease_renew(name=lease, holder=holder, seconds=lease_seconds)
             time.sleep(provider.poll_interval())
     finally:
-        lease_release(name=lease, holder=holder)
+        try:
+            if collector:
+                collector.close()  # every clip collected so far is recorded before the lease goes
+        finally:
+            lease_release(name=lease, holder=holder)
     # Checked after the release: a pump task enqueued for new work while we held the lease exited
     # at once, so the work it came for is ours to hand over.
     if _has_unfinished(provider_name):
@@ -88,30 +93,85 @@ def _has_unfinished(provider_name: str) -> bool:
     return Job.objects.filter(provider=provider_name, status__in=Job.ACTIVE).exists()
 
 
-def _pump_pass(provider: Provider) -> bool:
+def _pump_pass(provider: Provider, collector: "_Collector | None" = None) -> bool:
     budget.apply_caps(provider_name=provider.name)
     pending_results.store_due(provider_name=provider.name)
     # While paid clips cannot be stored, new paid work would only pile up more of them: hold it.
     # Work already paid for is still followed to the end (its result is kept).
     hold = storage_problem()
     if provider.polled:
-        if not hold:
-            _submit_queued(provider)
-        ended, finished = _follow_in_flight(provider)
-        # The slots freed in this pass are filled in this same pass. Normally before the completed clips
-        # are fetched, decoded and stored (that takes seconds for 40 clips, and fal's slots are free the
-        # moment the requests completed), so the remote never idles between waves. Only when the disk
-        # has room for those clips, though: otherwise after storing them, so a store that fails holds
-        # new paid work before any more is bought (the storage hold, checked again each time).
-        early = (ended or finished) and not storage_problem() and _room_for(len(finished))
-        if early:
-            _submit_queued(provider, extra=len(finished))
-        _inspect_and_settle(provider, finished)
-        if finished and not early and not storage_problem():
-            _submit_queued(provider)
+        _polled_pass(provider, collector or _Collector(provider), hold=hold, once=collector is None)
     else:
         _dispatch_to_workers(provider, hold=hold)
     return _has_unfinished(provider.name)
+
+
+def _polled_pass(provider: Provider, collector: "_Collector", *, hold: str | None, once: bool) -> None:
+    """One pass of the fal pump: record the clips collected since the last pass, poll what is in flight,
+    hand completed requests to the collector and fill every slot freed — all in this pass.
+
+    The clips of completed requests are fetched and decoded in the collector's threads while this loop
+    goes on polling (40 clips take seconds to decode, and fal's slots are free the moment the requests
+    complete), so the remote never idles between waves. Only while the disk has room for them, though:
+    near a full disk the pass waits for them to be stored before it buys more, so a store that fails
+    holds new paid work first (the storage hold, checked again each time)."""
+    settled = collector.harvest()
+    if not hold:
+        _submit_queued(provider, extra=collector.count)
+    ended, finished = _follow_in_flight(provider, skip=collector.ids)
+    for job, completed in finished:
+        collector.add(job, completed)
+    early = _room_for(collector.count)
+    if not early:
+        settled += collector.harvest(wait=True)
+    if (settled or ended or finished) and not storage_problem():
+        _submit_queued(provider, extra=collector.count)
+    if once:
+        collector.close()
+
+
+class _Collector:
+    """Fetches and checks completed requests' clips over a few threads, in the background of the pump's
+    passes; `harvest` records the ones done (on the pump's thread: the threads never touch the database).
+    A job being collected is still `running`, but holds no slot at the remote (`count`)."""
+
+    def __init__(self, provider: Provider):
+        self.provider = provider
+        self.pool = None
+        self.pending: dict[int, tuple[Job, object]] = {}
+
+    @property
+    def count(self) -> int:
+        return len(self.pending)
+
+    @property
+    def ids(self) -> set[int]:
+        return set(self.pending)
+
+    def add(self, job: Job, completed: Completed) -> None:
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=HTTP_THREADS, thread_name_prefix=f"collect-{self.provider.name}")
+        provider = self.provider
+        self.pending[job.pk] = (job, self.pool.submit(
+            _guarded, lambda job: _inspected(provider, provider.collect(job.provider_ref, completed), job), job))
+
+    def harvest(self, *, wait: bool = False) -> int:
+        """Records the clips collected so far (all of them with `wait`). → how many jobs it settled."""
+        done = [pk for pk, (_, future) in self.pending.items() if wait or future.done()]
+        beats = _Beats(waiting=[])
+        for pk in done:
+            job, future = self.pending.pop(pk)
+            _followed(self.provider, job, future.result(), beats)
+        beats.write()
+        return len(done)
+
+    def close(self) -> None:
+        try:
+            self.harvest(wait=True)
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
+                self.pool = None
 
 
 # Room a clip is assumed to need before it is stored: far above a real 5 s clip (a few MB), so new work
@@ -164,10 +224,12 @@ def _submit_queued(provider: Provider, *, extra: int = 0) -> None:
             _settle(job, outcome)
 
 
-def _follow_in_flight(provider: Provider) -> tuple[int, list]:
-    """Polls every request in flight; settles those that failed or ran out of time. → (how many of those
-    ended, the (job, Finished) pairs whose clips are yet to be checked and stored: _inspect_and_settle)."""
-    jobs = list(Job.objects.filter(provider=provider.name, status=S.RUNNING).exclude(external_id=""))
+def _follow_in_flight(provider: Provider, skip=()) -> tuple[int, list]:
+    """Polls every request in flight (but those in `skip`, being collected); settles those that failed or
+    ran out of time. → (how many of those ended, the (job, Completed) pairs whose clips are to be
+    collected)."""
+    jobs = [job for job in Job.objects.filter(provider=provider.name, status=S.RUNNING).exclude(external_id="")
+            if job.pk not in skip]
     if not jobs:
         return 0, []
     now = timezone.now()
@@ -186,7 +248,7 @@ def _follow_in_flight(provider: Provider) -> tuple[int, list]:
     resting = [job for job in jobs if job not in overdue and job.next_check_at and job.next_check_at > now]
     jobs = [job for job in jobs if job not in overdue and job not in resting]
     # Status only (one small call each): the slots of completed requests are refilled before their
-    # outputs are fetched and decoded (_pump_pass, _inspect_and_settle).
+    # outputs are fetched and decoded (_polled_pass, _Collector).
     outcomes = _fan_out(lambda job: provider.check(job.provider_ref, collect=False), jobs)
     beats = _Beats(waiting=[job.pk for job in resting])
     ended, finished = len(overdue), []
@@ -238,20 +300,6 @@ def _followed(provider: Provider, job: Job, outcome, beats: _Beats) -> bool:
     return False
 
 
-def _inspect_and_settle(provider: Provider, finished: list) -> None:
-    """Fetches and checks the completed requests' clips over a few threads (decoding is the slow part),
-    then records each; a result that could not be fetched is looked at again later, never resubmitted."""
-    if not finished:
-        return
-    completed = dict(finished)
-    outcomes = _fan_out(lambda job: _inspected(provider, provider.collect(job.provider_ref, completed[job]), job),
-                        [job for job, _ in finished])
-    beats = _Beats(waiting=[])
-    for (job, _), outcome in zip(finished, outcomes, strict=True):
-        _followed(provider, job, outcome, beats)
-    beats.write()
-
-
 def _result_fetch_failed(provider: Provider, job: Job, error: ProviderError) -> bool:
     """The remote finished (and bills) the request but its result did not come: look again later, with
     backoff, a bounded number of times; never submit it again. False when the job was given up on."""
@@ -275,19 +323,21 @@ def _fan_out(call, jobs: list[Job]) -> list:
     write stays on this thread and its connection.
     """
 
-    def guarded(job):
-        try:
-            return call(job)
-        except ProviderError as exc:
-            return exc
-        except Exception as exc:  # a bug must fail one job loudly, not kill the pump for all of them
-            log.exception("unexpected error on job %s", job.uuid)
-            return TransientError(f"internal error: {type(exc).__name__}: {exc}", code="internal_error")
-
     if len(jobs) <= 1:
-        return [guarded(job) for job in jobs]
+        return [_guarded(call, job) for job in jobs]
     with ThreadPoolExecutor(max_workers=min(HTTP_THREADS, len(jobs))) as pool:
-        return list(pool.map(guarded, jobs))
+        return list(pool.map(lambda job: _guarded(call, job), jobs))
+
+
+def _guarded(call, job: Job):
+    """`call(job)`, with exceptions as values."""
+    try:
+        return call(job)
+    except ProviderError as exc:
+        return exc
+    except Exception as exc:  # a bug must fail one job loudly, not kill the pump for all of them
+        log.exception("unexpected error on job %s", job.uuid)
+        return TransientError(f"internal error: {type(exc).__name__}: {exc}", code="internal_error")
 
 
 def _inspected(provider: Provider, outcome, job: Job):
