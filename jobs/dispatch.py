@@ -153,7 +153,8 @@ class _Collector:
             self.pool = ThreadPoolExecutor(max_workers=HTTP_THREADS, thread_name_prefix=f"collect-{self.provider.name}")
         provider = self.provider
         self.pending[job.pk] = (job, self.pool.submit(
-            _guarded, lambda job: _inspected(provider, provider.collect(job.provider_ref, completed), job), job))
+            _guarded, lambda job: _stored(_inspected(provider, provider.collect(job.provider_ref, completed), job),
+                                          job), job))
 
     def harvest(self, *, wait: bool = False) -> int:
         """Records the clips collected so far (all of them with `wait`). → how many jobs it settled."""
@@ -329,6 +330,18 @@ def _fan_out(call, jobs: list[Job]) -> list:
         return list(pool.map(lambda job: _guarded(call, job), jobs))
 
 
+def _stored(outcome, job: Job):
+    """Writes a checked clip's files where it was checked (files only, no database): → (finished, facts,
+    (video name, poster name) or the storage error), which _record turns into a success or a kept clip."""
+    if not isinstance(outcome, tuple):
+        return outcome
+    finished, facts = outcome
+    try:
+        return finished, facts, artifacts.store_output(job_uuid=str(job.uuid), video=finished.video, facts=facts)
+    except Exception as exc:
+        return finished, facts, exc
+
+
 def _guarded(call, job: Job):
     """`call(job)`, with exceptions as values."""
     try:
@@ -490,11 +503,14 @@ def _record(job: Job, outcome) -> None:
         services.job_fail(job_id=job.pk, code=outcome.code, message=outcome.message, permanent=outcome.permanent,
                           claim=job.claims)
         return
-    finished, facts = outcome
+    finished, facts, *stored = outcome  # `stored`: what _stored did with the files in a collector thread
     meta = finished.meta
     cost = costs.job_cost(provider=job.provider, params=job.params, meta=meta)
     try:
-        video_name, poster_name = artifacts.store_output(job_uuid=str(job.uuid), video=finished.video, facts=facts)
+        if stored and isinstance(stored[0], Exception):
+            raise stored[0]
+        video_name, poster_name = stored[0] if stored else artifacts.store_output(
+            job_uuid=str(job.uuid), video=finished.video, facts=facts)
     except Exception as exc:
         # A paid clip is never thrown away to be generated again: it is kept and stored later.
         log.exception("job %s: could not store its result", job.uuid)
