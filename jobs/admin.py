@@ -1,5 +1,5 @@
 from django.contrib import admin, messages
-from django.db.models import Count, Q, Sum
+from django.db.models import F
 from django.utils.html import format_html
 
 from genhub.formatting import plural, usd
@@ -51,10 +51,12 @@ class BatchRunAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
     exclude = ("webhook_secret",)
 
     def get_queryset(self, request):
+        # The maintained counts (BatchCounts): the list never adds up jobs.
+        first, *rest = Job.UNFINISHED
+        unfinished = sum((F(f"tally__n_{status}") for status in rest), F(f"tally__n_{first}"))
         return super().get_queryset(request).select_related("owner").annotate(
-            _total=Count("jobs"), _succeeded=Count("jobs", filter=Q(jobs__status=S.SUCCEEDED)),
-            _failed=Count("jobs", filter=Q(jobs__status=S.FAILED)),
-            _active=Count("jobs", filter=Q(jobs__status__in=Job.UNFINISHED)), _cost=Sum("jobs__cost_usd"))
+            _total=F("tally__n_total"), _succeeded=F("tally__n_succeeded"), _failed=F("tally__n_failed"),
+            _active=unfinished, _cost=F("tally__cost_usd"))
 
     @admin.display(description="jobs", ordering="_total")
     def jobs_summary(self, obj):

@@ -21,7 +21,7 @@ from jobs.downloads import serve_stored
 from jobs.eta import batch_eta
 from jobs.forms import batch_spec_from_upload, parse_params_json, parse_seeds_per_image, read_text_upload
 from jobs.intake import BatchValidationError, UploadedFile, parse_deadline
-from jobs.models import Provider
+from jobs.models import Job, Provider
 from jobs.upload_limits import BODY_LIMIT_ERRORS, BoundedJSONParser, body_limit_error, upload_errors
 
 
@@ -149,7 +149,7 @@ class BatchOutputSerializer(serializers.Serializer):
         return selectors.batch_counts(batch)
 
     def get_progress(self, batch) -> float:
-        return selectors.batch_progress(batch, self.context.get("jobs"))
+        return selectors.batch_progress(batch, self.context.get("running", 0.0))
 
     def get_cost_usd(self, batch) -> str:
         return str(selectors.batch_cost(batch))
@@ -182,14 +182,15 @@ class EtaSerializer(serializers.Serializer):
     basis = serializers.CharField()
 
 
-class BatchDetailOutputSerializer(BatchOutputSerializer):
-    """One batch: its jobs, when it should be done, and what its finished clips cost against the other provider."""
+class BatchLiveOutputSerializer(BatchOutputSerializer):
+    """One batch's state for the batch page and scripts: counts, costs, the GPU. No job list."""
 
     costs = serializers.SerializerMethodField()
     gpu = serializers.SerializerMethodField()
+    next_on_gpu = serializers.SerializerMethodField()
+    jobs_url = serializers.SerializerMethodField()
     eta = serializers.SerializerMethodField()
     deadline_moved = serializers.SerializerMethodField()
-    jobs = serializers.SerializerMethodField()
 
     @extend_schema_field(EtaSerializer(allow_null=True))
     def get_eta(self, batch) -> dict | None:
@@ -198,7 +199,7 @@ class BatchDetailOutputSerializer(BatchOutputSerializer):
 
     def get_deadline_moved(self, batch) -> int:
         """Jobs the deadline planner moved to fal."""
-        return sum(1 for job in self.context["jobs"] if job.fallback_reason.startswith(DEADLINE_REASON))
+        return batch.jobs.filter(fallback_reason__startswith=DEADLINE_REASON).count()
 
     @extend_schema_field(CostComparisonSerializer)
     def get_costs(self, batch) -> dict:
@@ -210,15 +211,59 @@ class BatchDetailOutputSerializer(BatchOutputSerializer):
         activity = selectors.gpu_activity_for(batch)
         return GpuActivitySerializer(activity).data if activity else None
 
+    def get_next_on_gpu(self, batch) -> int:
+        """Of the `running` jobs, how many wait inside SwarmUI behind the one generating."""
+        return selectors.batch_next_on_gpu(batch)
+
+    def get_jobs_url(self, batch) -> str:
+        url = reverse("batch-jobs", args=[batch.uuid])
+        request = self.context.get("request")
+        return request.build_absolute_uri(url) if request else url
+
+
+class BatchDetailOutputSerializer(BatchLiveOutputSerializer):
+    """One batch with the first page of its jobs (`jobs_page` says how many there are and where the rest
+    is: `GET /api/batches/{id}/jobs/`), and the cursor for `?since=`."""
+
+    cursor = serializers.CharField()
+    jobs = serializers.SerializerMethodField()
+    jobs_page = serializers.SerializerMethodField()
+
     @extend_schema_field(JobOutputSerializer(many=True))
     def get_jobs(self, batch) -> list:
         return JobOutputSerializer(self.context["jobs"], many=True, context=self.context).data
 
+    @extend_schema_field(inline_serializer("JobsPage", {"count": serializers.IntegerField(),
+                                                         "next": serializers.CharField(allow_null=True)}))
+    def get_jobs_page(self, batch) -> dict:
+        return {"count": batch.n_total, "next": self.context["jobs_next"]}
 
-def _batch_with_jobs(batch, request) -> dict:
-    jobs = list(selectors.batch_jobs(batch=batch))
-    return BatchDetailOutputSerializer(batch, context={"request": request, "jobs": jobs,
-                                                       "phases": selectors.job_phases(jobs)}).data
+
+def _live_context(batch, request) -> dict:
+    return {"request": request, "running": selectors.batch_running_progress(batch)}
+
+
+def _batch_detail(batch, request) -> dict:
+    """The batch, its counts and its first page of jobs (JOBS_PAGE_SIZE): a 10,000-job batch is not sent
+    whole. The cursor is taken before the jobs are read (see selectors.change_cursor)."""
+    batch.cursor = selectors.change_cursor(batch)
+    jobs = list(selectors.batch_jobs(batch=batch)[:JOBS_PAGE_SIZE])
+    jobs_next = None
+    if batch.n_total > len(jobs):
+        jobs_next = request.build_absolute_uri(reverse("batch-jobs", args=[batch.uuid]) + "?page=2")
+    context = {**_live_context(batch, request), "jobs": jobs, "phases": selectors.job_phases(jobs),
+               "jobs_next": jobs_next}
+    return BatchDetailOutputSerializer(batch, context=context).data
+
+
+JOBS_PAGE_SIZE = 50
+JOBS_MAX_PAGE_SIZE = 500
+
+
+class JobPagination(PageNumberPagination):
+    page_size = JOBS_PAGE_SIZE
+    page_size_query_param = "page_size"
+    max_page_size = JOBS_MAX_PAGE_SIZE
 
 
 # --- views -------------------------------------------------------------------------------
@@ -327,7 +372,7 @@ class BatchListCreateApi(APIView):
         )
         created = services.batch_create(owner=request.user, spec=spec)
         batch = selectors.batch_get(user=request.user, batch_uuid=created.uuid)
-        data = _batch_with_jobs(batch, request)
+        data = _batch_detail(batch, request)
         if created.webhook_secret:
             data["webhook_secret"] = created.webhook_secret  # this once: it is never shown again
         return Response(data, status=status.HTTP_201_CREATED)
@@ -336,7 +381,51 @@ class BatchListCreateApi(APIView):
 class BatchDetailApi(APIView):
     @extend_schema(responses=BatchDetailOutputSerializer)
     def get(self, request, batch_id):
-        return Response(_batch_with_jobs(selectors.batch_get(user=request.user, batch_uuid=batch_id), request))
+        return Response(_batch_detail(selectors.batch_get(user=request.user, batch_uuid=batch_id), request))
+
+
+class BatchJobsApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(choices=Job.Status.values, required=False)
+        since = serializers.RegexField(selectors.CURSOR_PATTERN, required=False, max_length=22_000,
+                                       help_text="the `cursor` of an earlier answer")
+        page = serializers.IntegerField(required=False, min_value=1)
+        page_size = serializers.IntegerField(required=False, min_value=1, max_value=JOBS_MAX_PAGE_SIZE)
+
+    CHANGES = inline_serializer("BatchChanges", {
+        "batch": BatchLiveOutputSerializer(), "cursor": serializers.CharField(),
+        "resync": serializers.BooleanField(), "results": JobOutputSerializer(many=True)})
+
+    @extend_schema(parameters=[InputSerializer], responses={200: JobOutputSerializer(many=True)})
+    def get(self, request, batch_id):
+        """The batch's jobs in order, a page at a time, optionally of one `status`.
+
+        With `since` (the `cursor` of an earlier answer): the batch's counts and state, and only the jobs
+        that changed since — a response of the shape {batch, cursor, resync, results}. `resync: true`
+        means too much changed to send: read the pages again. A job can come twice; never zero times.
+        """
+        batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
+        query = self.InputSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        status_filter, since = query.validated_data.get("status"), query.validated_data.get("since")
+        if since is not None:
+            # `status` does not narrow the changes: a job that just left the status is a change too.
+            cursor, changed = selectors.batch_changes(batch=batch, since=since)
+            running = [job for job in (changed or []) if job.status == Job.Status.RUNNING]
+            context = {**_live_context(batch, request), "phases": selectors.job_phases(running) if running else {}}
+            return Response({
+                "batch": BatchLiveOutputSerializer(batch, context=context).data, "cursor": cursor,
+                "resync": changed is None,
+                "results": JobOutputSerializer(changed or [], many=True, context=context).data,
+            })
+        paginator = JobPagination()
+        cursor = selectors.change_cursor(batch)
+        page = paginator.paginate_queryset(selectors.batch_jobs(batch=batch, status=status_filter), request, view=self)
+        response = paginator.get_paginated_response(
+            JobOutputSerializer(page, many=True, context={"request": request,
+                                                          "phases": selectors.job_phases(page)}).data)
+        response.data["cursor"] = cursor
+        return response
 
 
 ACTION_RESPONSE = inline_serializer("ActionResult", {"changed": serializers.IntegerField()})
@@ -367,7 +456,7 @@ class BatchBudgetApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         services.batch_set_budget(batch=batch, budget_usd=data.validated_data["budget_usd"])
-        return Response(_batch_with_jobs(selectors.batch_get(user=request.user, batch_uuid=batch_id), request))
+        return Response(_batch_detail(selectors.batch_get(user=request.user, batch_uuid=batch_id), request))
 
 
 class BatchDeadlineApi(APIView):
@@ -388,7 +477,7 @@ class BatchDeadlineApi(APIView):
         if errors:
             raise serializers.ValidationError({"deadline": [error["message"] for error in errors]})
         services.batch_set_deadline(batch=batch, deadline=deadline)
-        return Response(_batch_with_jobs(selectors.batch_get(user=request.user, batch_uuid=batch_id), request))
+        return Response(_batch_detail(selectors.batch_get(user=request.user, batch_uuid=batch_id), request))
 
 
 class AlertOutputSerializer(serializers.Serializer):

@@ -10,7 +10,7 @@ class Provider(models.TextChoices):
 
 
 class BatchRun(models.Model):
-    """One bulk submission. Its status and counts are derived from its jobs, never stored twice."""
+    """One bulk submission. Its status is derived from its jobs' counts (`BatchCounts`, kept by triggers)."""
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batches")
@@ -144,6 +144,11 @@ class Job(models.Model):
     # Set when the "job finished" webhook delivery was queued (batches with `webhook_events=batch,job`).
     notified_at = models.DateTimeField(null=True, blank=True)
 
+    # When the job last changed in a way its card shows (status, progress, cost, messages…), set by a
+    # database trigger: PostgreSQL stores the writing transaction's id, so the live page's `?since=`
+    # cursor (jobs/changes.py) cannot miss a transaction that commits after a later one.
+    change_mark = models.BigIntegerField(default=0, db_default=0)
+
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -158,6 +163,8 @@ class Job(models.Model):
             models.Index(fields=["provider", "status"], name="job_provider_status"),
             models.Index(fields=["batch", "status"], name="job_batch_status"),
             models.Index(fields=["status", "heartbeat_at"], name="job_status_heartbeat"),
+            models.Index(fields=["batch", "change_mark"], name="job_batch_change_mark"),
+            models.Index(fields=["batch", "position", "id"], name="job_batch_position"),
         ]
 
     def __str__(self):
@@ -233,3 +240,31 @@ class WebhookDelivery(models.Model):
 
     def __str__(self):
         return f"{self.event} for batch {self.batch_id} ({'delivered' if self.delivered_at else 'pending'})"
+
+
+class BatchCounts(models.Model):
+    """Each batch's jobs counted by status, with their cost sums: what the batch list and the batch page
+    read instead of adding up every job.
+
+    Kept by database triggers on the jobs table (migration `batch_counts`, SQL in `jobs/counts_sql.py`),
+    in the same transaction as the change: every way a job's status or cost changes — the services'
+    compare-and-sets, the pumps' set-based updates, the admin, a bulk insert — passes through them, so
+    the counts are exact whenever a transaction that reads them can see the jobs. Never written by Django.
+    """
+
+    batch = models.OneToOneField(BatchRun, primary_key=True, on_delete=models.CASCADE, related_name="tally")
+    n_total = models.IntegerField(db_default=0)
+    n_queued = models.IntegerField(db_default=0)
+    n_waiting_for_gpu = models.IntegerField(db_default=0)
+    n_running = models.IntegerField(db_default=0)
+    n_succeeded = models.IntegerField(db_default=0)
+    n_failed = models.IntegerField(db_default=0)
+    n_cancelled = models.IntegerField(db_default=0)
+    n_paused = models.IntegerField(db_default=0)
+    n_storing = models.IntegerField(db_default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=4, db_default=0)
+    wasted_usd = models.DecimalField(max_digits=14, decimal_places=4, db_default=0)
+
+    class Meta:
+        verbose_name = "batch counts"
+        verbose_name_plural = "batch counts"

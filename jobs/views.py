@@ -29,6 +29,9 @@ from jobs.models import BatchRun, Job, Provider
 from jobs.upload_limits import BODY_LIMIT_ERRORS, body_limit_error, upload_errors
 
 BATCHES_PER_PAGE = 20
+# A 10,000-job batch is shown a page of cards at a time (and filtered by status); batch.js keeps the
+# shown cards and the counts live from `GET /api/batches/{id}/jobs/?since=`.
+JOBS_PER_PAGE = 50
 PREVIEW_ROWS = 200  # the dry run lists this many items; the counts and estimates cover all of them
 # Every job status reads as the model names it; a status added later gets a label without a change here.
 STATUS_LABELS = {status.value: status.label.capitalize() for status in Job.Status} | {
@@ -65,29 +68,29 @@ def saving_text(saving) -> str:
     return "cost the same"
 
 
-def _chip_counts(batch, counts: dict, phases: dict | None) -> list[dict]:
+def _chip_counts(batch, counts: dict, next_on_gpu: int | None) -> list[dict]:
     """Every count the batch can have; the page shows a chip only while it counts something ("0 queued"
     on a finished batch is noise). A fal batch has no GPU to wait for; on a GPU batch's own page, jobs
     queued inside SwarmUI are counted apart from the one generating (batch.js does the same live)."""
     chip_counts = dict(counts)
     names = [name for name in Job.Status.values
              if not (name == Job.Status.WAITING_FOR_GPU and batch.provider == Provider.FAL)]
-    if phases is not None and batch.provider == Provider.VASTAI:
-        chip_counts[selectors.NEXT_ON_GPU] = sum(1 for phase in phases.values() if phase == selectors.NEXT_ON_GPU)
-        chip_counts[Job.Status.RUNNING] -= chip_counts[selectors.NEXT_ON_GPU]
+    if next_on_gpu is not None and batch.provider == Provider.VASTAI:
+        chip_counts[selectors.NEXT_ON_GPU] = next_on_gpu
+        chip_counts[Job.Status.RUNNING] -= next_on_gpu
         names.insert(names.index(Job.Status.RUNNING) + 1, selectors.NEXT_ON_GPU)
     return [{"status": name, "label": _lower_first(STATUS_LABELS[name]), "n": chip_counts[name]} for name in names]
 
 
-def _batch_summary(batch, jobs=None, phases=None) -> dict:
+def _batch_summary(batch, *, running: float = 0.0, next_on_gpu: int | None = None) -> dict:
     counts = selectors.batch_counts(batch)
     status = selectors.batch_status(batch)
     return {
         "batch": batch, "status": status, "status_label": STATUS_LABELS.get(status, status),
-        "finished": status in FINISHED_BATCH_STATUSES, "counts": _chip_counts(batch, counts, phases),
+        "finished": status in FINISHED_BATCH_STATUSES, "counts": _chip_counts(batch, counts, next_on_gpu),
         "active": sum(counts[name] for name in Job.UNFINISHED), "n_failed": counts[Job.Status.FAILED],
         "n_succeeded": counts[Job.Status.SUCCEEDED],
-        "progress": selectors.batch_progress(batch, jobs), "cost": selectors.batch_cost(batch),
+        "progress": selectors.batch_progress(batch, running), "cost": selectors.batch_cost(batch),
         "wasted": selectors.batch_waste(batch),
         "provider_label": Provider(batch.provider).label, "n_paused": counts[Job.Status.PAUSED],
     }
@@ -178,9 +181,25 @@ def _shown_jobs(jobs, user) -> list:
     return jobs
 
 
+def _status_filter(request) -> str:
+    wanted = request.GET.get("status", "")
+    return wanted if wanted in Job.Status.values else ""
+
+
+def _jobs_page(request, batch):
+    """One page of the batch's jobs, in order, optionally of one status; the page's links keep the filter."""
+    status = _status_filter(request)
+    paginator = Paginator(selectors.batch_jobs(batch=batch, status=status or None), JOBS_PER_PAGE)
+    # The count is already maintained: no COUNT(*) over the batch's jobs.
+    paginator.count = selectors.batch_counts(batch)[status] if status else batch.n_total
+    return paginator.get_page(request.GET.get("page")), status
+
+
 def _batch_page(request, batch, *, budget_form=None, budget_errors=(), deadline_form=None, deadline_errors=(),
                 status=200):
-    jobs = _shown_jobs(selectors.batch_jobs(batch=batch), request.user)
+    cursor = selectors.change_cursor(batch)  # before the jobs are read: see selectors.change_cursor
+    page, status_filter = _jobs_page(request, batch)
+    jobs = _shown_jobs(page.object_list, request.user)
     phases = selectors.job_phases(jobs)
     for job in jobs:
         job.phase = phases[job.pk]
@@ -200,10 +219,15 @@ def _batch_page(request, batch, *, budget_form=None, budget_errors=(), deadline_
         deadline_form.fields["deadline"].widget.attrs.update({"aria-invalid": "true", "autofocus": True})
         messages.error(request, "The deadline was not changed: see the problem next to the deadline field.")
     return render(request, "batches/detail.html", {
-        "summary": _batch_summary(batch, jobs, phases), "batch": batch, "jobs": jobs,
+        "summary": _batch_summary(batch, running=selectors.batch_running_progress(batch),
+                                  next_on_gpu=selectors.batch_next_on_gpu(batch)),
+        "batch": batch, "jobs": jobs, "page": page, "status_filter": status_filter, "cursor": cursor,
+        "status_filter_label": _lower_first(STATUS_LABELS.get(status_filter, "")),
+        "status_filters": [{"status": name, "label": STATUS_LABELS[name], "n": n}
+                           for name, n in selectors.batch_counts(batch).items() if n],
         "gpu": selectors.gpu_activity_for(batch),
         "eta": batch_eta(batch), "deadline_form": deadline_form, "deadline_errors": deadline_errors,
-        "deadline_moved": sum(1 for job in jobs if job.fallback_reason.startswith(DEADLINE_REASON)),
+        "deadline_moved": batch.jobs.filter(fallback_reason__startswith=DEADLINE_REASON).count(),
         "costs": costs, "saving_text": saving_text(costs.saving),
         "other_provider_label": Provider(costs.other_provider).label,
         "fallback_text": fallback_text(batch.fallback_policy, batch.fallback_after),
@@ -212,7 +236,8 @@ def _batch_page(request, batch, *, budget_form=None, budget_errors=(), deadline_
         "batch_alerts": [alert for alert in alerts if alert.batch_id == batch.pk],
         "open_alerts": [alert for alert in alerts if alert.batch_id != batch.pk],
         # What the live-update script needs to know, from the same constants the page was rendered with.
-        "live_config": {"labels": STATUS_LABELS, "finished": FINISHED_BATCH_STATUSES, "active": Job.UNFINISHED},
+        "live_config": {"labels": STATUS_LABELS, "finished": FINISHED_BATCH_STATUSES, "active": Job.UNFINISHED,
+                        "cursor": cursor},
     }, status=status)
 
 

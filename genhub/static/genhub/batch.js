@@ -1,5 +1,7 @@
-// The batch page, live: every 2 s it reads the batch from the JSON API (the same data the API
-// serves to scripts) and updates the summary and each job card in place, until the batch is finished.
+// The batch page, live: every 2 s it asks the JSON API (the same data the API serves to scripts) for
+// what changed since its last look — the batch's counts and state, and only the jobs that changed
+// (`GET /api/batches/{id}/jobs/?since=<cursor>`) — and updates the summary and the shown job cards in
+// place, until the batch is finished. A 10,000-job batch costs a poll the size of what changed.
 (() => {
   const summary = document.getElementById("batch-summary");
   if (!summary) return;
@@ -10,6 +12,7 @@
   const FINISHED = new Set(config.finished);  // batch statuses after which nothing changes by itself
   const ACTIVE = new Set(config.active);  // unfinished job statuses: they can still be cancelled
   const EVERY_MS = 2000;
+  let cursor = config.cursor;  // taken by the server before it rendered the cards
 
   const percent = (value) => `${Math.round(value * 100)}%`;
   const money = (value, places) => `$${Number(value).toFixed(places)}`;
@@ -90,7 +93,7 @@
     // Jobs queued inside SwarmUI are counted apart from the one generating, as the page renders them.
     const counts = { ...batch.counts };
     if (summary.querySelector('[data-count="next_on_gpu"]')) {
-      counts.next_on_gpu = batch.jobs.filter((job) => job.phase === "next_on_gpu").length;
+      counts.next_on_gpu = batch.next_on_gpu || 0;
       counts.running -= counts.next_on_gpu;
     }
     Object.entries(counts).forEach(([status, n]) => {
@@ -170,11 +173,17 @@
 
   async function poll() {
     try {
-      const response = await fetch(api, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" });
+      const response = await fetch(`${api}?since=${encodeURIComponent(cursor)}`, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" });
       if ([401, 403, 404].includes(response.status)) return;  // logged out or gone: stop asking
       if (response.ok) {
-        const batch = await response.json();
-        batch.jobs.forEach(updateCard);
+        const changes = await response.json();
+        if (changes.resync) {  // too much changed while we were away: the page itself is the fresh copy
+          window.location.reload();
+          return;
+        }
+        cursor = changes.cursor;
+        changes.results.forEach(updateCard);  // cards of other pages are simply not here
+        const batch = changes.batch;
         updateSummary(batch);
         updateCosts(batch);
         updatePlan(batch);

@@ -87,8 +87,8 @@ class Command(OperatorCommand):
         while True:
             batch = selectors.batch_get(user=owner, batch_uuid=batch.uuid)
             status = selectors.batch_status(batch)
-            jobs = list(batch.jobs.only("status", "progress"))
-            progress = selectors.batch_progress(batch, jobs)
+            # The maintained counts and the running jobs' progress: a 10,000-job batch is not read whole.
+            progress = selectors.batch_progress(batch, selectors.batch_running_progress(batch))
             line = f"{words(status)}: {describe_counts(selectors.batch_counts(batch))}"
             if line != last:
                 bar.clear()
