@@ -376,3 +376,22 @@ VAST_OFFER_CACHE_SECONDS = env.float("VAST_OFFER_CACHE_SECONDS", default=60)
 # the instance it may have made, for up to VAST_CREATE_RESOLVE_SECONDS after it was sent.
 VAST_CREATE_TIMEOUT_SECONDS = env.float("VAST_CREATE_TIMEOUT_SECONDS", default=120)
 VAST_CREATE_RESOLVE_SECONDS = env.float("VAST_CREATE_RESOLVE_SECONDS", default=300)
+
+# --- images by URL and appending to a batch (issue 13, item 3) ---
+# Items may name their image by `image_url` (https://, or s3://<AWS_STORAGE_BUCKET_NAME>/<key>); genhub
+# fetches them in the background with the address rule above (GENHUB_ALLOW_PRIVATE_DOWNLOADS) and the
+# upload checks (GENHUB_MAX_IMAGE_BYTES, decode). Plain http:// only when this is on (development).
+GENHUB_IMAGE_URL_ALLOW_HTTP = env.bool("GENHUB_IMAGE_URL_ALLOW_HTTP", default=DEBUG)
+# Images fetched at once (one fetcher per deployment, under a lease, with this many threads).
+GENHUB_IMAGE_FETCH_CONCURRENCY = env.int("GENHUB_IMAGE_FETCH_CONCURRENCY", default=8)
+# The most one image may take, from its first connect to its last byte (seconds); also the read timeout.
+GENHUB_IMAGE_FETCH_TIMEOUT_SECONDS = env.float("GENHUB_IMAGE_FETCH_TIMEOUT_SECONDS", default=30)
+# Redirects followed per image; each hop is checked against the address rule before it is requested.
+GENHUB_IMAGE_FETCH_MAX_REDIRECTS = env.int("GENHUB_IMAGE_FETCH_MAX_REDIRECTS", default=5)
+# The bucket s3:// image URLs may name, and how to reach it. The object-storage settings (issue 13, item 1)
+# use the same names: when both are merged, keep one definition of each.
+AWS_STORAGE_BUCKET_NAME = env("AWS_STORAGE_BUCKET_NAME", default="")
+AWS_S3_ENDPOINT_URL = env("AWS_S3_ENDPOINT_URL", default="") or None
+AWS_S3_REGION_NAME = env("AWS_S3_REGION_NAME", default="") or None
+AWS_ACCESS_KEY_ID = env("AWS_ACCESS_KEY_ID", default="") or None
+AWS_SECRET_ACCESS_KEY = env("AWS_SECRET_ACCESS_KEY", default="") or None
