@@ -67,10 +67,12 @@ def image_url_problem(url) -> str | None:
     url = url.strip()
     if len(url) > MAX_URL_LENGTH:
         return f"image_url is longer than {MAX_URL_LENGTH} characters"
-    if any(ch in url for ch in "\x00\r\n\t "):
-        return "image_url must not contain spaces or control characters"
+    if not url.isprintable():
+        return "image_url must not contain control characters"
     if url.lower().startswith("s3://"):
-        return _s3_problem(url)
+        return _s3_problem(url)  # an S3 key is any text, spaces included (as the AWS CLI takes it)
+    if " " in url:
+        return "image_url must not contain spaces (encode them as %20)"
     try:
         addresses.check_url(url, what="image_url", allow_http=settings.GENHUB_IMAGE_URL_ALLOW_HTTP)
     except addresses.UntrustedAddress as exc:
