@@ -298,3 +298,14 @@ def test_a_batch_of_url_items_finishes_on_fal_and_the_bad_one_fails_with_its_rea
     with av.open(io.BytesIO(b"".join(video.streaming_content))) as container:
         assert sum(1 for _ in container.decode(video=0)) == 17
     assert sum(fal_sim.submits.values()) == 3  # the item without an image was never sent, never paid
+
+
+def test_the_batch_page_shows_an_item_whose_image_is_still_being_fetched(api, client, user, images):
+    response = post_items(api, [{"image_url": f"{images.url}/still.png"}])
+    job = Job.objects.get()
+    client.force_login(user)
+    page = client.get(f"/batches/{response.json()['id']}/")
+    assert page.status_code == 200 and "Fetching the image…" in page.content.decode()
+    assert client.get(f"/jobs/{job.uuid}/input").status_code == 404  # nothing to show yet, not an error
+    fetch_all()
+    assert client.get(f"/jobs/{job.uuid}/input").status_code == 200
