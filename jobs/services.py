@@ -165,21 +165,28 @@ def _replay(record: BatchAppend, fingerprint: str) -> bool:
 # --- images by URL (jobs/fetching.py) ------------------------------------------------------
 
 
-def jobs_image_fetched(*, job_ids, image) -> int:
+def pump_enqueue(provider: str) -> None:
+    """Starts (or wakes) the provider's pump, once the current transaction commits."""
+    _enqueue_pump(provider)
+
+
+def jobs_image_fetched(*, job_ids, image) -> dict[str, int]:
     """fetching → queued for these jobs, now that their image is checked: stored like an upload (by its
-    sha256, once), with the output size it implies. Jobs cancelled meanwhile are left alone."""
+    sha256, once), with the output size it implies. Jobs cancelled meanwhile are left alone.
+
+    → {provider: jobs queued}. The caller starts those pumps (`pump_enqueue`), once for many images."""
     name, _ = _store_input(image)
-    moved = 0
+    moved: dict[str, int] = {}
     with transaction.atomic():
         waiting = Job.objects.filter(pk__in=list(job_ids), status=S.FETCHING)
+        # One UPDATE per batch (usually one): a batch's jobs share its parameters, so share the output size.
         for batch_id, provider, params in (BatchRun.objects.filter(jobs__in=waiting).distinct()
                                            .values_list("id", "provider", "params")):
             count = waiting.filter(batch_id=batch_id).update(
                 status=S.QUEUED, input_image=name, input_sha256=image.sha256,
                 params=item_params_for(params, image.width, image.height))
             if count:
-                moved += count
-                _enqueue_pump(provider)
+                moved[provider] = moved.get(provider, 0) + count
     return moved
 
 

@@ -58,7 +58,7 @@ def test_appended_items_take_the_next_positions_and_the_batch_settings(api, batc
     assert jobs[2].prompt == "pan right" and jobs[3].prompt == "tilt up"
     # The batch's provider and parameters hold for what is appended.
     assert {job.provider for job in jobs} == {"fal"} and {job.params["num_frames"] for job in jobs} == {33}
-    fetching.fetch_pass()
+    fetching.fetch_waiting()
     jobs[3].refresh_from_db()
     assert jobs[3].status == S.QUEUED and jobs[3].params["num_frames"] == 33
 

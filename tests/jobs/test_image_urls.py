@@ -37,9 +37,8 @@ def jobs_by_name(batch_id) -> dict[str, Job]:
 
 
 def fetch_all():
-    """The fetcher's passes, in this process, until nothing waits (each pass settles every URL it took)."""
-    while fetching.fetch_pass():
-        pass
+    """The fetcher's loop, in this process (without its lease), until no job waits for its image."""
+    fetching.fetch_waiting()
 
 
 # --- fetched, checked and stored like uploads ------------------------------------------------------
