@@ -9,7 +9,7 @@ from providers.simulators.media import make_image
 class ImageServer:
     """Routes: any path in `files` (200 with its bytes); `/missing` 404; `/page.html` a web page, not an
     image; `/huge` a body that never ends (no Content-Length); `/huge-declared` a Content-Length over any
-    limit; `/slow` headers only once the test is over; `/to/<anything>` 302 to `redirects[<anything>]`.
+    limit; `/slow` headers only once the test is over (or `release_after` files were served); `/to/<anything>` 302 to `redirects[<anything>]`.
     `hits` counts the requests per path."""
 
     def __init__(self, host: str = "127.0.0.1"):
@@ -18,6 +18,9 @@ class ImageServer:
         self.hits: dict[str, int] = {}
         self.connections = 0
         self.released = threading.Event()
+        # `/slow` answers once this many files have been served (or when the server stops).
+        self.release_after: int | None = None
+        self.served = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -32,6 +35,9 @@ class ImageServer:
                 server.hits[path] = server.hits.get(path, 0) + 1
                 if path in server.files:
                     self._send(200, server.files[path], "image/png")
+                    server.served += 1
+                    if server.release_after is not None and server.served >= server.release_after:
+                        server.released.set()
                 elif path == "/missing":
                     self._send(404, b"<h1>Not Found</h1>", "text/html")
                 elif path == "/page.html":

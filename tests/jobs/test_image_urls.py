@@ -99,6 +99,22 @@ def test_an_image_that_cannot_be_had_fails_its_item_with_the_reason_and_the_batc
     assert error["code"] == "image_unavailable" and "HTTP 404" in error["message"]
 
 
+def test_a_slow_image_server_holds_one_fetch_thread_not_the_others(api, images, settings):
+    """Two threads, one URL that answers only after the twelve others were served: the other thread must
+    fetch all twelve meanwhile. A fetcher that took a few URLs and waited for all of them before taking
+    more would never get to the last ones, and the slow one would time out."""
+    settings.GENHUB_IMAGE_FETCH_CONCURRENCY = 2
+    settings.GENHUB_IMAGE_FETCH_TIMEOUT_SECONDS = 60
+    images.files.update({f"/quick{i}.png": make_image(color=(i * 20, 10, 10)) for i in range(12)})
+    images.release_after = 12
+    urls = [f"{images.url}/slow"] + [f"{images.url}/quick{i}.png" for i in range(12)]
+    response = post_items(api, [{"image_url": url} for url in urls])
+    fetch_all()
+    jobs = jobs_by_name(response.json()["id"])
+    assert {name: job.status for name, job in jobs.items()} == dict.fromkeys(jobs, S.QUEUED)
+    assert images.hits["/slow"] == 1
+
+
 def test_a_retried_item_whose_image_was_unavailable_is_fetched_again(api, images):
     response = post_items(api, [{"image_url": f"{images.url}/later.png"}])
     fetch_all()
