@@ -9,8 +9,8 @@ from providers.simulators.media import make_image
 class ImageServer:
     """Routes: any path in `files` (200 with its bytes); `/missing` 404; `/page.html` a web page, not an
     image; `/huge` a body that never ends (no Content-Length); `/huge-declared` a Content-Length over any
-    limit; `/slow` headers only once the test is over (or `release_after` files were served); `/to/<anything>` 302 to `redirects[<anything>]`.
-    `hits` counts the requests per path."""
+    limit; `/slow` headers only once the test is over (or `release_after` files were served);
+    `/to/<anything>` 302 to `redirects[<anything>]`. `hits` counts the requests per path."""
 
     def __init__(self, host: str = "127.0.0.1"):
         self.files = {"/still.png": make_image(color=(200, 40, 40)), "/other.png": make_image(color=(20, 160, 90))}
