@@ -324,3 +324,13 @@ def test_the_batch_page_shows_an_item_whose_image_is_still_being_fetched(api, cl
     assert client.get(f"/jobs/{job.uuid}/input").status_code == 404  # nothing to show yet, not an error
     fetch_all()
     assert client.get(f"/jobs/{job.uuid}/input").status_code == 200
+
+
+def test_an_image_urls_query_string_is_never_shown_in_the_api_errors_or_the_admin(api, admin_client, images):
+    response = post_items(api, [{"image_url": f"{images.url}/missing?X-Amz-Signature=owner-secret"}])
+    fetch_all()
+    job = Job.objects.get()
+    assert job.status == S.FAILED and "owner-secret" not in job.error_message
+    assert "owner-secret" not in api.get(f"/api/batches/{response.json()['id']}/").content.decode()
+    page = admin_client.get(f"/admin/jobs/job/{job.pk}/change/").content.decode()
+    assert f"{images.url}/missing" in page and "owner-secret" not in page
