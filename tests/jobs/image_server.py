@@ -9,8 +9,9 @@ from providers.simulators.media import make_image
 class ImageServer:
     """Routes: any path in `files` (200 with its bytes); `/missing` 404; `/page.html` a web page, not an
     image; `/huge` a body that never ends (no Content-Length); `/huge-declared` a Content-Length over any
-    limit; `/slow` headers only once the test is over (or `release_after` files were served);
-    `/to/<anything>` 302 to `redirects[<anything>]`. `hits` counts the requests per path."""
+    limit; `/trickle` a byte every 50 ms, forever; `/slow` headers only once the test is over (or
+    `release_after` files were served); `/to/<anything>` 302 to `redirects[<anything>]`. `hits` counts the
+    requests per path."""
 
     def __init__(self, host: str = "127.0.0.1"):
         self.files = {"/still.png": make_image(color=(200, 40, 40)), "/other.png": make_image(color=(20, 160, 90))}
@@ -54,6 +55,19 @@ class ImageServer:
                     self.end_headers()
                     self.close_connection = True
                     self._pour()
+                elif path == "/trickle":
+                    # A byte at a time, each well within any read timeout, for as long as the client listens.
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/png")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.close_connection = True
+                    try:
+                        while not server.released.wait(0.05):
+                            self.wfile.write(b"\0")
+                            self.wfile.flush()
+                    except OSError:
+                        pass
                 elif path == "/slow":
                     server.released.wait(60)
                     self._send(200, server.files["/still.png"], "image/png")

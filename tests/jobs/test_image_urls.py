@@ -75,7 +75,7 @@ def test_an_image_that_cannot_be_had_fails_its_item_with_the_reason_and_the_batc
     settings.GENHUB_MAX_IMAGE_BYTES = 300_000
     settings.GENHUB_IMAGE_FETCH_TIMEOUT_SECONDS = 0.5
     settings.HTTP_MAX_TRIES = 1
-    names = ["still.png", "missing", "page.html", "huge", "huge-declared", "slow"]
+    names = ["still.png", "missing", "page.html", "huge", "huge-declared", "slow", "trickle"]
     response = post_items(api, [{"image_url": f"{images.url}/{name}"} for name in names])
     assert response.status_code == 201, response.content
 
@@ -91,10 +91,11 @@ def test_an_image_that_cannot_be_had_fails_its_item_with_the_reason_and_the_batc
     assert "larger than the 300000-byte limit (GENHUB_MAX_IMAGE_BYTES)" in reasons["huge"]
     assert "announces 1000000000000 bytes" in reasons["huge-declared"]
     assert "timed out after 0.5s" in reasons["slow"]
+    assert "timed out after 0.5s" in reasons["trickle"]  # every byte in time, the whole far too late
     assert all(job.finished_at for job in failed.values())
     # The batch is not failed: its good item goes on to the provider.
     batch = api.get(f"/api/batches/{response.json()['id']}/").json()
-    assert batch["status"] == "running" and batch["counts"]["failed"] == 5 and batch["counts"]["queued"] == 1
+    assert batch["status"] == "running" and batch["counts"]["failed"] == 6 and batch["counts"]["queued"] == 1
     error = next(job["error"] for job in batch["jobs"] if job["input_name"] == "missing")
     assert error["code"] == "image_unavailable" and "HTTP 404" in error["message"]
 
@@ -334,3 +335,24 @@ def test_an_image_urls_query_string_is_never_shown_in_the_api_errors_or_the_admi
     assert "owner-secret" not in api.get(f"/api/batches/{response.json()['id']}/").content.decode()
     page = admin_client.get(f"/admin/jobs/job/{job.pk}/change/").content.decode()
     assert f"{images.url}/missing" in page and "owner-secret" not in page
+
+
+def test_the_minute_schedule_and_a_cluster_restart_start_a_fetcher_for_items_left_waiting(api, images):
+    """A cluster killed mid-fetch leaves its items in `fetching`: the safety nets must start a fetcher."""
+    from django_q.models import OrmQ
+
+    from jobs import tasks
+    from jobs.resume import cluster_resume
+
+    def fetchers() -> int:
+        return sum(1 for row in OrmQ.objects.all() if row.func() == "jobs.tasks.fetch_images")
+
+    post_items(api, [{"image_url": f"{images.url}/still.png"}])
+    OrmQ.objects.all().delete()  # the fetcher enqueued at creation was lost with its cluster
+    tasks.pump_all()
+    assert fetchers() == 1
+    assert "fetch" in cluster_resume() and fetchers() == 2
+    fetch_all()
+    OrmQ.objects.all().delete()
+    tasks.pump_all()
+    assert fetchers() == 0  # nothing waits: no fetcher
