@@ -124,6 +124,8 @@ STORAGES = {
 # django-storages. The keys are not settings: boto3 reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or a role)
 # from the environment itself, so they never appear in a settings dump or an error page (genhub/storage.py).
 AWS_STORAGE_BUCKET_NAME = env("AWS_STORAGE_BUCKET_NAME", default="")
+AWS_S3_ENDPOINT_URL = env("AWS_S3_ENDPOINT_URL", default="") or None  # e.g. MinIO, R2, B2; unset = AWS itself
+AWS_S3_REGION_NAME = env("AWS_S3_REGION_NAME", default="") or None
 GENHUB_STORAGE = (env("GENHUB_STORAGE", default="")
                   or (genhub_storage.S3 if AWS_STORAGE_BUCKET_NAME else genhub_storage.LOCAL))
 # Downloads from S3 are a 302 to a signed URL valid this long (a player seeks with Range on that URL).
@@ -132,8 +134,7 @@ GENHUB_S3_PRESIGN_SECONDS = env.int("GENHUB_S3_PRESIGN_SECONDS", default=300)
 GENHUB_S3_PUBLIC_ENDPOINT_URL = env("GENHUB_S3_PUBLIC_ENDPOINT_URL", default="")
 STORAGES["default"] = genhub_storage.default_backend(
     kind=GENHUB_STORAGE, bucket=AWS_STORAGE_BUCKET_NAME,
-    endpoint_url=env("AWS_S3_ENDPOINT_URL", default=""),  # e.g. MinIO, R2, B2; unset = AWS itself
-    region=env("AWS_S3_REGION_NAME", default=""),
+    endpoint_url=AWS_S3_ENDPOINT_URL or "", region=AWS_S3_REGION_NAME or "",
     addressing_style=env("AWS_S3_ADDRESSING_STYLE", default=""),  # "path" for most S3-compatible servers
     location=env("AWS_LOCATION", default=""),  # a key prefix inside the bucket
     presign_seconds=GENHUB_S3_PRESIGN_SECONDS)
@@ -438,3 +439,15 @@ GENHUB_DEADLINE_MARGIN_SECONDS = env.float("GENHUB_DEADLINE_MARGIN_SECONDS", def
 GENHUB_WEBHOOK_ALLOW_HTTP = env.bool("GENHUB_WEBHOOK_ALLOW_HTTP", default=DEBUG)
 # Loopback, private and link-local webhook addresses are refused unless GENHUB_ALLOW_PRIVATE_DOWNLOADS is on
 # (the same switch as the download address rules, above).
+
+# --- images by URL and appending to a batch (issue 13, item 3) ---
+# Items may name their image by `image_url` (https://, or s3://<AWS_STORAGE_BUCKET_NAME>/<key>); genhub
+# fetches them in the background with the address rule above (GENHUB_ALLOW_PRIVATE_DOWNLOADS) and the
+# upload checks (GENHUB_MAX_IMAGE_BYTES, decode). Plain http:// only when this is on (development).
+GENHUB_IMAGE_URL_ALLOW_HTTP = env.bool("GENHUB_IMAGE_URL_ALLOW_HTTP", default=DEBUG)
+# Images fetched at once (one fetcher per deployment, under a lease, with this many threads).
+GENHUB_IMAGE_FETCH_CONCURRENCY = env.int("GENHUB_IMAGE_FETCH_CONCURRENCY", default=8)
+# The most one image may take, from its first connect to its last byte (seconds); also the read timeout.
+GENHUB_IMAGE_FETCH_TIMEOUT_SECONDS = env.float("GENHUB_IMAGE_FETCH_TIMEOUT_SECONDS", default=30)
+# Redirects followed per image; each hop is checked against the address rule before it is requested.
+GENHUB_IMAGE_FETCH_MAX_REDIRECTS = env.int("GENHUB_IMAGE_FETCH_MAX_REDIRECTS", default=5)

@@ -4,6 +4,7 @@ from django.utils.html import format_html
 
 from genhub.formatting import plural, usd
 from jobs import services
+from jobs.image_sources import shown_url
 from jobs.models import Alert, BatchRun, Job, WebhookDelivery
 
 S = Job.Status
@@ -90,7 +91,14 @@ class JobAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
     list_select_related = ("batch", "owner", "instance")
     actions = ["cancel_jobs", "retry_jobs"]
     # provider_ref holds fal's request URLs, which are not secret; no credential is ever stored on a job.
-    readonly_fields = [f.name for f in Job._meta.fields] + ["cost", "video_player"]
+    # An image URL's query string may be the owner's signature for their bucket: shown without it.
+    exclude = ("image_url",)
+    readonly_fields = [f.name for f in Job._meta.fields if f.name != "image_url"] + ["cost", "video_player",
+                                                                                      "image_source"]
+
+    @admin.display(description="image URL")
+    def image_source(self, obj):
+        return shown_url(obj.image_url) if obj.image_url else "—"
 
     @admin.display(description="progress")
     def progress_pct(self, obj):

@@ -1,11 +1,12 @@
 """The JSON API: thin views that parse, call one service or selector, and serialize."""
 
+import hashlib
 import json
 from collections.abc import Mapping
 
 from django.http import Http404
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException
 from rest_framework.pagination import PageNumberPagination
@@ -20,6 +21,7 @@ from jobs.deadline import DEADLINE_REASON
 from jobs.downloads import serve_stored
 from jobs.eta import batch_eta
 from jobs.forms import batch_spec_from_upload, parse_params_json, parse_seeds_per_image, read_text_upload
+from jobs.image_sources import shown_url
 from jobs.intake import BatchValidationError, UploadedFile, parse_deadline
 from jobs.models import Job, Provider
 from jobs.upload_limits import BODY_LIMIT_ERRORS, BoundedJSONParser, body_limit_error, upload_errors
@@ -58,6 +60,7 @@ class JobOutputSerializer(serializers.Serializer):
     attempts = serializers.IntegerField()
     max_attempts = serializers.IntegerField()
     input_name = serializers.CharField()
+    image_url = serializers.SerializerMethodField()
     prompt = serializers.CharField()
     negative_prompt = serializers.CharField()
     seed = serializers.IntegerField()
@@ -89,6 +92,10 @@ class JobOutputSerializer(serializers.Serializer):
         """`status`, except `next_on_gpu` for a running vastai job queued inside SwarmUI behind another."""
         phases = self.context.get("phases")
         return (phases if phases is not None else selectors.job_phases([job])).get(job.pk, job.status)
+
+    def get_image_url(self, job) -> str | None:
+        """Where an item by URL takes its image from, without the query string (it may be a signature)."""
+        return shown_url(job.image_url) if job.image_url else None
 
     def get_error(self, job) -> dict | None:
         return {"code": job.error_code, "message": self._shown(job.error_message, job)} if job.error_code else None
@@ -283,17 +290,21 @@ BATCH_FIELDS = {
 TYPE_NAMES = {str: "text", dict: "a JSON object", list: "a JSON list", int: "an integer", float: "a number"}
 
 
-def _batch_fields(request) -> tuple[dict, list[dict]]:
+# `POST /api/batches/{id}/items/`: the items and how they get prompts; the rest is the batch's own.
+APPEND_FIELDS = {name: BATCH_FIELDS[name] for name in ("prompt", "items", "seeds_per_image", "images")}
+
+
+def _batch_fields(request, fields=BATCH_FIELDS) -> tuple[dict, list[dict]]:
     """The request's fields by name (None when absent) and the problems with their names and types."""
     if not isinstance(request.data, Mapping):  # a JSON body that is a list, a number, …
-        return dict.fromkeys(BATCH_FIELDS), [{"field": "request", "message": "the body must be a JSON object or a "
-                                                                          "form"}]
+        return dict.fromkeys(fields), [{"field": "request", "message": "the body must be a JSON object or a "
+                                                                       "form"}]
     errors = []
     names = set(request.data.keys()) | set(request.FILES.keys())
-    for name in sorted(names - set(BATCH_FIELDS)):
-        errors.append({"field": name, "message": f"unknown field; known: {', '.join(BATCH_FIELDS)}"})
+    for name in sorted(names - set(fields)):
+        errors.append({"field": name, "message": f"unknown field; known: {', '.join(fields)}"})
     values = {}
-    for name, types in BATCH_FIELDS.items():
+    for name, types in fields.items():
         value = None if name == "images" or name in request.FILES else request.data.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
             wanted = " or ".join(TYPE_NAMES[t] for t in types)
@@ -325,8 +336,10 @@ class BatchCreateInputSerializer(serializers.Serializer):
     preset = serializers.CharField(required=False, help_text="draft, standard or hd")
     params = serializers.CharField(required=False, help_text="JSON object: num_frames, fps, resolution, width, "
                                                              "height, steps, cfg, seed, negative_prompt")
-    items = serializers.CharField(required=False, help_text="CSV/TSV (header: file,prompt,negative_prompt,seed) "
-                                                            "or a JSON list of such objects; text or a file")
+    items = serializers.CharField(required=False, help_text="CSV/TSV (header: file or image_url, prompt, "
+                                                            "negative_prompt, seed) or a JSON list of such objects; "
+                                                            "text or a file. image_url: https:// or "
+                                                            "s3://<bucket>/<key>, fetched in the background")
     seeds_per_image = serializers.IntegerField(required=False, min_value=1, max_value=16)
     budget_usd = serializers.DecimalField(required=False, max_digits=10, decimal_places=2,
                                           help_text="this batch's spending cap; work beyond it pauses")
@@ -376,6 +389,79 @@ class BatchListCreateApi(APIView):
         if created.webhook_secret:
             data["webhook_secret"] = created.webhook_secret  # this once: it is never shown again
         return Response(data, status=status.HTTP_201_CREATED)
+
+
+class BatchAppendInputSerializer(serializers.Serializer):
+    """For the schema: what `POST /api/batches/{id}/items/` takes (multipart, or the same as JSON)."""
+
+    images = serializers.ListField(child=serializers.FileField(), required=False,
+                                   help_text="PNG/JPEG/WebP files, or ZIPs of them")
+    items = serializers.CharField(required=False, help_text="rows as for creation: file or image_url, prompt, "
+                                                            "negative_prompt, seed")
+    prompt = serializers.CharField(required=False, help_text="for every item without its own prompt")
+    seeds_per_image = serializers.IntegerField(required=False, min_value=1, max_value=16)
+
+
+class BatchAppendOutputSerializer(serializers.Serializer):
+    batch = serializers.UUIDField()
+    appended = serializers.IntegerField()
+    first_position = serializers.IntegerField()
+    total = serializers.IntegerField()
+    replayed = serializers.BooleanField()
+    jobs = JobOutputSerializer(many=True)
+
+
+def _idempotency_key(request) -> str:
+    key = request.headers.get("Idempotency-Key", "")
+    if len(key) > 200 or not key.isprintable():
+        raise BatchValidationError([{"field": "Idempotency-Key", "message": "must be at most 200 printable "
+                                                                            "characters"}])
+    return key.strip()
+
+
+def _request_fingerprint(values: dict, files: list[UploadedFile]) -> str:
+    """What a request asked for, so a reused Idempotency-Key with other items is told apart from a retry."""
+    digest = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode())
+    for upload in files:
+        digest.update(b"\0" + upload.name.encode() + b"\0" + hashlib.sha256(upload.read()).digest())
+    return digest.hexdigest()
+
+
+class BatchAppendApi(APIView):
+    parser_classes = [MultiPartParser, FormParser, BoundedJSONParser]
+
+    @extend_schema(request={"multipart/form-data": BatchAppendInputSerializer},
+                   responses={201: BatchAppendOutputSerializer, 200: BatchAppendOutputSerializer},
+                   parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+                                                description="any text up to 200 characters, new for each "
+                                                            "distinct request; a retry sends the same one")])
+    def post(self, request, batch_id):
+        """Appends items (uploads and/or by URL) after the batch's last one; all or nothing. The batch's
+        provider, parameters and caps apply to them. Send `Idempotency-Key: <any text>` so that a retry of
+        the same request answers 200 with the first one's jobs instead of appending them again."""
+        batch = selectors.batch_get_owned(user=request.user, batch_uuid=batch_id)
+        key = _idempotency_key(request)
+        values, errors = _batch_fields(request, APPEND_FIELDS)
+        refused = upload_errors(request)
+        if refused:
+            raise BatchValidationError(refused)
+        seeds, seed_errors = parse_seeds_per_image(values["seeds_per_image"])
+        rows_text, row_errors = _rows_text(request, values["items"])
+        files = [UploadedFile.from_django(f) for f in request.FILES.getlist("images")]
+        spec = batch_spec_from_upload(
+            files=files, errors=errors + seed_errors + row_errors, provider=batch.provider, name=batch.name,
+            preset=batch.preset or None, params=batch.params, prompt=values["prompt"] or "", rows_text=rows_text,
+            seeds_per_image=seeds, budget_usd=batch.budget_usd, fallback=batch.fallback_policy,
+            fallback_after=batch.fallback_after,
+        )
+        fingerprint = _request_fingerprint({**values, "items": rows_text}, files) if key else ""
+        record, jobs, replayed = services.batch_append(batch=batch, spec=spec, idempotency_key=key,
+                                                       fingerprint=fingerprint)
+        body = {"batch": batch.uuid, "appended": len(jobs), "first_position": jobs[0].position if jobs else 0,
+                "total": batch.jobs.count(), "replayed": replayed,
+                "jobs": JobOutputSerializer(jobs, many=True, context={"request": request,
+                                                                      "phases": selectors.job_phases(jobs)}).data}
+        return Response(body, status=status.HTTP_200_OK if replayed else status.HTTP_201_CREATED)
 
 
 class BatchDetailApi(APIView):

@@ -1,7 +1,9 @@
 """Turns an uploaded bulk request into validated batch items, or one error listing every problem.
 
 Nothing here writes to the database or storage: a rejected request changes nothing. Images are
-checked by `jobs.images`, ZIPs unpacked by `jobs.archives`, rows parsed by `jobs.rows`.
+checked by `jobs.images`, ZIPs unpacked by `jobs.archives`, rows parsed by `jobs.rows`. An item may
+name its image by `image_url` instead of an upload: the URL is judged here (`jobs.image_sources`), the
+image itself is fetched later, in the background (`jobs.fetching`).
 """
 
 import random
@@ -14,6 +16,7 @@ from django.utils import timezone
 
 from jobs import params as gen_params
 from jobs.archives import expand_archives
+from jobs.image_sources import image_url_problem, shown_url, source_name
 from jobs.images import InputImage, check_image
 from jobs.models import BatchRun, Provider
 from jobs.rows import ROW_FIELDS, parse_rows
@@ -32,11 +35,16 @@ class BatchValidationError(Exception):
 
 @dataclass
 class ItemSpec:
-    image: InputImage
+    image: InputImage | None  # None: fetched later from `image_url`
     prompt: str
     negative_prompt: str
     seed: int
-    params: dict
+    params: dict  # without width/height for a URL item: they follow from the image once it is fetched
+    image_url: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.image.name if self.image is not None else source_name(self.image_url)
 
 
 @dataclass
@@ -187,8 +195,11 @@ def build_batch(*, provider: str, name: str = "", preset: str | None = None, par
     resolved, param_errors = gen_params.resolve_params(provider=provider, preset=preset, overrides=params or {})
     errors += [_error(e.field, e.message) for e in param_errors]
     max_items = settings.GENHUB_MAX_BATCH_ITEMS
-    if not files:
-        errors.append(_error("images", "at least one image is required"))
+    rows, row_errors = parse_rows(rows_text)
+    by_url = any(isinstance(row.get("image_url"), str) and row["image_url"].strip() for row in rows)
+    if not files and not by_url:
+        errors.append(_error("images", "at least one image is required (upload images, or give items with "
+                                       "image_url)"))
     elif len(files) > max_items:
         errors.append(_error("images", f"too many items: {len(files)}, the limit is {max_items} per batch"))
     if not isinstance(seeds_per_image, int) or not 1 <= seeds_per_image <= 16:
@@ -213,17 +224,21 @@ def build_batch(*, provider: str, name: str = "", preset: str | None = None, par
         else:
             images[upload.name] = image
 
-    rows, row_errors = parse_rows(rows_text)
     errors += row_errors
-    wanted = []  # (file name, prompt, negative prompt, seed or None, label for errors)
+    wanted = []  # (file name, prompt, negative prompt, seed or None, image URL or "")
     named_in_rows = set()
     for number, row in enumerate(rows, start=1):
         file_name = row.get("file")
         file_name = file_name.strip() if isinstance(file_name, str) else ""
-        label = f"row {number} ({file_name})"
+        image_url = row.get("image_url")
+        image_url = image_url.strip() if isinstance(image_url, str) and not file_name else ""
+        label = f"row {number} ({file_name or shown_url(image_url)})"
+        item = file_name or shown_url(image_url)
         named_in_rows.add(file_name)
         if file_name and file_name not in images and not any(e.get("item") == file_name for e in errors):
             errors.append(_error("items", f"{label}: no uploaded image has this name", file_name))
+        if image_url and (problem := image_url_problem(image_url)):
+            errors.append(_error("items", f"{label}: {problem}", item))
         row_errors = []
         # Values keep their JSON type: a prompt given as an object is an error, not its Python repr.
         row_prompt = gen_params.validate_text(_or_empty(row.get("prompt")), f"items[{number}].prompt",
@@ -232,15 +247,15 @@ def build_batch(*, provider: str, name: str = "", preset: str | None = None, par
                                             f"items[{number}].negative_prompt", row_errors, required=False)
         seed = row.get("seed")
         seed = None if seed in (None, "") else gen_params.validate_seed(seed, f"items[{number}].seed", row_errors)
-        errors += [_error("items", f"{label}: {e.field.split('.')[-1]} {e.message}", file_name) for e in row_errors]
+        errors += [_error("items", f"{label}: {e.field.split('.')[-1]} {e.message}", item) for e in row_errors]
         if not row_prompt:
-            errors.append(_error("items", f"{label}: no prompt (give one in the row or a batch prompt)", file_name))
-        wanted.append((file_name, row_prompt, negative, seed))
+            errors.append(_error("items", f"{label}: no prompt (give one in the row or a batch prompt)", item))
+        wanted.append((file_name, row_prompt, negative, seed, image_url))
     for upload in files:
         if upload.name not in named_in_rows:
             if not batch_prompt:
                 errors.append(_error("prompt", "this image has no prompt: give a batch prompt or a row", upload.name))
-            wanted.append((upload.name, batch_prompt, "", None))
+            wanted.append((upload.name, batch_prompt, "", None, ""))
     errors += [_error(e.field, e.message) for e in text_errors]
 
     total = len(wanted) * seeds_per_image
@@ -252,14 +267,22 @@ def build_batch(*, provider: str, name: str = "", preset: str | None = None, par
     spec = BatchSpec(provider=provider, name=name.strip(), preset=preset or gen_params.DEFAULT_PRESET, params=resolved,
                      spool=spool, deadline=deadline_at, **spend_fields, **hook_fields)
     rng = random.SystemRandom()
-    for file_name, item_prompt, negative, seed in wanted:
-        image = images[file_name]
-        width, height = gen_params.video_size(resolved, image.width, image.height)
-        item_params = {k: v for k, v in resolved.items() if k not in ("seed", "negative_prompt")}
-        item_params.update(width=width, height=height)
+    for file_name, item_prompt, negative, seed, image_url in wanted:
+        image = None if image_url else images[file_name]
+        item_params = item_params_for(resolved, image.width, image.height) if image else item_params_for(resolved)
         for copy in range(seeds_per_image):
             base_seed = seed if seed is not None else resolved.get("seed")
             item_seed = (base_seed + copy) % 2**32 if base_seed is not None else rng.randrange(2**32)
             spec.items.append(ItemSpec(image, item_prompt, negative or resolved.get("negative_prompt", ""),
-                                       item_seed, item_params))
+                                       item_seed, item_params, image_url=image_url))
     return spec
+
+
+def item_params_for(resolved: dict, image_width: int | None = None, image_height: int | None = None) -> dict:
+    """A job's parameters: the batch's, less the per-item ones, with the output size its image implies
+    (left out while the image is not known yet: `jobs.fetching` adds it once it is)."""
+    item_params = {k: v for k, v in resolved.items() if k not in ("seed", "negative_prompt")}
+    if image_width is not None:
+        width, height = gen_params.video_size(resolved, image_width, image_height)
+        item_params.update(width=width, height=height)
+    return item_params

@@ -76,11 +76,14 @@ class Job(models.Model):
         # Generated and paid, but genhub could not store the clip yet (a full disk, a storage error). It
         # is kept in `pending_result` and stored again by the pump; it is never generated again.
         STORING = "storing"
+        # An item given by URL whose image genhub has not fetched yet (jobs/fetching.py): not dispatched
+        # until it is; an image that cannot be had fails the job with `image_unavailable`.
+        FETCHING = "fetching"
 
     TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
     # Work a pump or the GPU has to do now.
     ACTIVE = (Status.QUEUED, Status.WAITING_FOR_GPU, Status.RUNNING, Status.STORING)
-    UNFINISHED = ACTIVE + (Status.PAUSED,)
+    UNFINISHED = ACTIVE + (Status.PAUSED, Status.FETCHING)
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     batch = models.ForeignKey(BatchRun, on_delete=models.CASCADE, related_name="jobs")
@@ -88,7 +91,9 @@ class Job(models.Model):
     provider = models.CharField(max_length=16, choices=Provider.choices)
     position = models.PositiveIntegerField(default=0)  # order within the batch
 
-    input_image = models.FileField(upload_to="inputs/")
+    input_image = models.FileField(upload_to="inputs/")  # empty while the image is being fetched
+    # Where the image comes from when it was given by URL (https:// or s3://); empty for an upload.
+    image_url = models.TextField(blank=True)
     input_name = models.CharField(max_length=255)
     input_sha256 = models.CharField(max_length=64)
     prompt = models.TextField()
@@ -165,6 +170,10 @@ class Job(models.Model):
             models.Index(fields=["status", "heartbeat_at"], name="job_status_heartbeat"),
             models.Index(fields=["batch", "change_mark"], name="job_batch_change_mark"),
             models.Index(fields=["batch", "position", "id"], name="job_batch_position"),
+            # The image fetcher reads the oldest items waiting for their image, many times a second while a
+            # big batch by URL is fetched: a small index of just those, in its order.
+            models.Index(fields=["batch", "position", "id"], condition=models.Q(status="fetching"),
+                         name="job_fetching_order"),
         ]
 
     def __str__(self):
@@ -174,6 +183,25 @@ class Job(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL
+
+
+class BatchAppend(models.Model):
+    """One `POST /api/batches/{id}/items/` that carried an `Idempotency-Key`: a retry with the same key
+    answers with what the first request appended instead of appending the items again."""
+
+    batch = models.ForeignKey(BatchRun, on_delete=models.CASCADE, related_name="appends")
+    key = models.CharField(max_length=200)
+    # What the request asked for (its fields and files, hashed): the same key with another request is refused.
+    fingerprint = models.CharField(max_length=64)
+    first_position = models.PositiveIntegerField()
+    count = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["batch", "key"], name="batch_append_one_per_key")]
+
+    def __str__(self):
+        return f"{self.batch} · {self.key}"
 
 
 class Alert(models.Model):
@@ -262,6 +290,7 @@ class BatchCounts(models.Model):
     n_cancelled = models.IntegerField(db_default=0)
     n_paused = models.IntegerField(db_default=0)
     n_storing = models.IntegerField(db_default=0)
+    n_fetching = models.IntegerField(db_default=0)
     cost_usd = models.DecimalField(max_digits=14, decimal_places=4, db_default=0)
     wasted_usd = models.DecimalField(max_digits=14, decimal_places=4, db_default=0)
 

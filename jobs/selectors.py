@@ -30,6 +30,11 @@ def batch_get(*, user, batch_uuid) -> BatchRun:
     return get_object_or_404(batch_list(user=user), uuid=batch_uuid)
 
 
+def batch_get_owned(*, user, batch_uuid) -> BatchRun:
+    """The user's own batch (staff included: changing someone else's batch's items is not theirs to do)."""
+    return get_object_or_404(BatchRun, uuid=batch_uuid, owner=user)
+
+
 def batch_jobs(*, batch: BatchRun, status: str | None = None) -> QuerySet:
     jobs = batch.jobs.select_related("instance").order_by("position", "id")
     return jobs.filter(status=status) if status else jobs
@@ -62,12 +67,14 @@ def batch_status(batch: BatchRun) -> str:
     counts = batch_counts(batch)
     if counts[S.RUNNING] or counts[S.STORING]:
         return "running"
-    if counts[S.PAUSED] and not (counts[S.QUEUED] or counts[S.WAITING_FOR_GPU]):
+    if counts[S.PAUSED] and not (counts[S.QUEUED] or counts[S.WAITING_FOR_GPU] or counts[S.FETCHING]):
         return S.PAUSED
-    if counts[S.QUEUED] or counts[S.WAITING_FOR_GPU]:
+    if counts[S.QUEUED] or counts[S.WAITING_FOR_GPU] or counts[S.FETCHING]:
         started = counts[S.SUCCEEDED] + counts[S.FAILED] + counts[S.CANCELLED]
         if started:
             return "running"
+        if counts[S.FETCHING] and not (counts[S.QUEUED] or counts[S.WAITING_FOR_GPU]):
+            return S.FETCHING  # nothing can start before its image is here
         return S.WAITING_FOR_GPU if counts[S.WAITING_FOR_GPU] and not counts[S.QUEUED] else S.QUEUED
     if counts[S.FAILED]:
         return "completed_with_failures" if counts[S.SUCCEEDED] else S.FAILED

@@ -20,8 +20,8 @@ from django.utils import timezone
 
 from gpu_instances import speed
 from jobs.batch_events import batch_reopened
-from jobs.intake import BatchSpec
-from jobs.models import BatchRun, Job
+from jobs.intake import BatchSpec, BatchValidationError, item_params_for
+from jobs.models import BatchAppend, BatchRun, Job
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +57,48 @@ def _forget_inputs(names: list[str]) -> None:
             default_storage.delete(name)
 
 
+def _store_inputs(spec: BatchSpec, written: list[str]) -> dict[str, str]:
+    """Stores the spec's uploaded images (once each) → {sha256: stored name}; names it wrote go to `written`."""
+    stored = {}
+    for item in spec.items:
+        if item.image is not None and item.image.sha256 not in stored:
+            stored[item.image.sha256], new = _store_input(item.image)
+            if new:
+                written.append(stored[item.image.sha256])
+    return stored
+
+
+def _create_jobs(batch: BatchRun, spec: BatchSpec, stored: dict[str, str], first_position: int) -> list[Job]:
+    """The spec's items as jobs: an upload is queued, an item by URL waits in `fetching` for its image."""
+    jobs = []
+    for position, item in enumerate(spec.items, start=first_position):
+        common = dict(batch=batch, owner_id=batch.owner_id, provider=batch.provider, position=position,
+                      input_name=item.name, prompt=item.prompt, negative_prompt=item.negative_prompt, seed=item.seed,
+                      params=item.params, max_attempts=settings.GENHUB_JOB_MAX_ATTEMPTS)
+        if item.image is None:
+            jobs.append(Job(**common, status=S.FETCHING, image_url=item.image_url, input_image="", input_sha256=""))
+        else:
+            jobs.append(Job(**common, input_image=stored[item.image.sha256], input_sha256=item.image.sha256))
+    created = Job.objects.bulk_create(jobs, batch_size=500)
+    if any(job.status == S.QUEUED for job in created):
+        _enqueue_pump(batch.provider)
+    if any(job.status == S.FETCHING for job in created):
+        from jobs.fetching import fetch_enqueue
+
+        transaction.on_commit(fetch_enqueue)
+    return created
+
+
 def batch_create(*, owner, spec: BatchSpec) -> BatchRun:
-    """Creates the batch and all its jobs in one transaction; the pump is enqueued once, on commit.
+    """Creates the batch and all its jobs in one transaction; the pump (and, for items by URL, the image
+    fetcher) is enqueued once, on commit.
 
     Inputs are stored first (the rows point at them) and are part of the all-or-nothing: if the
     transaction fails, the files it wrote are deleted again.
     """
-    stored, written = {}, []
+    written = []
     try:
-        for item in spec.items:
-            if item.image.sha256 not in stored:
-                stored[item.image.sha256], new = _store_input(item.image)
-                if new:
-                    written.append(stored[item.image.sha256])
+        stored = _store_inputs(spec, written)
         with transaction.atomic():
             batch = BatchRun.objects.create(owner=owner, name=spec.name, provider=spec.provider, preset=spec.preset,
                                             params=spec.params, budget_usd=spec.budget_usd,
@@ -79,21 +108,100 @@ def batch_create(*, owner, spec: BatchSpec) -> BatchRun:
                                             # Per batch, so a receiver can only ever verify (or, leaked, forge)
                                             # its own batch's events; shown once, in the creating answer.
                                             webhook_secret=secrets.token_urlsafe(32) if spec.webhook_url else "")
-            Job.objects.bulk_create(
-                [
-                    Job(batch=batch, owner=owner, provider=spec.provider, position=position,
-                        input_image=stored[item.image.sha256], input_name=item.image.name,
-                        input_sha256=item.image.sha256, prompt=item.prompt, negative_prompt=item.negative_prompt,
-                        seed=item.seed, params=item.params, max_attempts=settings.GENHUB_JOB_MAX_ATTEMPTS)
-                    for position, item in enumerate(spec.items)
-                ],
-                batch_size=500,
-            )
-            _enqueue_pump(spec.provider)
+            _create_jobs(batch, spec, stored, first_position=0)
     except BaseException:
         _forget_inputs(written)
         raise
     return batch
+
+
+class IdempotencyConflict(ApplicationError):
+    """The Idempotency-Key was already used on this batch for a different request."""
+
+
+def batch_append(*, batch: BatchRun, spec: BatchSpec, idempotency_key: str = "",
+                 fingerprint: str = "") -> tuple[BatchAppend | None, list[Job], bool]:
+    """Appends the spec's items to `batch`, after its last position; all or nothing.
+
+    → (the append's record when a key was given, the jobs it appended, whether this is a replay). A
+    request whose key this batch has already seen appends nothing: it is answered with the first one's
+    jobs, so a client that retries after a lost reply gets no duplicates. The batch row is locked while
+    positions and the item limit are worked out, so concurrent appends queue up instead of colliding.
+    """
+    written = []
+    try:
+        with transaction.atomic():
+            locked = BatchRun.objects.select_for_update().get(pk=batch.pk)
+            if idempotency_key:
+                earlier = BatchAppend.objects.filter(batch=locked, key=idempotency_key).first()
+                if earlier is not None:
+                    return earlier, _appended_jobs(earlier), _replay(earlier, fingerprint)
+            if locked.cancel_requested_at is not None:
+                raise ApplicationError("this batch was cancelled: nothing can be appended to it")
+            existing = locked.jobs.count()
+            limit = settings.GENHUB_MAX_BATCH_ITEMS
+            if existing + len(spec.items) > limit:
+                raise BatchValidationError([{"field": "items", "message": (
+                    f"too many items: the batch has {existing} and this request adds {len(spec.items)}; the limit "
+                    f"is {limit} per batch (GENHUB_MAX_BATCH_ITEMS)")}])
+            last = locked.jobs.order_by("-position").values_list("position", flat=True).first()
+            first_position = 0 if last is None else last + 1
+            stored = _store_inputs(spec, written)
+            jobs = _create_jobs(locked, spec, stored, first_position)
+            record = None
+            if idempotency_key:
+                record = BatchAppend.objects.create(batch=locked, key=idempotency_key, fingerprint=fingerprint,
+                                                    first_position=first_position, count=len(jobs))
+    except BaseException:
+        _forget_inputs(written)
+        raise
+    return record, jobs, False
+
+
+def _appended_jobs(record: BatchAppend) -> list[Job]:
+    return list(record.batch.jobs.filter(position__gte=record.first_position,
+                                         position__lt=record.first_position + record.count).order_by("position"))
+
+
+def _replay(record: BatchAppend, fingerprint: str) -> bool:
+    if fingerprint and record.fingerprint and fingerprint != record.fingerprint:
+        raise IdempotencyConflict(f"the Idempotency-Key {record.key!r} was already used on this batch for a "
+                                  "different request; use a new key for new items")
+    return True
+
+
+# --- images by URL (jobs/fetching.py) ------------------------------------------------------
+
+
+def pump_enqueue(provider: str) -> None:
+    """Starts (or wakes) the provider's pump, once the current transaction commits."""
+    _enqueue_pump(provider)
+
+
+def jobs_image_fetched(*, job_ids, image) -> dict[str, int]:
+    """fetching → queued for these jobs, now that their image is checked: stored like an upload (by its
+    sha256, once), with the output size it implies. Jobs cancelled meanwhile are left alone.
+
+    → {provider: jobs queued}. The caller starts those pumps (`pump_enqueue`), once for many images."""
+    name, _ = _store_input(image)
+    moved: dict[str, int] = {}
+    with transaction.atomic():
+        waiting = Job.objects.filter(pk__in=list(job_ids), status=S.FETCHING)
+        # One UPDATE per batch (usually one): a batch's jobs share its parameters, so share the output size.
+        for batch_id, provider, params in (BatchRun.objects.filter(jobs__in=waiting).distinct()
+                                           .values_list("id", "provider", "params")):
+            count = waiting.filter(batch_id=batch_id).update(
+                status=S.QUEUED, input_image=name, input_sha256=image.sha256,
+                params=item_params_for(params, image.width, image.height))
+            if count:
+                moved[provider] = moved.get(provider, 0) + count
+    return moved
+
+
+def jobs_image_unavailable(*, job_ids, reason: str) -> int:
+    """fetching → failed: the image could not be had. The batch goes on with its other items."""
+    return Job.objects.filter(pk__in=list(job_ids), status=S.FETCHING).update(
+        status=S.FAILED, error_code="image_unavailable", error_message=reason[:2000], finished_at=timezone.now())
 
 
 # --- transitions ----------------------------------------------------------------------------
@@ -442,14 +550,26 @@ def _cancel_remote_on_commit(requests) -> None:
     transaction.on_commit(lambda: [cancel_remote_task.enqueue(provider, ref) for provider, ref in requests])
 
 
+def _retry_status():
+    """Back to the queue, or to `fetching` for an item by URL whose image was never had."""
+    return Case(When(input_image="", then=Value(S.FETCHING)), default=Value(S.QUEUED))
+
+
+def _enqueue_after_retry(provider: str) -> None:
+    from jobs.fetching import fetch_enqueue
+
+    _enqueue_pump(provider)
+    transaction.on_commit(fetch_enqueue)
+
+
 def job_retry(*, job: Job) -> bool:
     """A user's retry of a failed or cancelled job: a fresh set of attempts."""
     updated = Job.objects.filter(pk=job.pk, status__in=(S.FAILED, S.CANCELLED)).update(
-        status=S.QUEUED, attempts=0, progress=0.0, error_code="", error_message="", finished_at=None,
+        status=_retry_status(), attempts=0, progress=0.0, error_code="", error_message="", finished_at=None,
         started_at=None, heartbeat_at=None, external_id="", provider_ref={}, instance=None)
     if updated:
         batch_reopened(batch_id=job.batch_id, job_ids=[job.pk])
-        _enqueue_pump(job.provider)
+        _enqueue_after_retry(job.provider)
     return updated == 1
 
 
@@ -468,11 +588,11 @@ def batch_cancel(*, batch: BatchRun) -> int:
 def batch_retry_failed(*, batch: BatchRun) -> int:
     with transaction.atomic():
         count = batch.jobs.filter(status=S.FAILED).update(
-            status=S.QUEUED, attempts=0, progress=0.0, error_code="", error_message="", finished_at=None,
+            status=_retry_status(), attempts=0, progress=0.0, error_code="", error_message="", finished_at=None,
             started_at=None, heartbeat_at=None, external_id="", provider_ref={}, instance=None)
         if count:
             batch_reopened(batch_id=batch.pk)
-            _enqueue_pump(batch.provider)
+            _enqueue_after_retry(batch.provider)
     return count
 
 

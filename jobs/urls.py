@@ -7,6 +7,7 @@ urlpatterns = [
     path("batches/", apis.BatchListCreateApi.as_view(), name="batch-list"),
     path("batches/<uuid:batch_id>/", apis.BatchDetailApi.as_view(), name="batch-detail"),
     path("batches/<uuid:batch_id>/jobs/", apis.BatchJobsApi.as_view(), name="batch-jobs"),
+    path("batches/<uuid:batch_id>/items/", apis.BatchAppendApi.as_view(), name="batch-items"),
     path("batches/<uuid:batch_id>/cancel/", apis.BatchCancelApi.as_view(), name="batch-cancel"),
     path("batches/<uuid:batch_id>/retry/", apis.BatchRetryApi.as_view(), name="batch-retry"),
     path("batches/<uuid:batch_id>/budget/", apis.BatchBudgetApi.as_view(), name="batch-budget"),

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import content_disposition_header
@@ -356,6 +356,8 @@ def job_retry(request, job_id):
 def job_input_image(request, job_id):
     """The job's input picture, for its card while the video is not there yet (owner only, like all media)."""
     job = selectors.job_get(user=request.user, job_uuid=job_id)
+    if not job.input_image:
+        raise Http404("this job's image has not been fetched")
     return serve_stored(
         request, job.input_image.name,
         content_type=mimetypes.guess_type(job.input_image.name)[0] or "application/octet-stream",

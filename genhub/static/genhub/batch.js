@@ -77,6 +77,18 @@
       video.setAttribute("aria-label", `Video made from ${job.input_name}`);
       media.replaceChildren(video);
     }
+    // An item by URL: its picture appears once fetched, or the card says there is none.
+    const placeholder = media.querySelector(".no-image");
+    if (placeholder && !job.output_url && job.status !== "fetching") {
+      if (job.error && job.error.code === "image_unavailable") {
+        placeholder.textContent = "No image";
+      } else {
+        const img = document.createElement("img");
+        img.src = media.dataset.input;
+        img.alt = `Input image ${job.input_name}`;
+        media.replaceChildren(img);
+      }
+    }
     showWhen(card, {
       // A bar only while it generates: waiting, paused or finished jobs say so in their badge.
       progress: phase === "running",

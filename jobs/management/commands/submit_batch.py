@@ -12,9 +12,9 @@ from jobs.intake import BatchValidationError, UploadedFile, build_batch
 from jobs.models import Job
 
 # The order counts are listed in: what is left first, then what is done.
-COUNT_ORDER = (Job.Status.RUNNING, Job.Status.QUEUED, Job.Status.WAITING_FOR_GPU, Job.Status.PAUSED,
-               Job.Status.SUCCEEDED, Job.Status.FAILED, Job.Status.CANCELLED)
-UNFINISHED_BATCH = ("queued", "waiting_for_gpu", "running")
+COUNT_ORDER = (Job.Status.RUNNING, Job.Status.FETCHING, Job.Status.QUEUED, Job.Status.WAITING_FOR_GPU,
+               Job.Status.PAUSED, Job.Status.SUCCEEDED, Job.Status.FAILED, Job.Status.CANCELLED)
+UNFINISHED_BATCH = ("fetching", "queued", "waiting_for_gpu", "running")
 
 
 def words(status: str) -> str:

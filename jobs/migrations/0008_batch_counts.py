@@ -25,7 +25,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('gpu_instances', '0002_verbose_names'),
-        ('jobs', '0006_batch_planning_and_webhooks'),
+        ('jobs', '0007_images_by_url_and_appends'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
@@ -43,6 +43,7 @@ class Migration(migrations.Migration):
                 ('n_cancelled', models.IntegerField(db_default=0)),
                 ('n_paused', models.IntegerField(db_default=0)),
                 ('n_storing', models.IntegerField(db_default=0)),
+                ('n_fetching', models.IntegerField(db_default=0)),
                 ('cost_usd', models.DecimalField(db_default=0, decimal_places=4, max_digits=14)),
                 ('wasted_usd', models.DecimalField(db_default=0, decimal_places=4, max_digits=14)),
             ],
