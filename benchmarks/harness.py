@@ -92,7 +92,7 @@ class Cluster:
         self.process = None
 
     def stop(self) -> None:
-        """SIGTERM to the main process only (django-q2 guide §A.4.4); then SIGKILL whatever of the group is left."""
+        """SIGTERM to the main process only (a group signal can deadlock django-q2), then SIGKILL what is left."""
         if self.process is None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -114,7 +114,7 @@ def cluster(**extra_env):
     try:
         yield process
     finally:
-        process.send_signal(signal.SIGTERM)  # the main process only (django-q2 guide §A.4.4)
+        process.send_signal(signal.SIGTERM)  # the main process only (a group signal can deadlock django-q2)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:

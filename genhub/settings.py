@@ -86,7 +86,7 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-# The cluster's broker reconnects on every poll unless connections are kept (django-q2 guide §A.3.5).
+# The cluster's broker reconnects on every poll unless connections are kept.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -195,7 +195,7 @@ Q_CLUSTER = {
     "workers": env.int("Q_WORKERS", default=6),
     # Hard cap per task. Generation tasks stream one clip; pumps loop for at most GENHUB_PUMP_SECONDS.
     "timeout": env.int("Q_TIMEOUT", default=900),
-    # Few locked-but-waiting rows: their redelivery clock (`retry`) is already running (guide §A.1.1).
+    # Few locked-but-waiting rows: their redelivery clock (`retry`) is already running.
     "queue_limit": env.int("Q_QUEUE_LIMIT", default=2),
     # Must exceed timeout × (ceil((queue_limit + 1) / workers) + 1); genhub.checks refuses to start otherwise.
     "retry": env.int("Q_RETRY", default=3600),

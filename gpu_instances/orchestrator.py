@@ -55,7 +55,7 @@ def _hook(name: str):
 
 def swarmui_for(instance: GpuInstance, *, health: bool = False) -> SwarmUIClient:
     """One client per instance (and purpose) per process, so its SwarmUI session is reused rather than a
-    new one opened for every probe and job (reference/swarmui-api.md §2.1).
+    new one opened for every probe and job (SwarmUI sessions are meant to be reused).
 
     An instance without a pinned certificate (rented before genhub pinned its channel) is never called:
     the error is transient, so its jobs go back to the queue and its failed probes replace it.

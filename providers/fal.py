@@ -1,6 +1,6 @@
 """fal.ai's queue REST API (`requests`, no fal-client) and the `fal` provider built on it.
 
-Quirks this follows (reference/fal-api.md):
+Quirks this follows (from fal's queue API docs and the fal-ai/fal client source):
 - submit to `{queue}/{endpoint id}`; the status/response/cancel URLs it returns use only
   owner/alias (the endpoint path is dropped), so they are stored and used, never rebuilt;
 - status answers 202 while IN_QUEUE/IN_PROGRESS and 200 once COMPLETED, and a COMPLETED request

@@ -83,7 +83,7 @@ def qcluster(settings, media_root, tmp_path):
     yield start
     for process, log in processes:
         if process.poll() is None:
-            # SIGTERM to the main process only: a group signal can deadlock django-q2 (guide §A.4.4).
+            # SIGTERM to the main process only: a group signal can deadlock django-q2 (django-q2).
             process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout=30)

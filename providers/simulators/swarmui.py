@@ -1,6 +1,6 @@
 """A simulated SwarmUI server: one per simulated GPU instance.
 
-It speaks the protocol of `reference/swarmui-api.md` closely enough to catch client bugs: the exact
+It speaks SwarmUI's API (mcmonkeyprojects/SwarmUI, src/WebAPI) closely enough to catch client bugs: the exact
 `Authorization` header on every route (plain-text 401 otherwise, §2.3), sessions that expire (HTTP 401
 `invalid_session_id`), route errors as HTTP 200 `{"error": ...}`, framework errors as HTTP 400 with
 `error_id` (§2.2), generation over HTTP and over a WebSocket on the same port (RFC 6455 handshake and

@@ -1,5 +1,5 @@
 """A simulated vast.ai cloud: the same URL shapes, status codes and bodies as the real API
-(`reference/vastai-api.md`, § numbers below), so client bugs show up here rather than on a paid account.
+(as vast.ai's docs and vast-cli show it), so client bugs show up here rather than on a paid account.
 
 - `POST /api/v0/bundles/` searches offers with vast's query semantics (field ops, `order`, `limit` defaulting
   to 64, `allocated_storage` pricing `dph_total` and filtering `disk_space`); unknown fields are a 400. It also
