@@ -122,6 +122,24 @@ def _cap(rng, batch):
     budget.apply_caps(provider_name="fal")
 
 
+def _add_by_url(rng, batch):
+    """An appended item by URL: it waits `fetching`, then its image comes (queued) or does not (failed)."""
+    first = batch.jobs.order_by("position").first()
+    if first is None:
+        return
+    Job.objects.create(batch=batch, owner=batch.owner, provider=first.provider, position=batch.jobs.count(),
+                       status=S.FETCHING, image_url="https://images.example.com/a.png", input_image="",
+                       input_name="a.png", prompt=first.prompt, seed=rng.randrange(10_000), params=first.params)
+
+
+def _image_arrives(rng, batch):
+    pk, _ = _pick(rng, batch, S.FETCHING)
+    if pk and rng.random() < 0.5:
+        services.jobs_image_unavailable(job_ids=[pk], reason="HTTP 404")
+    elif pk:
+        Job.objects.filter(pk=pk, status=S.FETCHING).update(status=S.QUEUED)
+
+
 def _delete_a_job(rng, batch):
     pk, _ = _pick(rng, batch, *S.values)
     if pk and rng.random() < 0.2:
@@ -130,7 +148,7 @@ def _delete_a_job(rng, batch):
 
 TRANSITIONS = [_claim, _claim, _claim, _succeed, _succeed, _fail, _requeue_stale, _billed_failure, _keep_and_store,
                _cancel_job, _retry_job, _cancel_batch, _retry_batch, _park_and_unpark, _fall_back, _cap,
-               _delete_a_job]
+               _add_by_url, _image_arrives, _delete_a_job]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
