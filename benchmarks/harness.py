@@ -23,38 +23,98 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
-from django.test.utils import setup_test_environment  # noqa: E402
+from django.test.utils import setup_test_environment, teardown_test_environment  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextlib.contextmanager
 def scratch_database():
-    """A fresh `test_<name>` database, migrated, dropped afterwards."""
+    """A fresh `test_<name>` database, migrated, dropped afterwards (any connection left on it is cut first).
+    Can be entered again after it exits, for a second run on a clean database."""
     setup_test_environment()
     old_name = connection.settings_dict["NAME"]
-    connection.creation.create_test_db(verbosity=0, autoclobber=True)
     try:
-        yield
+        connection.creation.create_test_db(verbosity=0, autoclobber=True)
+        try:
+            yield
+        finally:
+            terminate_backends()
+            connection.creation.destroy_test_db(old_name, verbosity=0)
     finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
+        teardown_test_environment()
+
+
+def terminate_backends() -> int:
+    """`pg_terminate_backend` on every other connection to this database (what a failover or an admin
+    does); returns how many were cut. The caller's own connection stays."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def cluster_env(**extra_env) -> dict:
+    db = connection.settings_dict
+    return {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "MEDIA_ROOT": str(settings.MEDIA_ROOT), "FAL_QUEUE_URL": settings.FAL_QUEUE_URL,
+            "VAST_API_URL": settings.VAST_API_URL, "Q_POLL": "0.1",
+            **{key: str(value) for key, value in extra_env.items()}}
+
+
+class Cluster:
+    """A real `manage.py qcluster` in a process group of its own, so that a fault can SIGKILL all of it
+    (main, guard, workers, monitor, pusher) the way the OOM killer or a lost host would, and start it again."""
+
+    def __init__(self, log_path: Path, **extra_env):
+        self.log_path = log_path
+        self.extra_env = extra_env
+        self.process: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> "Cluster":
+        log = open(self.log_path, "a")
+        log.write(f"--- start {self.starts + 1} at {time.time():.3f}\n")
+        log.flush()
+        self.process = subprocess.Popen([sys.executable, "manage.py", "qcluster"], env=cluster_env(**self.extra_env),
+                                        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()  # the child holds its own copy
+        self.starts += 1
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the whole group at once: nothing gets to clean up, leases and claims stay behind."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+        self.process = None
+
+    def stop(self) -> None:
+        """SIGTERM to the main process only (a group signal can deadlock django-q2), then SIGKILL what is left."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        self.kill()
 
 
 @contextlib.contextmanager
 def cluster(**extra_env):
     """A real `manage.py qcluster` on the scratch database."""
-    db = connection.settings_dict
-    env = {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-           "MEDIA_ROOT": str(settings.MEDIA_ROOT), "FAL_QUEUE_URL": settings.FAL_QUEUE_URL,
-           "VAST_API_URL": settings.VAST_API_URL, "Q_POLL": "0.1",
-           **{key: str(value) for key, value in extra_env.items()}}
+    env = cluster_env(**extra_env)
     log = open(Path(tempfile.gettempdir()) / "genhub-bench-qcluster.log", "w")
     process = subprocess.Popen([sys.executable, "manage.py", "qcluster"], env=env, cwd=ROOT, stdout=log,
                                stderr=subprocess.STDOUT)
     try:
         yield process
     finally:
-        process.send_signal(signal.SIGTERM)  # the main process only (django-q2 guide §A.4.4)
+        process.send_signal(signal.SIGTERM)  # the main process only (a group signal can deadlock django-q2)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:

@@ -7,7 +7,7 @@ from django.core.checks import Error, register
 
 
 def redelivery_bound(conf: dict) -> int:
-    """Worst time from a task's pick-up to its acknowledgement (django-q2 guide §A.1.1).
+    """Worst time from a task's pick-up to its acknowledgement (see genhub/checks.py).
 
     The ORM broker locks a row for `retry` seconds at pick-up; the row may wait in the in-memory
     queue behind other tasks before a worker starts it, so `retry > timeout` alone is not enough.

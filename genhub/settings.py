@@ -6,6 +6,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from genhub import storage as genhub_storage
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -84,7 +86,7 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-# The cluster's broker reconnects on every poll unless connections are kept (django-q2 guide §A.3.5).
+# The cluster's broker reconnects on every poll unless connections are kept.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -115,6 +117,27 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+
+# --- object storage (issue 13): inputs, videos, posters and exports in an S3-compatible bucket ---
+# Local disk (MEDIA_ROOT) is the zero-setup default; with more than one host it must be a shared filesystem, or
+# use S3. GENHUB_STORAGE=s3 (implied by AWS_STORAGE_BUCKET_NAME) stores every file in the bucket through
+# django-storages. The keys are not settings: boto3 reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or a role)
+# from the environment itself, so they never appear in a settings dump or an error page (genhub/storage.py).
+AWS_STORAGE_BUCKET_NAME = env("AWS_STORAGE_BUCKET_NAME", default="")
+AWS_S3_ENDPOINT_URL = env("AWS_S3_ENDPOINT_URL", default="") or None  # e.g. MinIO, R2, B2; unset = AWS itself
+AWS_S3_REGION_NAME = env("AWS_S3_REGION_NAME", default="") or None
+GENHUB_STORAGE = (env("GENHUB_STORAGE", default="")
+                  or (genhub_storage.S3 if AWS_STORAGE_BUCKET_NAME else genhub_storage.LOCAL))
+# Downloads from S3 are a 302 to a signed URL valid this long (a player seeks with Range on that URL).
+GENHUB_S3_PRESIGN_SECONDS = env.int("GENHUB_S3_PRESIGN_SECONDS", default=300)
+# Where browsers reach the object store, when genhub reaches it at an internal address (unset = the same).
+GENHUB_S3_PUBLIC_ENDPOINT_URL = env("GENHUB_S3_PUBLIC_ENDPOINT_URL", default="")
+STORAGES["default"] = genhub_storage.default_backend(
+    kind=GENHUB_STORAGE, bucket=AWS_STORAGE_BUCKET_NAME,
+    endpoint_url=AWS_S3_ENDPOINT_URL or "", region=AWS_S3_REGION_NAME or "",
+    addressing_style=env("AWS_S3_ADDRESSING_STYLE", default=""),  # "path" for most S3-compatible servers
+    location=env("AWS_LOCATION", default=""),  # a key prefix inside the bucket
+    presign_seconds=GENHUB_S3_PRESIGN_SECONDS)
 
 # Bulk uploads: the per-request file count must allow the largest batch (validated with a clear error).
 GENHUB_MAX_BATCH_ITEMS = env.int("GENHUB_MAX_BATCH_ITEMS", default=1000)
@@ -172,7 +195,7 @@ Q_CLUSTER = {
     "workers": env.int("Q_WORKERS", default=6),
     # Hard cap per task. Generation tasks stream one clip; pumps loop for at most GENHUB_PUMP_SECONDS.
     "timeout": env.int("Q_TIMEOUT", default=900),
-    # Few locked-but-waiting rows: their redelivery clock (`retry`) is already running (guide §A.1.1).
+    # Few locked-but-waiting rows: their redelivery clock (`retry`) is already running.
     "queue_limit": env.int("Q_QUEUE_LIMIT", default=2),
     # Must exceed timeout × (ceil((queue_limit + 1) / workers) + 1); genhub.checks refuses to start otherwise.
     "retry": env.int("Q_RETRY", default=3600),
@@ -277,6 +300,7 @@ GENHUB_GPU_HOOKS = {
     "attributed_cost": "jobs.spend.instance_attributed",
     "instance_progress": "jobs.gpu_watch.instance_progress",
     "instance_stalled": "jobs.services.jobs_release_for_instance",
+    "waiting_params": "jobs.gpu_policy.gpu_waiting_params",  # the clip offers are ranked for (issue 12)
 }
 VAST_GPU_NAMES = env.list("VAST_GPU_NAMES", default=["H100 SXM", "H100 PCIE", "H100 NVL", "H200", "H200 NVL",
                                                      "A100 SXM4", "A100 PCIE", "A100X"])
@@ -316,6 +340,35 @@ SWARMUI_STALL_FACTOR = env.float("SWARMUI_STALL_FACTOR", default=5)
 SWARMUI_RESTART_DEADLINE_SECONDS = env.float("SWARMUI_RESTART_DEADLINE_SECONDS", default=300)
 # A worker retries recording a finished generation this long while the database is away.
 GENHUB_DB_RETRY_SECONDS = env.float("GENHUB_DB_RETRY_SECONDS", default=120)
+
+# --- knowing the GPU (issue 12): qualification and offer ranking ---
+# A newly ready instance makes one short self-test clip before user jobs; slower than TOLERANCE × what its
+# GPU model is expected to take (genhub's history, else the shipped table) → replaced, machine avoided.
+# The same tolerance leaves out offers on machines whose history is that much slower than their model.
+VAST_QUALIFY = env.bool("VAST_QUALIFY", default=True)
+VAST_QUALIFY_TOLERANCE = env.float("VAST_QUALIFY_TOLERANCE", default=1.5)
+VAST_QUALIFY_FRAMES = env.int("VAST_QUALIFY_FRAMES", default=17)
+
+
+def _qualify_size(value: str) -> tuple[int, int]:
+    try:
+        width, height = (int(side) for side in value.lower().split("x"))
+    except ValueError:
+        width = height = 0
+    if not all(256 <= side <= 1280 and side % 16 == 0 for side in (width, height)):
+        raise ImproperlyConfigured(f"VAST_QUALIFY_SIZE must be WIDTHxHEIGHT with sides multiples of 16 in "
+                                   f"256-1280 (e.g. 256x256), not {value!r}")
+    return width, height
+
+
+VAST_QUALIFY_SIZE = _qualify_size(env("VAST_QUALIFY_SIZE", default="256x256"))
+VAST_QUALIFY_STEPS = env.int("VAST_QUALIFY_STEPS", default=4)
+# A self-test that errors (not one that is slow) is tried this many times before the machine is given up.
+VAST_QUALIFY_TRIES = env.int("VAST_QUALIFY_TRIES", default=2)
+# A warm-up clip first (it loads the models), so the measured one is steady-state like the jobs after it.
+VAST_QUALIFY_WARMUP = env.bool("VAST_QUALIFY_WARMUP", default=True)
+# After this many hosts in a row failed for slowness, the next is kept: the expectation is then the suspect.
+VAST_QUALIFY_MAX_REPLACEMENTS = env.int("VAST_QUALIFY_MAX_REPLACEMENTS", default=3)
 
 # --- web app (issue 5): dry-run estimates and ZIP uploads ---
 # Planning numbers for the dry run on the new-batch page only; what a job really cost is measured per job.
@@ -376,3 +429,25 @@ VAST_OFFER_CACHE_SECONDS = env.float("VAST_OFFER_CACHE_SECONDS", default=60)
 # the instance it may have made, for up to VAST_CREATE_RESOLVE_SECONDS after it was sent.
 VAST_CREATE_TIMEOUT_SECONDS = env.float("VAST_CREATE_TIMEOUT_SECONDS", default=120)
 VAST_CREATE_RESOLVE_SECONDS = env.float("VAST_CREATE_RESOLVE_SECONDS", default=300)
+
+# --- planning the batch (issue 12, items 4-6): ETA, deadlines, batch webhooks ---
+# Boot time assumed before genhub has seen an instance become ready (then: the median of past boots).
+GENHUB_BOOT_ESTIMATE_SECONDS = env.float("GENHUB_BOOT_ESTIMATE_SECONDS", default=600)
+# The deadline planner aims to finish this long before a batch's deadline (polls, store, a late clip).
+GENHUB_DEADLINE_MARGIN_SECONDS = env.float("GENHUB_DEADLINE_MARGIN_SECONDS", default=120)
+# Batch webhooks must be https; plain http only with this (on by default when DEBUG).
+GENHUB_WEBHOOK_ALLOW_HTTP = env.bool("GENHUB_WEBHOOK_ALLOW_HTTP", default=DEBUG)
+# Loopback, private and link-local webhook addresses are refused unless GENHUB_ALLOW_PRIVATE_DOWNLOADS is on
+# (the same switch as the download address rules, above).
+
+# --- images by URL and appending to a batch (issue 13, item 3) ---
+# Items may name their image by `image_url` (https://, or s3://<AWS_STORAGE_BUCKET_NAME>/<key>); genhub
+# fetches them in the background with the address rule above (GENHUB_ALLOW_PRIVATE_DOWNLOADS) and the
+# upload checks (GENHUB_MAX_IMAGE_BYTES, decode). Plain http:// only when this is on (development).
+GENHUB_IMAGE_URL_ALLOW_HTTP = env.bool("GENHUB_IMAGE_URL_ALLOW_HTTP", default=DEBUG)
+# Images fetched at once (one fetcher per deployment, under a lease, with this many threads).
+GENHUB_IMAGE_FETCH_CONCURRENCY = env.int("GENHUB_IMAGE_FETCH_CONCURRENCY", default=8)
+# The most one image may take, from its first connect to its last byte (seconds); also the read timeout.
+GENHUB_IMAGE_FETCH_TIMEOUT_SECONDS = env.float("GENHUB_IMAGE_FETCH_TIMEOUT_SECONDS", default=30)
+# Redirects followed per image; each hop is checked against the address rule before it is requested.
+GENHUB_IMAGE_FETCH_MAX_REDIRECTS = env.int("GENHUB_IMAGE_FETCH_MAX_REDIRECTS", default=5)

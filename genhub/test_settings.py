@@ -28,6 +28,8 @@ for name in ("SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_SSL_REDIRECT
 os.environ.setdefault("SECURE_HSTS_SECONDS", "0")
 # The simulators live on 127.0.0.1 and the fal simulator serves its own files.
 os.environ.setdefault("GENHUB_ALLOW_PRIVATE_DOWNLOADS", "1")
+# Images by URL come from local test servers over plain HTTP (issue 13).
+os.environ.setdefault("GENHUB_IMAGE_URL_ALLOW_HTTP", "1")
 os.environ.setdefault("FAL_FILE_HOSTS", "v3.fal.media,v3b.fal.media,127.0.0.1")
 
 from genhub.settings import *  # noqa: E402,F403

@@ -1,9 +1,10 @@
 from django.contrib import admin, messages
+from django.template.loader import render_to_string
 from django.utils.html import format_html
 
 from genhub.formatting import usd
-from gpu_instances import services
-from gpu_instances.models import GpuInstance, InstanceEvent, OfferSearch
+from gpu_instances import services, speed
+from gpu_instances.models import GpuInstance, InstanceEvent, OfferSearch, SpeedSample
 from gpu_instances.orchestrator import VastAIOrchestrator
 
 
@@ -28,7 +29,8 @@ class GpuInstanceAdmin(admin.ModelAdmin):
     actions = ["destroy_instances"]
 
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in GpuInstance._meta.fields if f.name != "swarmui_token"] + ["price", "cost", "jobs_link"]
+        return [f.name for f in GpuInstance._meta.fields if f.name != "swarmui_token"] + [
+            "price", "cost", "jobs_link", "speed_history"]
 
     @admin.display(description="$/hour", ordering="dph_usd")
     def price(self, obj):
@@ -45,6 +47,16 @@ class GpuInstanceAdmin(admin.ModelAdmin):
     def cost(self, obj):
         total, _, overhead = services.instance_costs(obj)
         return f"{usd(total)} / {usd(overhead)}"
+
+    @admin.display(description="speed history")
+    def speed_history(self, obj):
+        """What this machine and its GPU model have measured (jobs and self-tests)."""
+        if not obj.gpu_name:
+            return "—"
+        machine = speed.speed_history(machine_id=obj.machine_id) if obj.machine_id else []
+        return render_to_string("admin/gpu_instances/_speed_history.html", {"tables": [
+            (f"machine {obj.machine_id}", machine), (f"all {obj.gpu_name} machines", speed.speed_history(
+                gpu_name=obj.gpu_name))]})
 
     @admin.display(description="jobs")
     def jobs_link(self, obj):
@@ -88,4 +100,31 @@ class OfferSearchAdmin(admin.ModelAdmin):
         return len(obj.offers or [])
 
     def has_add_permission(self, request):
+        return False
+
+
+@admin.register(SpeedSample)
+class SpeedSampleAdmin(admin.ModelAdmin):
+    """The measurements behind qualification, ranking and estimates; the list page opens with a summary
+    per GPU model and per machine."""
+
+    list_display = ("at", "gpu_name", "machine_id", "instance", "clip", "seconds", "source")
+    list_filter = ("source", "gpu_name")
+    search_fields = ("gpu_name", "=machine_id")
+    change_list_template = "admin/gpu_instances/speedsample/change_list.html"
+
+    @admin.display(description="clip")
+    def clip(self, obj):
+        return speed.describe_shape((obj.frames, obj.width, obj.height, obj.steps))
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "speed_tables": [
+            ("by GPU model", speed.speed_history(), False),
+            ("by machine", speed.speed_history(per_machine=True), True)]}
+        return super().changelist_view(request, extra_context=extra_context)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False

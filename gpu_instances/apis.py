@@ -20,6 +20,8 @@ class InstanceOutputSerializer(serializers.Serializer):
     destroyed_at = serializers.DateTimeField(allow_null=True)
     end_reason = serializers.SerializerMethodField()
     address = serializers.SerializerMethodField()
+    qualification = serializers.CharField(help_text="self-test outcome: '' (not yet), passed, failed, skipped")
+    qualified_at = serializers.DateTimeField(allow_null=True)
     cost_so_far_usd = serializers.SerializerMethodField()
     overhead_usd = serializers.SerializerMethodField()
 

@@ -1,5 +1,6 @@
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class GpuInstance(models.Model):
@@ -15,6 +16,12 @@ class GpuInstance(models.Model):
         FAILED = "failed"  # gave up before it was ever destroyed cleanly (kept for history)
 
     ACTIVE_STATES = (State.PROVISIONING, State.LOADING, State.READY, State.UNHEALTHY)
+
+    class Qualification(models.TextChoices):
+        PENDING = "", "not yet"
+        PASSED = "passed"
+        FAILED = "failed"  # far slower than its GPU model: replaced, its samples kept out of the model's figures
+        SKIPPED = "skipped"  # qualification was off (VAST_QUALIFY=0) when it became ready
 
     vast_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     label = models.CharField(max_length=100)
@@ -47,6 +54,10 @@ class GpuInstance(models.Model):
     # Who asked for it: waiting jobs ("demand"), or an operator (`ensure_instance`), whose request stands
     # even while no job needs the GPU.
     requested_by = models.CharField(max_length=16, default="demand")
+    # Qualification (gpu_instances/qualification.py): a ready instance takes user jobs only once its
+    # self-test passed (`qualified_at` set), unless qualification is off.
+    qualification = models.CharField(max_length=16, choices=Qualification.choices, blank=True)
+    qualified_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -105,3 +116,38 @@ class OfferSearch(models.Model):
 
     def __str__(self):
         return f"offer search ({len(self.offers)} cached, blocked until {self.blocked_until or '—'})"
+
+
+class SpeedSample(models.Model):
+    """GPU seconds one clip took on one machine: the history behind estimates, qualification and ranking.
+
+    `machine_id` and `gpu_name` are copied from the instance so the history outlives nothing: it is what
+    a machine did whichever instance (contract) ran on it.
+    """
+
+    class Source(models.TextChoices):
+        SELFTEST = "selftest"
+        JOB = "job"
+
+    instance = models.ForeignKey(GpuInstance, null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="speed_samples")
+    machine_id = models.BigIntegerField(null=True, blank=True)
+    gpu_name = models.CharField(max_length=100, blank=True)
+    frames = models.PositiveIntegerField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    steps = models.PositiveIntegerField()
+    seconds = models.FloatField(help_text="GPU seconds for one clip, from its first generation step")
+    source = models.CharField(max_length=16, choices=Source.choices)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [
+            models.Index(fields=["gpu_name", "-at"], name="speed_sample_gpu_recent"),
+            models.Index(fields=["machine_id", "-at"], name="speed_sample_machine_recent"),
+        ]
+
+    def __str__(self):
+        return (f"{self.gpu_name or '?'} machine {self.machine_id}: {self.seconds:.1f} s for {self.frames} frames "
+                f"{self.width}×{self.height} × {self.steps} steps ({self.source})")

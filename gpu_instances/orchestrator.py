@@ -25,6 +25,7 @@ from django.utils.module_loading import import_string
 
 from genhub.db import DatabaseError, reconnect, with_reconnect
 from genhub.leases import HeldLease
+from gpu_instances import ranking
 from gpu_instances.models import GpuInstance, InstanceEvent
 from gpu_instances.offers import SearchBlocked, offers_find, offers_forget, offers_invalidate
 from providers import instance_tls
@@ -54,7 +55,7 @@ def _hook(name: str):
 
 def swarmui_for(instance: GpuInstance, *, health: bool = False) -> SwarmUIClient:
     """One client per instance (and purpose) per process, so its SwarmUI session is reused rather than a
-    new one opened for every probe and job (reference/swarmui-api.md §2.1).
+    new one opened for every probe and job (SwarmUI sessions are meant to be reused).
 
     An instance without a pinned certificate (rented before genhub pinned its channel) is never called:
     the error is transient, so its jobs go back to the queue and its failed probes replace it.
@@ -211,6 +212,7 @@ class VastAIOrchestrator:
 
     def step(self) -> tuple[str, bool]:
         """One pass over the world. Returns (what happened, whether another step soon is useful)."""
+        from gpu_instances import qualification  # it builds on this module's record and fail path
         self._finish_destroying()
         self._sweep_leaks()
         instance = self.active()
@@ -227,7 +229,11 @@ class VastAIOrchestrator:
                 return "released an unrented request", False
             return self._provision(instance), True
         if instance.state == State.LOADING:
-            return self._follow_boot(instance), True
+            outcome = self._follow_boot(instance)
+            # Qualified in the step that found it ready, so no job ever sees it unqualified ...
+            return (qualification.qualify(self, instance) if qualification.needs_selftest(instance) else outcome), True
+        if qualification.needs_selftest(instance):
+            return qualification.qualify(self, instance), True  # ... or in the next, if that step was cut short
         outcome = self._check_health(instance)
         active = self.active()
         if active and active.state == State.READY and not demand:
@@ -253,6 +259,12 @@ class VastAIOrchestrator:
             return self._note_error(instance, f"offer search failed: {exc.message}")
         if not offers:
             return self._note_error(instance, "no vast.ai offer matches the filters right now")
+        params = ranking.planning_params()
+        ranked, excluded = ranking.rank_offers(offers, params=params)
+        if not ranked:
+            return self._note_error(instance, f"every matching offer is on a machine with a slow record: "
+                                              f"{'; '.join(excluded)}")
+        offers = [row.offer for row in ranked]  # cheapest per clip first
         # Claim the purchase (compare-and-set on the empty token): behind the lease this always wins,
         # but it keeps a second buyer out even if something calls step() without the lease.
         token = secrets.token_urlsafe(32)
@@ -288,7 +300,8 @@ class VastAIOrchestrator:
             return self._note_error(instance, f"could not rent any of {len(offers)} offer(s): {exc.message}")
         offers_forget(gone + [offer.id])
         transition(instance, State.LOADING, f"rented {offer.gpu_name} at ${offer.dph_total:.3f}/h on machine "
-                                            f"{offer.machine_id} (vast #{vast_id})",
+                                            f"{offer.machine_id} (vast #{vast_id}): "
+                                            + ranking.rental_reason(ranked, offer, params=params, excluded=excluded),
                    vast_id=vast_id, offer_id=offer.id, machine_id=offer.machine_id, gpu_name=offer.gpu_name or "",
                    num_gpus=offer.num_gpus or 1, dph_usd=round(offer.dph_total, 4))
         return f"rented vast #{vast_id}"
@@ -508,6 +521,10 @@ class VastAIOrchestrator:
         return self.vast.show_instance(instance.vast_id) if instance.vast_id else None
 
     # --- failure, destruction, leaks --------------------------------------------------------
+
+    def replace(self, instance: GpuInstance, reason: str) -> str:
+        """Gives up on an instance for a reason found outside this module (a failed self-test)."""
+        return self._fail(instance, reason)
 
     def _fail(self, instance: GpuInstance, reason: str) -> str:
         """Gives up on an instance: its jobs go back to the queue and it is destroyed (verified)."""

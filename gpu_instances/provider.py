@@ -5,13 +5,14 @@ progress. The in-flight limit (default 2: one generating, one queued inside Swar
 busy between jobs while little work is at risk when the instance dies.
 """
 
-import time
 from decimal import Decimal
 
 from django.conf import settings
 
+from gpu_instances.generation import timed_generation
 from gpu_instances.models import GpuInstance
-from gpu_instances.orchestrator import VastAIOrchestrator, swarmui_for
+from gpu_instances.orchestrator import VastAIOrchestrator
+from gpu_instances.qualification import admits_jobs
 from providers.base import Finished, GenerationRequest, Provider
 from providers.errors import TransientError
 from providers.swarmui import build_video_params
@@ -26,8 +27,11 @@ class VastAIProvider(Provider):
 
     def capacity(self) -> int | None:
         orchestrator = VastAIOrchestrator()
-        if orchestrator.ready():
+        ready = orchestrator.ready()
+        if ready and admits_jobs(ready):
             return settings.VAST_MAX_IN_FLIGHT
+        if ready:
+            return None  # it is running its self-test; reconcile is already following it
         if not orchestrator.demand():
             return None
         _, created = orchestrator.get_or_create_instance()
@@ -41,6 +45,9 @@ class VastAIProvider(Provider):
         instance = VastAIOrchestrator().ready()
         if instance is None:
             raise TransientError("no GPU instance is ready", code="instance_not_ready")
+        if not admits_jobs(instance):
+            raise TransientError(f"instance vast #{instance.vast_id} has not passed its self-test yet",
+                                 code="instance_not_ready")
         return {"instance_id": instance.pk}
 
     def submit(self, request: GenerationRequest, *, on_progress=None, placement: dict | None = None,
@@ -55,26 +62,13 @@ class VastAIProvider(Provider):
             fps=params["fps"], width=params["width"], height=params["height"], steps=params["steps"],
             cfg=params["cfg"], video_model=settings.SWARMUI_VIDEO_MODEL, swap_model=settings.SWARMUI_SWAP_MODEL or None,
         )
-        submitted = time.monotonic()
-        gpu_started = None
-
-        def relay(fraction: float) -> None:
-            # The GPU is ours from the first step of *this* job, not from when it joined SwarmUI's queue
-            # behind the previous one: that wait is not billed to the job.
-            nonlocal gpu_started
-            if gpu_started is None:
-                gpu_started = time.monotonic()
-            if on_progress:
-                on_progress(fraction)
-
         try:
             # `cancel` (set when the job is cancelled or taken from this worker) interrupts it in SwarmUI.
-            video = swarmui_for(instance).generate_video(swarm_params, on_progress=relay, cancel=cancel)
+            video, seconds = timed_generation(instance, swarm_params, on_progress=on_progress, cancel=cancel)
         except TransientError as exc:
             if exc.code in UNREACHABLE_CODES:
                 VastAIOrchestrator().report_trouble(instance, exc.message)
             raise
-        seconds = time.monotonic() - (gpu_started or submitted)
         return Finished(video=video.video, meta={
             "instance_id": instance.pk, "generation_seconds": round(seconds, 3),
             "dph_usd": instance.dph_usd if instance.dph_usd is not None else Decimal("0"),

@@ -45,6 +45,8 @@ def instance_summary(instance: GpuInstance) -> dict:
         "last_health": (f"{'ok' if instance.last_health_ok else 'FAILED'} at {instance.last_health_at:%H:%M:%S}"
                         if instance.last_health_at else "never"),
         "health_failures": instance.health_failures,
+        "machine_id": instance.machine_id,
+        "qualification": instance.qualification or ("self-test pending" if instance.is_active else "never tested"),
         "end_reason": instance.end_reason,
     }
 
@@ -79,6 +81,8 @@ def instance_report(instance: GpuInstance) -> list[tuple[str, str]]:
         ("age", format_duration(instance_age_seconds(instance))),
         ("billed so far", f"{usd(total)} (jobs {usd(attributed)}, overhead {usd(overhead)})"),
         ("last health", health),
+        ("machine", str(instance.machine_id) if instance.machine_id else "—"),
+        ("qualification", instance.qualification or ("self-test pending" if instance.is_active else "never tested")),
     ]
 
 

@@ -5,7 +5,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 from django.utils.module_loading import import_string
 
-from gpu_instances import exposure, selectors, services
+from gpu_instances import exposure, selectors, services, speed
 from gpu_instances.models import GpuInstance
 
 HISTORY_INSTANCES = 10
@@ -48,4 +48,21 @@ def instance_panel(request):
     return render(request, "instance/panel.html", {
         "active": _instance_row(active, None, request.user) if active else None, "waiting": waiting,
         "history": [row for row in rows if row["instance"] != active],  # the active one is shown above
+        "active_speed": _active_speed(active) if active and active.gpu_name else None,
+        "speed_by_model": speed.speed_history(),
     })
+
+
+def _active_speed(instance: GpuInstance) -> dict:
+    """What the rented machine and its GPU model have measured, and how its self-test went."""
+    if instance.qualified_at:
+        qualification = {"passed": "passed its self-test", "skipped": "not tested (qualification is off)"}.get(
+            instance.qualification, instance.qualification)
+    elif instance.state == GpuInstance.State.READY:
+        qualification = "running its self-test: no jobs until it passes"
+    else:
+        qualification = "self-test when it is ready"
+    return {"qualification": qualification,
+            "machine": speed.speed_history(machine_id=instance.machine_id) if instance.machine_id else [],
+            "model": speed.speed_history(gpu_name=instance.gpu_name),
+            "model_caption": f"Speed of all {instance.gpu_name} machines"}

@@ -1,10 +1,11 @@
 from django.contrib import admin, messages
-from django.db.models import Count, Q, Sum
+from django.db.models import F
 from django.utils.html import format_html
 
 from genhub.formatting import plural, usd
 from jobs import services
-from jobs.models import Alert, BatchRun, Job
+from jobs.image_sources import shown_url
+from jobs.models import Alert, BatchRun, Job, WebhookDelivery
 
 S = Job.Status
 
@@ -47,12 +48,16 @@ class BatchRunAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
     search_fields = ("name", "uuid", "owner__username")
     inlines = [JobInline]
     actions = ["cancel_batches", "retry_failed"]
+    # The webhook's signing secret was shown to its owner once; nobody sees it again, staff included.
+    exclude = ("webhook_secret",)
 
     def get_queryset(self, request):
+        # The maintained counts (BatchCounts): the list never adds up jobs.
+        first, *rest = Job.UNFINISHED
+        unfinished = sum((F(f"tally__n_{status}") for status in rest), F(f"tally__n_{first}"))
         return super().get_queryset(request).select_related("owner").annotate(
-            _total=Count("jobs"), _succeeded=Count("jobs", filter=Q(jobs__status=S.SUCCEEDED)),
-            _failed=Count("jobs", filter=Q(jobs__status=S.FAILED)),
-            _active=Count("jobs", filter=Q(jobs__status__in=Job.UNFINISHED)), _cost=Sum("jobs__cost_usd"))
+            _total=F("tally__n_total"), _succeeded=F("tally__n_succeeded"), _failed=F("tally__n_failed"),
+            _active=unfinished, _cost=F("tally__cost_usd"))
 
     @admin.display(description="jobs", ordering="_total")
     def jobs_summary(self, obj):
@@ -86,7 +91,14 @@ class JobAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
     list_select_related = ("batch", "owner", "instance")
     actions = ["cancel_jobs", "retry_jobs"]
     # provider_ref holds fal's request URLs, which are not secret; no credential is ever stored on a job.
-    readonly_fields = [f.name for f in Job._meta.fields] + ["cost", "video_player"]
+    # An image URL's query string may be the owner's signature for their bucket: shown without it.
+    exclude = ("image_url",)
+    readonly_fields = [f.name for f in Job._meta.fields if f.name != "image_url"] + ["cost", "video_player",
+                                                                                      "image_source"]
+
+    @admin.display(description="image URL")
+    def image_source(self, obj):
+        return shown_url(obj.image_url) if obj.image_url else "—"
 
     @admin.display(description="progress")
     def progress_pct(self, obj):
@@ -121,3 +133,11 @@ class AlertAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
     list_filter = ("kind", ("resolved_at", admin.EmptyFieldListFilter), ("delivered_at", admin.EmptyFieldListFilter))
     search_fields = ("message", "key")
     readonly_fields = [f.name for f in Alert._meta.fields]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
+    list_display = ("created_at", "event", "batch", "job", "attempts", "delivered_at", "next_attempt_at", "last_error")
+    list_filter = ("event", ("delivered_at", admin.EmptyFieldListFilter))
+    search_fields = ("uuid", "batch__name", "batch__uuid")
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]

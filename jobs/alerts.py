@@ -1,11 +1,8 @@
 """Alerts: raised and resolved by a scheduled check, shown in the app and the admin, and POSTed
 (signed, with a timeout and retries) to a webhook when one is configured."""
 
-import hashlib
-import hmac
 import json
 import logging
-import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -19,8 +16,8 @@ from jobs.models import Alert, BatchRun, Job
 from jobs.selectors import gpu_down_since
 from jobs.spend import batch_spend, monthly_spend
 from jobs.storage_health import storage_problem
+from jobs.webhooks import post_signed
 from providers.errors import ProviderError
-from providers.http import HttpClient
 
 log = logging.getLogger(__name__)
 K = Alert.Kind
@@ -130,11 +127,6 @@ def _retry_undelivered() -> None:
         deliver_alert_task.enqueue(alert_id)
 
 
-def signature(secret: str, timestamp: str, body: bytes) -> str:
-    """HMAC-SHA256 of "<timestamp>.<body>": the receiver recomputes it and rejects old timestamps."""
-    return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-
-
 def alert_deliver(*, alert_id: int) -> bool:
     alert = Alert.objects.select_related("batch").get(pk=alert_id)
     if alert.delivered_at or not settings.GENHUB_ALERT_WEBHOOK_URL:
@@ -144,14 +136,9 @@ def alert_deliver(*, alert_id: int) -> bool:
         "batch": str(alert.batch.uuid) if alert.batch else None, "created_at": alert.created_at.isoformat(),
         "resolved_at": alert.resolved_at.isoformat() if alert.resolved_at else None,
     }, sort_keys=True).encode()
-    timestamp = str(int(time.time()))
-    headers = {"Content-Type": "application/json", "X-Genhub-Timestamp": timestamp}
-    if settings.GENHUB_ALERT_WEBHOOK_SECRET:
-        headers["X-Genhub-Signature"] = "sha256=" + signature(settings.GENHUB_ALERT_WEBHOOK_SECRET, timestamp, body)
-    http = HttpClient("alert webhook", read_timeout=settings.GENHUB_ALERT_WEBHOOK_TIMEOUT,
-                      connect_timeout=settings.GENHUB_ALERT_WEBHOOK_TIMEOUT, max_tries=3, secret_path=True)
     try:
-        http.request("POST", settings.GENHUB_ALERT_WEBHOOK_URL, data=body, headers=headers)
+        post_signed(url=settings.GENHUB_ALERT_WEBHOOK_URL, body=body, secret=settings.GENHUB_ALERT_WEBHOOK_SECRET,
+                    service="alert webhook")
     except ProviderError as exc:
         Alert.objects.filter(pk=alert.pk).update(delivery_attempts=alert.delivery_attempts + 1,
                                                  delivery_error=exc.message[:1000])

@@ -1,11 +1,12 @@
 """The JSON API: thin views that parse, call one service or selector, and serialize."""
 
+import hashlib
 import json
 from collections.abc import Mapping
 
 from django.http import Http404
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException
 from rest_framework.pagination import PageNumberPagination
@@ -16,10 +17,13 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from gpu_instances import exposure
 from jobs import selectors, services
-from jobs.file_responses import stored_file_response
+from jobs.deadline import DEADLINE_REASON
+from jobs.downloads import serve_stored
+from jobs.eta import batch_eta
 from jobs.forms import batch_spec_from_upload, parse_params_json, parse_seeds_per_image, read_text_upload
-from jobs.intake import BatchValidationError, UploadedFile
-from jobs.models import Provider
+from jobs.image_sources import shown_url
+from jobs.intake import BatchValidationError, UploadedFile, parse_deadline
+from jobs.models import Job, Provider
 from jobs.upload_limits import BODY_LIMIT_ERRORS, BoundedJSONParser, body_limit_error, upload_errors
 
 
@@ -56,6 +60,7 @@ class JobOutputSerializer(serializers.Serializer):
     attempts = serializers.IntegerField()
     max_attempts = serializers.IntegerField()
     input_name = serializers.CharField()
+    image_url = serializers.SerializerMethodField()
     prompt = serializers.CharField()
     negative_prompt = serializers.CharField()
     seed = serializers.IntegerField()
@@ -87,6 +92,10 @@ class JobOutputSerializer(serializers.Serializer):
         """`status`, except `next_on_gpu` for a running vastai job queued inside SwarmUI behind another."""
         phases = self.context.get("phases")
         return (phases if phases is not None else selectors.job_phases([job])).get(job.pk, job.status)
+
+    def get_image_url(self, job) -> str | None:
+        """Where an item by URL takes its image from, without the query string (it may be a signature)."""
+        return shown_url(job.image_url) if job.image_url else None
 
     def get_error(self, job) -> dict | None:
         return {"code": job.error_code, "message": self._shown(job.error_message, job)} if job.error_code else None
@@ -135,6 +144,10 @@ class BatchOutputSerializer(serializers.Serializer):
     budget_usd = serializers.DecimalField(max_digits=10, decimal_places=2, allow_null=True)
     fallback = serializers.CharField(source="fallback_policy")
     fallback_after = serializers.IntegerField(allow_null=True)
+    deadline = serializers.DateTimeField(allow_null=True)
+    deadline_note = serializers.CharField()
+    webhook_url = serializers.CharField()
+    webhook_events = serializers.CharField()
 
     def get_status(self, batch) -> str:
         return selectors.batch_status(batch)
@@ -143,7 +156,7 @@ class BatchOutputSerializer(serializers.Serializer):
         return selectors.batch_counts(batch)
 
     def get_progress(self, batch) -> float:
-        return selectors.batch_progress(batch, self.context.get("jobs"))
+        return selectors.batch_progress(batch, self.context.get("running", 0.0))
 
     def get_cost_usd(self, batch) -> str:
         return str(selectors.batch_cost(batch))
@@ -168,12 +181,32 @@ class GpuActivitySerializer(serializers.Serializer):
     typical_seconds = serializers.IntegerField(allow_null=True)
 
 
-class BatchDetailOutputSerializer(BatchOutputSerializer):
-    """One batch: its jobs, and what its finished clips cost against the other provider."""
+class EtaSerializer(serializers.Serializer):
+    at = serializers.DateTimeField()
+    seconds = serializers.IntegerField()
+    low = serializers.DateTimeField()
+    high = serializers.DateTimeField()
+    basis = serializers.CharField()
+
+
+class BatchLiveOutputSerializer(BatchOutputSerializer):
+    """One batch's state for the batch page and scripts: counts, costs, the GPU. No job list."""
 
     costs = serializers.SerializerMethodField()
     gpu = serializers.SerializerMethodField()
-    jobs = serializers.SerializerMethodField()
+    next_on_gpu = serializers.SerializerMethodField()
+    jobs_url = serializers.SerializerMethodField()
+    eta = serializers.SerializerMethodField()
+    deadline_moved = serializers.SerializerMethodField()
+
+    @extend_schema_field(EtaSerializer(allow_null=True))
+    def get_eta(self, batch) -> dict | None:
+        eta = batch_eta(batch)
+        return eta.as_json() if eta else None
+
+    def get_deadline_moved(self, batch) -> int:
+        """Jobs the deadline planner moved to fal."""
+        return batch.jobs.filter(fallback_reason__startswith=DEADLINE_REASON).count()
 
     @extend_schema_field(CostComparisonSerializer)
     def get_costs(self, batch) -> dict:
@@ -185,15 +218,59 @@ class BatchDetailOutputSerializer(BatchOutputSerializer):
         activity = selectors.gpu_activity_for(batch)
         return GpuActivitySerializer(activity).data if activity else None
 
+    def get_next_on_gpu(self, batch) -> int:
+        """Of the `running` jobs, how many wait inside SwarmUI behind the one generating."""
+        return selectors.batch_next_on_gpu(batch)
+
+    def get_jobs_url(self, batch) -> str:
+        url = reverse("batch-jobs", args=[batch.uuid])
+        request = self.context.get("request")
+        return request.build_absolute_uri(url) if request else url
+
+
+class BatchDetailOutputSerializer(BatchLiveOutputSerializer):
+    """One batch with the first page of its jobs (`jobs_page` says how many there are and where the rest
+    is: `GET /api/batches/{id}/jobs/`), and the cursor for `?since=`."""
+
+    cursor = serializers.CharField()
+    jobs = serializers.SerializerMethodField()
+    jobs_page = serializers.SerializerMethodField()
+
     @extend_schema_field(JobOutputSerializer(many=True))
     def get_jobs(self, batch) -> list:
         return JobOutputSerializer(self.context["jobs"], many=True, context=self.context).data
 
+    @extend_schema_field(inline_serializer("JobsPage", {"count": serializers.IntegerField(),
+                                                         "next": serializers.CharField(allow_null=True)}))
+    def get_jobs_page(self, batch) -> dict:
+        return {"count": batch.n_total, "next": self.context["jobs_next"]}
 
-def _batch_with_jobs(batch, request) -> dict:
-    jobs = list(selectors.batch_jobs(batch=batch))
-    return BatchDetailOutputSerializer(batch, context={"request": request, "jobs": jobs,
-                                                       "phases": selectors.job_phases(jobs)}).data
+
+def _live_context(batch, request) -> dict:
+    return {"request": request, "running": selectors.batch_running_progress(batch)}
+
+
+def _batch_detail(batch, request) -> dict:
+    """The batch, its counts and its first page of jobs (JOBS_PAGE_SIZE): a 10,000-job batch is not sent
+    whole. The cursor is taken before the jobs are read (see selectors.change_cursor)."""
+    batch.cursor = selectors.change_cursor(batch)
+    jobs = list(selectors.batch_jobs(batch=batch)[:JOBS_PAGE_SIZE])
+    jobs_next = None
+    if batch.n_total > len(jobs):
+        jobs_next = request.build_absolute_uri(reverse("batch-jobs", args=[batch.uuid]) + "?page=2")
+    context = {**_live_context(batch, request), "jobs": jobs, "phases": selectors.job_phases(jobs),
+               "jobs_next": jobs_next}
+    return BatchDetailOutputSerializer(batch, context=context).data
+
+
+JOBS_PAGE_SIZE = 50
+JOBS_MAX_PAGE_SIZE = 500
+
+
+class JobPagination(PageNumberPagination):
+    page_size = JOBS_PAGE_SIZE
+    page_size_query_param = "page_size"
+    max_page_size = JOBS_MAX_PAGE_SIZE
 
 
 # --- views -------------------------------------------------------------------------------
@@ -207,22 +284,27 @@ BATCH_FIELDS = {
     "provider": TEXT, "name": TEXT, "prompt": TEXT, "preset": TEXT, "fallback": TEXT,
     "params": (str, dict), "items": (str, list),
     "seeds_per_image": (str, int), "fallback_after": (str, int), "budget_usd": (str, int, float),
+    "deadline": TEXT, "webhook_url": TEXT, "webhook_events": TEXT,
     "images": (),  # files only
 }
 TYPE_NAMES = {str: "text", dict: "a JSON object", list: "a JSON list", int: "an integer", float: "a number"}
 
 
-def _batch_fields(request) -> tuple[dict, list[dict]]:
+# `POST /api/batches/{id}/items/`: the items and how they get prompts; the rest is the batch's own.
+APPEND_FIELDS = {name: BATCH_FIELDS[name] for name in ("prompt", "items", "seeds_per_image", "images")}
+
+
+def _batch_fields(request, fields=BATCH_FIELDS) -> tuple[dict, list[dict]]:
     """The request's fields by name (None when absent) and the problems with their names and types."""
     if not isinstance(request.data, Mapping):  # a JSON body that is a list, a number, …
-        return dict.fromkeys(BATCH_FIELDS), [{"field": "request", "message": "the body must be a JSON object or a "
-                                                                          "form"}]
+        return dict.fromkeys(fields), [{"field": "request", "message": "the body must be a JSON object or a "
+                                                                       "form"}]
     errors = []
     names = set(request.data.keys()) | set(request.FILES.keys())
-    for name in sorted(names - set(BATCH_FIELDS)):
-        errors.append({"field": name, "message": f"unknown field; known: {', '.join(BATCH_FIELDS)}"})
+    for name in sorted(names - set(fields)):
+        errors.append({"field": name, "message": f"unknown field; known: {', '.join(fields)}"})
     values = {}
-    for name, types in BATCH_FIELDS.items():
+    for name, types in fields.items():
         value = None if name == "images" or name in request.FILES else request.data.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
             wanted = " or ".join(TYPE_NAMES[t] for t in types)
@@ -254,8 +336,10 @@ class BatchCreateInputSerializer(serializers.Serializer):
     preset = serializers.CharField(required=False, help_text="draft, standard or hd")
     params = serializers.CharField(required=False, help_text="JSON object: num_frames, fps, resolution, width, "
                                                              "height, steps, cfg, seed, negative_prompt")
-    items = serializers.CharField(required=False, help_text="CSV/TSV (header: file,prompt,negative_prompt,seed) "
-                                                            "or a JSON list of such objects; text or a file")
+    items = serializers.CharField(required=False, help_text="CSV/TSV (header: file or image_url, prompt, "
+                                                            "negative_prompt, seed) or a JSON list of such objects; "
+                                                            "text or a file. image_url: https:// or "
+                                                            "s3://<bucket>/<key>, fetched in the background")
     seeds_per_image = serializers.IntegerField(required=False, min_value=1, max_value=16)
     budget_usd = serializers.DecimalField(required=False, max_digits=10, decimal_places=2,
                                           help_text="this batch's spending cap; work beyond it pauses")
@@ -263,6 +347,12 @@ class BatchCreateInputSerializer(serializers.Serializer):
                                        help_text="vastai only: move jobs to fal when the GPU is unavailable for "
                                                  "`fallback_after` minutes, or after `fallback_after` failed attempts")
     fallback_after = serializers.IntegerField(required=False)
+    deadline = serializers.DateTimeField(required=False, help_text="vastai only: finish by this ISO 8601 time "
+                                                                   "(with timezone); jobs move to fal as needed")
+    webhook_url = serializers.URLField(required=False, help_text="https URL that gets a signed POST when the "
+                                                                 "batch finishes")
+    webhook_events = serializers.ChoiceField(required=False, choices=["batch", "batch,job"],
+                                             help_text="batch (default), or batch,job for every job as well")
 
 
 class BatchListCreateApi(APIView):
@@ -291,16 +381,137 @@ class BatchListCreateApi(APIView):
             provider=values["provider"] or "", name=values["name"] or "", preset=values["preset"] or None,
             params=raw_params, prompt=values["prompt"] or "", rows_text=rows_text, seeds_per_image=seeds,
             budget_usd=values["budget_usd"], fallback=values["fallback"], fallback_after=values["fallback_after"],
+            deadline=values["deadline"], webhook_url=values["webhook_url"], webhook_events=values["webhook_events"],
         )
-        batch = services.batch_create(owner=request.user, spec=spec)
-        batch = selectors.batch_get(user=request.user, batch_uuid=batch.uuid)
-        return Response(_batch_with_jobs(batch, request), status=status.HTTP_201_CREATED)
+        created = services.batch_create(owner=request.user, spec=spec)
+        batch = selectors.batch_get(user=request.user, batch_uuid=created.uuid)
+        data = _batch_detail(batch, request)
+        if created.webhook_secret:
+            data["webhook_secret"] = created.webhook_secret  # this once: it is never shown again
+        return Response(data, status=status.HTTP_201_CREATED)
+
+
+class BatchAppendInputSerializer(serializers.Serializer):
+    """For the schema: what `POST /api/batches/{id}/items/` takes (multipart, or the same as JSON)."""
+
+    images = serializers.ListField(child=serializers.FileField(), required=False,
+                                   help_text="PNG/JPEG/WebP files, or ZIPs of them")
+    items = serializers.CharField(required=False, help_text="rows as for creation: file or image_url, prompt, "
+                                                            "negative_prompt, seed")
+    prompt = serializers.CharField(required=False, help_text="for every item without its own prompt")
+    seeds_per_image = serializers.IntegerField(required=False, min_value=1, max_value=16)
+
+
+class BatchAppendOutputSerializer(serializers.Serializer):
+    batch = serializers.UUIDField()
+    appended = serializers.IntegerField()
+    first_position = serializers.IntegerField()
+    total = serializers.IntegerField()
+    replayed = serializers.BooleanField()
+    jobs = JobOutputSerializer(many=True)
+
+
+def _idempotency_key(request) -> str:
+    key = request.headers.get("Idempotency-Key", "")
+    if len(key) > 200 or not key.isprintable():
+        raise BatchValidationError([{"field": "Idempotency-Key", "message": "must be at most 200 printable "
+                                                                            "characters"}])
+    return key.strip()
+
+
+def _request_fingerprint(values: dict, files: list[UploadedFile]) -> str:
+    """What a request asked for, so a reused Idempotency-Key with other items is told apart from a retry."""
+    digest = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode())
+    for upload in files:
+        digest.update(b"\0" + upload.name.encode() + b"\0" + hashlib.sha256(upload.read()).digest())
+    return digest.hexdigest()
+
+
+class BatchAppendApi(APIView):
+    parser_classes = [MultiPartParser, FormParser, BoundedJSONParser]
+
+    @extend_schema(request={"multipart/form-data": BatchAppendInputSerializer},
+                   responses={201: BatchAppendOutputSerializer, 200: BatchAppendOutputSerializer},
+                   parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+                                                description="any text up to 200 characters, new for each "
+                                                            "distinct request; a retry sends the same one")])
+    def post(self, request, batch_id):
+        """Appends items (uploads and/or by URL) after the batch's last one; all or nothing. The batch's
+        provider, parameters and caps apply to them. Send `Idempotency-Key: <any text>` so that a retry of
+        the same request answers 200 with the first one's jobs instead of appending them again."""
+        batch = selectors.batch_get_owned(user=request.user, batch_uuid=batch_id)
+        key = _idempotency_key(request)
+        values, errors = _batch_fields(request, APPEND_FIELDS)
+        refused = upload_errors(request)
+        if refused:
+            raise BatchValidationError(refused)
+        seeds, seed_errors = parse_seeds_per_image(values["seeds_per_image"])
+        rows_text, row_errors = _rows_text(request, values["items"])
+        files = [UploadedFile.from_django(f) for f in request.FILES.getlist("images")]
+        spec = batch_spec_from_upload(
+            files=files, errors=errors + seed_errors + row_errors, provider=batch.provider, name=batch.name,
+            preset=batch.preset or None, params=batch.params, prompt=values["prompt"] or "", rows_text=rows_text,
+            seeds_per_image=seeds, budget_usd=batch.budget_usd, fallback=batch.fallback_policy,
+            fallback_after=batch.fallback_after,
+        )
+        fingerprint = _request_fingerprint({**values, "items": rows_text}, files) if key else ""
+        record, jobs, replayed = services.batch_append(batch=batch, spec=spec, idempotency_key=key,
+                                                       fingerprint=fingerprint)
+        body = {"batch": batch.uuid, "appended": len(jobs), "first_position": jobs[0].position if jobs else 0,
+                "total": batch.jobs.count(), "replayed": replayed,
+                "jobs": JobOutputSerializer(jobs, many=True, context={"request": request,
+                                                                      "phases": selectors.job_phases(jobs)}).data}
+        return Response(body, status=status.HTTP_200_OK if replayed else status.HTTP_201_CREATED)
 
 
 class BatchDetailApi(APIView):
     @extend_schema(responses=BatchDetailOutputSerializer)
     def get(self, request, batch_id):
-        return Response(_batch_with_jobs(selectors.batch_get(user=request.user, batch_uuid=batch_id), request))
+        return Response(_batch_detail(selectors.batch_get(user=request.user, batch_uuid=batch_id), request))
+
+
+class BatchJobsApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(choices=Job.Status.values, required=False)
+        since = serializers.RegexField(selectors.CURSOR_PATTERN, required=False, max_length=22_000,
+                                       help_text="the `cursor` of an earlier answer")
+        page = serializers.IntegerField(required=False, min_value=1)
+        page_size = serializers.IntegerField(required=False, min_value=1, max_value=JOBS_MAX_PAGE_SIZE)
+
+    CHANGES = inline_serializer("BatchChanges", {
+        "batch": BatchLiveOutputSerializer(), "cursor": serializers.CharField(),
+        "resync": serializers.BooleanField(), "results": JobOutputSerializer(many=True)})
+
+    @extend_schema(parameters=[InputSerializer], responses={200: JobOutputSerializer(many=True)})
+    def get(self, request, batch_id):
+        """The batch's jobs in order, a page at a time, optionally of one `status`.
+
+        With `since` (the `cursor` of an earlier answer): the batch's counts and state, and only the jobs
+        that changed since — a response of the shape {batch, cursor, resync, results}. `resync: true`
+        means too much changed to send: read the pages again. A job can come twice; never zero times.
+        """
+        batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
+        query = self.InputSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        status_filter, since = query.validated_data.get("status"), query.validated_data.get("since")
+        if since is not None:
+            # `status` does not narrow the changes: a job that just left the status is a change too.
+            cursor, changed = selectors.batch_changes(batch=batch, since=since)
+            running = [job for job in (changed or []) if job.status == Job.Status.RUNNING]
+            context = {**_live_context(batch, request), "phases": selectors.job_phases(running) if running else {}}
+            return Response({
+                "batch": BatchLiveOutputSerializer(batch, context=context).data, "cursor": cursor,
+                "resync": changed is None,
+                "results": JobOutputSerializer(changed or [], many=True, context=context).data,
+            })
+        paginator = JobPagination()
+        cursor = selectors.change_cursor(batch)
+        page = paginator.paginate_queryset(selectors.batch_jobs(batch=batch, status=status_filter), request, view=self)
+        response = paginator.get_paginated_response(
+            JobOutputSerializer(page, many=True, context={"request": request,
+                                                          "phases": selectors.job_phases(page)}).data)
+        response.data["cursor"] = cursor
+        return response
 
 
 ACTION_RESPONSE = inline_serializer("ActionResult", {"changed": serializers.IntegerField()})
@@ -331,7 +542,28 @@ class BatchBudgetApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         services.batch_set_budget(batch=batch, budget_usd=data.validated_data["budget_usd"])
-        return Response(_batch_with_jobs(selectors.batch_get(user=request.user, batch_uuid=batch_id), request))
+        return Response(_batch_detail(selectors.batch_get(user=request.user, batch_uuid=batch_id), request))
+
+
+class BatchDeadlineApi(APIView):
+    class DeadlineInputSerializer(serializers.Serializer):
+        deadline = serializers.CharField(allow_null=True, help_text="ISO 8601 with timezone, or null to remove it")
+
+    @extend_schema(request=DeadlineInputSerializer, responses=BatchDetailOutputSerializer)
+    def post(self, request, batch_id):
+        """Sets or (with null) removes the batch's deadline. Jobs already moved to fal stay there."""
+        batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
+        if not isinstance(request.data, Mapping) or "deadline" not in request.data:
+            raise serializers.ValidationError({"deadline": ["give a deadline (ISO 8601 with a timezone) or null to "
+                                                            "remove it"]})
+        raw = request.data.get("deadline")
+        if raw is not None and not isinstance(raw, str):
+            raise serializers.ValidationError({"deadline": ["must be text (ISO 8601) or null"]})
+        deadline, errors = parse_deadline(raw, provider=batch.provider)
+        if errors:
+            raise serializers.ValidationError({"deadline": [error["message"] for error in errors]})
+        services.batch_set_deadline(batch=batch, deadline=deadline)
+        return Response(_batch_detail(selectors.batch_get(user=request.user, batch_uuid=batch_id), request))
 
 
 class AlertOutputSerializer(serializers.Serializer):
@@ -390,9 +622,9 @@ class _JobFileApi(APIView):
         if not stored:
             raise Http404("this job has no such file yet")
         suffix = "mp4" if self.field == "output_video" else "jpg"
-        return stored_file_response(request, stored.name, content_type=self.content_type,
-                                    filename=f"{job.input_name.rsplit('.', 1)[0]}-{job.seed}.{suffix}",
-                                    cache_control="private, max-age=3600")
+        return serve_stored(request, stored.name, content_type=self.content_type,
+                            filename=f"{job.input_name.rsplit('.', 1)[0]}-{job.seed}.{suffix}",
+                            cache_control="private, max-age=3600")
 
 
 class JobVideoApi(_JobFileApi):

@@ -7,6 +7,7 @@ would pay for the same contradiction). Neither is ever a success.
 """
 
 import io
+import uuid
 from dataclasses import dataclass
 
 import av
@@ -14,6 +15,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
+from genhub import storage
 from providers.errors import TransientError
 
 
@@ -107,15 +109,30 @@ def store_output(*, job_uuid: str, video: bytes, facts: VideoFacts) -> tuple[str
 
 
 def _save_whole(name: str, data: bytes) -> str:
+    """Stores `data` and confirms it is there, whole, before the caller may call the job a success.
+
+    `save` returns only once the write finished (on S3: the PUT or multipart upload completed); the size
+    read back afterwards (a HEAD on S3) proves the object is in storage with every byte.
+    """
+    if storage.is_object_storage():
+        # S3 has no create-if-absent that every S3-compatible server honours: two holders of one job (a
+        # requeued job whose first worker still runs) could both find the name free and write the same key,
+        # and the loser's discard would delete the winner's clip. A key of its own per write rules that out.
+        stem, extension = name.rsplit(".", 1)
+        name = f"{stem}-{uuid.uuid4().hex[:12]}.{extension}"
     # The name is chosen first so a failed write knows which file it left behind.
     name = default_storage.get_available_name(name)
     try:
-        return default_storage.save(name, ContentFile(data))
+        name = default_storage.save(name, ContentFile(data))
+        stored = default_storage.size(name)
+        if stored != len(data):
+            raise OSError(f"storage holds {stored} bytes of {name}, {len(data)} were written")
+        return name
     except BaseException:
         try:
             discard(name)
-        except OSError:
-            pass  # the error that matters is the write's
+        except Exception:  # noqa: BLE001 - an OSError on disk, a botocore error on S3: the write's matters
+            pass
         raise
 
 

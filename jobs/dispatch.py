@@ -25,10 +25,11 @@ from django.utils import timezone
 
 from genhub.db import DatabaseError, reconnect, with_reconnect
 from genhub.leases import HeldLease
-from jobs import artifacts, budget, costs, pending_results, services
+from jobs import artifacts, batch_events, budget, costs, pending_results, services
+from jobs.deadline import deadlines_enforce
 from jobs.models import Job
-from jobs.storage_health import storage_problem
-from providers.base import Finished, GenerationRequest, Pending, Provider, Submitted
+from jobs.storage_health import MB, free_bytes, storage_problem
+from providers.base import Completed, Finished, GenerationRequest, Pending, Provider, Submitted
 from providers.errors import PermanentError, ProviderError, TransientError
 from providers.registry import get_provider, provider_names
 
@@ -59,10 +60,11 @@ def provider_pump(*, provider_name: str, wait: float = 0.0) -> str:
     deadline = time.monotonic() + settings.GENHUB_PUMP_SECONDS
     passes = 0
     released = clean = False
+    collector = _Collector(provider) if provider.polled else None
     try:
         while not lease.lost.is_set():
             passes += 1
-            more = _guarded_pass(provider)
+            more = _guarded_pass(provider, collector)
             if time.monotonic() >= deadline:
                 break
             if not more:
@@ -73,21 +75,25 @@ def provider_pump(*, provider_name: str, wait: float = 0.0) -> str:
             time.sleep(provider.poll_interval())
         clean = True
     finally:
-        if not released:
-            # Out of time: hand over to a fresh task while work remains or was asked for. Not after a bug
-            # (the fresh task would only hit it again at once): the minute schedule restarts the pump then.
-            pending = lease.hand_over()
-            if clean and (pending or with_reconnect(lambda: _has_unfinished(provider_name))):
-                from jobs.tasks import pump as pump_task
+        try:
+            if collector:
+                collector.close()  # every clip collected so far is recorded before the lease goes
+        finally:
+            if not released:
+                # Out of time: hand over to a fresh task while work remains or was asked for. Not after a bug
+                # (the fresh task would only hit it again at once): the minute schedule restarts the pump then.
+                pending = lease.hand_over()
+                if clean and (pending or with_reconnect(lambda: _has_unfinished(provider_name))):
+                    from jobs.tasks import pump as pump_task
 
-                with_reconnect(lambda: pump_task.enqueue(provider_name), what="pump hand-over")
+                    with_reconnect(lambda: pump_task.enqueue(provider_name), what="pump hand-over")
     return f"{passes} pass(es)"
 
 
-def _guarded_pass(provider: Provider) -> bool:
+def _guarded_pass(provider: Provider, collector: "_Collector | None" = None) -> bool:
     """One pass; a database error (a connection cut under the loop) costs this pass, not the pump."""
     try:
-        return _pump_pass(provider)
+        return _pump_pass(provider, collector)
     except DatabaseError:
         log.exception("%s pump pass failed on the database; reconnecting", provider.name)
         reconnect()
@@ -112,7 +118,7 @@ def _has_unfinished(provider_name: str) -> bool:
     return Job.objects.filter(provider=provider_name, status__in=Job.ACTIVE).exists()
 
 
-def _pump_pass(provider: Provider) -> bool:
+def _pump_pass(provider: Provider, collector: "_Collector | None" = None) -> bool:
     if not provider.polled:
         # Each worker beats for its job from a thread of its own; a job whose beats stopped lost its
         # worker (a killed cluster). The pump finds it within seconds, not at the next scheduled sweep.
@@ -123,16 +129,102 @@ def _pump_pass(provider: Provider) -> bool:
     # Work already paid for is still followed to the end (its result is kept).
     hold = storage_problem()
     if provider.polled:
-        if not hold:
-            _submit_queued(provider)
-        _follow_in_flight(provider)
+        _polled_pass(provider, collector or _Collector(provider), hold=hold, once=collector is None)
     else:
+        # Before dispatch, so the jobs that must go to fal to meet a deadline never start on the GPU.
+        deadlines_enforce()
         _dispatch_to_workers(provider, hold=hold)
-    return _has_unfinished(provider.name)
+    more = _has_unfinished(provider.name)
+    # After the check, so the pass that ends the pump also reports the batch it finished. It only queues
+    # deliveries (their own tasks send them): a slow webhook never slows a pump.
+    batch_events.events_collect()
+    return more
 
 
-def _free_slots(provider: Provider, capacity: int) -> int:
-    in_flight = Job.objects.filter(provider=provider.name, status=S.RUNNING).count()
+def _polled_pass(provider: Provider, collector: "_Collector", *, hold: str | None, once: bool) -> None:
+    """One pass of the fal pump: record the clips collected since the last pass, poll what is in flight,
+    hand completed requests to the collector and fill every slot freed — all in this pass.
+
+    The clips of completed requests are fetched and decoded in the collector's threads while this loop
+    goes on polling (40 clips take seconds to decode, and fal's slots are free the moment the requests
+    complete), so the remote never idles between waves. Only while the disk has room for them, though:
+    near a full disk the pass waits for them to be stored before it buys more, so a store that fails
+    holds new paid work first (the storage hold, checked again each time)."""
+    settled = collector.harvest()
+    if not hold:
+        _submit_queued(provider, extra=collector.count)
+    ended, finished = _follow_in_flight(provider, skip=collector.ids)
+    for job, completed in finished:
+        collector.add(job, completed)
+    early = _room_for(collector.count)
+    if not early:
+        settled += collector.harvest(wait=True)
+    if (settled or ended or finished) and not storage_problem():
+        _submit_queued(provider, extra=collector.count)
+    if once:
+        collector.close()
+
+
+class _Collector:
+    """Fetches and checks completed requests' clips over a few threads, in the background of the pump's
+    passes; `harvest` records the ones done (on the pump's thread: the threads never touch the database).
+    A job being collected is still `running`, but holds no slot at the remote (`count`)."""
+
+    def __init__(self, provider: Provider):
+        self.provider = provider
+        self.pool = None
+        self.pending: dict[int, tuple[Job, object]] = {}
+
+    @property
+    def count(self) -> int:
+        return len(self.pending)
+
+    @property
+    def ids(self) -> set[int]:
+        return set(self.pending)
+
+    def add(self, job: Job, completed: Completed) -> None:
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=HTTP_THREADS, thread_name_prefix=f"collect-{self.provider.name}")
+        provider = self.provider
+        self.pending[job.pk] = (job, self.pool.submit(
+            _guarded, lambda job: _stored(_inspected(provider, provider.collect(job.provider_ref, completed), job),
+                                          job), job))
+
+    def harvest(self, *, wait: bool = False) -> int:
+        """Records the clips collected so far (all of them with `wait`). → how many jobs it settled."""
+        done = [pk for pk, (_, future) in self.pending.items() if wait or future.done()]
+        beats = _Beats(waiting=[])
+        for pk in done:
+            job, future = self.pending.pop(pk)
+            _followed(self.provider, job, future.result(), beats)
+        beats.write()
+        return len(done)
+
+    def close(self) -> None:
+        try:
+            self.harvest(wait=True)
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
+                self.pool = None
+
+
+# Room a clip is assumed to need before it is stored: far above a real 5 s clip (a few MB), so new work
+# is bought ahead of storing only while the disk is nowhere near full.
+ROOM_PER_CLIP_BYTES = 50 * 1024 * 1024
+
+
+def _room_for(clips: int) -> bool:
+    free = free_bytes(settings.MEDIA_ROOT)
+    needed = settings.GENHUB_STORAGE_MIN_FREE_MB * MB + clips * ROOM_PER_CLIP_BYTES
+    return free is None or free >= needed
+
+
+def _free_slots(provider: Provider, capacity: int, *, extra: int = 0) -> int:
+    """Capacity minus what is running; `extra`: running jobs whose remote request has already completed
+    (their results are still being checked), which hold no slot at the remote."""
+    in_flight = Job.objects.filter(provider=provider.name, status=S.RUNNING).count() - extra
     return max(0, capacity - in_flight)
 
 
@@ -147,24 +239,35 @@ def _next_queued(provider: Provider, limit: int) -> list[int]:
 # --- polled providers ---------------------------------------------------------------------
 
 
-def _submit_queued(provider: Provider) -> None:
-    claimed = [pk for pk in _next_queued(provider, _free_slots(provider, provider.capacity()))
-               if services.job_claim(job_id=pk)]
+def _submit_queued(provider: Provider, *, extra: int = 0) -> None:
+    """Claims what the free slots allow in one set-based UPDATE, submits over a few threads and records
+    the accepted requests in one UPDATE: a bounded number of queries whatever the count."""
+    claimed = services.jobs_claim_next(provider_name=provider.name,
+                                       limit=_free_slots(provider, provider.capacity(), extra=extra))
     if not claimed:
         return
-    jobs = list(Job.objects.filter(pk__in=claimed))
-    for job, outcome in zip(jobs, _fan_out(lambda job: provider.submit(generation_request(job)), jobs), strict=True):
-        if not isinstance(outcome, Submitted):
-            _settle(job, outcome)
-        elif not services.job_record_submission(job_id=job.pk, external_id=outcome.external_id, ref=outcome.ref):
+    jobs = list(Job.objects.filter(pk__in=claimed).order_by("batch_id", "position", "id"))
+    outcomes = _fan_out(lambda job: provider.submit(generation_request(job)), jobs)
+    submitted = [(job, outcome) for job, outcome in zip(jobs, outcomes, strict=True) if isinstance(outcome, Submitted)]
+    recorded = services.jobs_record_submissions(
+        submitted=[(job.pk, job.claims, outcome.external_id, outcome.ref) for job, outcome in submitted])
+    for job, outcome in submitted:
+        if job.pk not in recorded:
             # Cancelled while the submit was in flight: the remote would go on with work nobody wants.
             provider.cancel(outcome.ref)
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        if not isinstance(outcome, Submitted):
+            _settle(job, outcome)
 
 
-def _follow_in_flight(provider: Provider) -> None:
-    jobs = list(Job.objects.filter(provider=provider.name, status=S.RUNNING).exclude(external_id=""))
+def _follow_in_flight(provider: Provider, skip=()) -> tuple[int, list]:
+    """Polls every request in flight (but those in `skip`, being collected); settles those that failed or
+    ran out of time. → (how many of those ended, the (job, Completed) pairs whose clips are to be
+    collected)."""
+    jobs = [job for job in Job.objects.filter(provider=provider.name, status=S.RUNNING).exclude(external_id="")
+            if job.pk not in skip]
     if not jobs:
-        return
+        return 0, []
     now = timezone.now()
     deadline = now - timedelta(seconds=settings.FAL_JOB_DEADLINE_SECONDS)
     # The deadline runs from when the remote started the request, not from our claim: on a small fal
@@ -175,36 +278,65 @@ def _follow_in_flight(provider: Provider) -> None:
                and not job.result_fetch_failures}
     resting = [job for job in jobs if job.pk not in overdue and job.next_check_at and job.next_check_at > now]
     jobs = [job for job in jobs if job not in resting]
-    # Overdue requests are checked too before they are cancelled: one that finished meanwhile is paid for
-    # and is settled, not thrown away (a pump that was slow to look must not cost a clip).
-    outcomes = _fan_out(lambda job: _inspected(provider, provider.check(job.provider_ref), job), jobs)
-    waiting = [job.pk for job in resting]
+    # Status only (one small call each): the slots of completed requests are refilled before their
+    # outputs are fetched and decoded (_polled_pass, _Collector). Overdue requests are checked too before
+    # they are cancelled: one that completed meanwhile is paid for and is collected, not thrown away.
+    outcomes = _fan_out(lambda job: provider.check(job.provider_ref, collect=False), jobs)
+    beats = _Beats(waiting=[job.pk for job in resting])
+    ended, finished = 0, []
     for job, outcome in zip(jobs, outcomes, strict=True):
-        if job.pk in overdue and (isinstance(outcome, Pending) or (
+        if isinstance(outcome, Completed):
+            finished.append((job, outcome))
+        elif job.pk in overdue and (isinstance(outcome, Pending) or (
                 isinstance(outcome, ProviderError) and outcome.transport and not outcome.permanent)):
             provider.cancel(job.provider_ref)
             services.job_fail(job_id=job.pk, code="deadline", permanent=False, claim=job.claims,
                               message=f"{provider.name} did not finish within {settings.FAL_JOB_DEADLINE_SECONDS}s "
                                       "of starting it")
-        elif isinstance(outcome, ProviderError) and outcome.code == "result_fetch_failed":
-            if _result_fetch_failed(provider, job, outcome):
-                waiting.append(job.pk)
-        elif isinstance(outcome, ProviderError) and outcome.transport and not outcome.permanent:
-            # Our call failed, not the request: the remote still has (and bills) it, so keep following it
-            # instead of submitting it again. The deadline above bounds how long.
-            log.warning("job %s: could not check %s this pass: %s", job.uuid, provider.name, outcome.message)
-            waiting.append(job.pk)
-        elif isinstance(outcome, Pending):
-            waiting.append(job.pk)
-            if ((outcome.started and not job.remote_started_at)
-                    or (not outcome.started and outcome.queue_position != job.queue_position)):
-                services.job_note_remote(job_id=job.pk, claim=job.claims, started=outcome.started,
-                                         queue_position=outcome.queue_position)
-            if outcome.progress is not None:
-                services.job_heartbeat(job_ids=[job.pk], progress=outcome.progress)
-        else:
-            _settle(job, outcome)
-    services.job_heartbeat(job_ids=waiting)
+            ended += 1
+        elif not _followed(provider, job, outcome, beats):
+            ended += 1
+    beats.write()
+    return ended, finished
+
+
+class _Beats:
+    """What one pass learnt about the requests still in flight, written set-based at the end."""
+
+    def __init__(self, waiting: list[int]):
+        self.waiting, self.notes, self.progress = waiting, [], {}
+
+    def write(self) -> None:
+        # One UPDATE each for what the remote said, the progress and the beats of the pass.
+        services.jobs_note_remote(notes=self.notes)
+        services.jobs_note_progress(progress=self.progress)
+        services.job_heartbeat(job_ids=[pk for pk in self.waiting if pk not in self.progress])
+
+
+def _followed(provider: Provider, job: Job, outcome, beats: _Beats) -> bool:
+    """Handles one check's outcome. True: the request is still being followed; False: the job ended
+    (succeeded, failed or went back to the queue)."""
+    if isinstance(outcome, ProviderError) and outcome.code == "result_fetch_failed":
+        if _result_fetch_failed(provider, job, outcome):
+            beats.waiting.append(job.pk)
+            return True
+        return False
+    if isinstance(outcome, ProviderError) and outcome.transport and not outcome.permanent:
+        # Our call failed, not the request: the remote still has (and bills) it, so keep following it
+        # instead of submitting it again. The deadline above bounds how long.
+        log.warning("job %s: could not check %s this pass: %s", job.uuid, provider.name, outcome.message)
+        beats.waiting.append(job.pk)
+        return True
+    if isinstance(outcome, Pending):
+        beats.waiting.append(job.pk)
+        if ((outcome.started and not job.remote_started_at)
+                or (not outcome.started and outcome.queue_position != job.queue_position)):
+            beats.notes.append((job.pk, job.claims, outcome.started, outcome.queue_position))
+        if outcome.progress is not None:
+            beats.progress[job.pk] = outcome.progress
+        return True
+    _settle(job, outcome)
+    return False
 
 
 def _result_fetch_failed(provider: Provider, job: Job, error: ProviderError) -> bool:
@@ -230,19 +362,33 @@ def _fan_out(call, jobs: list[Job]) -> list:
     write stays on this thread and its connection.
     """
 
-    def guarded(job):
-        try:
-            return call(job)
-        except ProviderError as exc:
-            return exc
-        except Exception as exc:  # a bug must fail one job loudly, not kill the pump for all of them
-            log.exception("unexpected error on job %s", job.uuid)
-            return TransientError(f"internal error: {type(exc).__name__}: {exc}", code="internal_error")
-
     if len(jobs) <= 1:
-        return [guarded(job) for job in jobs]
+        return [_guarded(call, job) for job in jobs]
     with ThreadPoolExecutor(max_workers=min(HTTP_THREADS, len(jobs))) as pool:
-        return list(pool.map(guarded, jobs))
+        return list(pool.map(lambda job: _guarded(call, job), jobs))
+
+
+def _stored(outcome, job: Job):
+    """Writes a checked clip's files where it was checked (files only, no database): → (finished, facts,
+    (video name, poster name) or the storage error), which _record turns into a success or a kept clip."""
+    if not isinstance(outcome, tuple):
+        return outcome
+    finished, facts = outcome
+    try:
+        return finished, facts, artifacts.store_output(job_uuid=str(job.uuid), video=finished.video, facts=facts)
+    except Exception as exc:
+        return finished, facts, exc
+
+
+def _guarded(call, job: Job):
+    """`call(job)`, with exceptions as values."""
+    try:
+        return call(job)
+    except ProviderError as exc:
+        return exc
+    except Exception as exc:  # a bug must fail one job loudly, not kill the pump for all of them
+        log.exception("unexpected error on job %s", job.uuid)
+        return TransientError(f"internal error: {type(exc).__name__}: {exc}", code="internal_error")
 
 
 def _inspected(provider: Provider, outcome, job: Job):
@@ -421,11 +567,14 @@ def _record(job: Job, outcome) -> None:
         _db_retry(lambda: services.job_fail(job_id=job.pk, code=outcome.code, message=outcome.message,
                                             permanent=outcome.permanent, claim=job.claims), what="record a failure")
         return
-    finished, facts = outcome
+    finished, facts, *stored = outcome  # `stored`: what _stored did with the files in a collector thread
     meta = finished.meta
     cost = costs.job_cost(provider=job.provider, params=job.params, meta=meta)
     try:
-        video_name, poster_name = artifacts.store_output(job_uuid=str(job.uuid), video=finished.video, facts=facts)
+        if stored and isinstance(stored[0], Exception):
+            raise stored[0]
+        video_name, poster_name = stored[0] if stored else artifacts.store_output(
+            job_uuid=str(job.uuid), video=finished.video, facts=facts)
     except Exception as exc:
         # A paid clip is never thrown away to be generated again: it is kept and stored later.
         log.exception("job %s: could not store its result", job.uuid)

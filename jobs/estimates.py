@@ -7,14 +7,19 @@ finishes (`jobs.costs`).
 
 import math
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
+from django.utils import timezone
 
+from jobs import eta
 from jobs.costs import CENT_FRACTION, fal_cost, format_rate
 from jobs.intake import BatchSpec, ItemSpec, parse_rows
-from jobs.models import Provider
-from jobs.spend import Rates, monthly_spend
+from jobs.models import Job, Provider
+from jobs.spend import Rates, job_estimate, monthly_spend
+
+CENT = Decimal("0.01")
 
 
 @dataclass(frozen=True)
@@ -125,3 +130,63 @@ def cap_warnings(spec: BatchSpec, estimates: list[Estimate]) -> list[str]:
                             f"budget (${room.quantize(Decimal('0.01'))} of ${cap}): about {fits(room)} of "
                             f"{chosen.items} clips will run this month.")
     return warnings
+
+
+@dataclass(frozen=True)
+class DeadlineChoice:
+    """The dry run's side-by-side for a vastai batch with a deadline: everything on the GPU, or the
+    split the deadline planner (`jobs.deadline`) would make."""
+
+    deadline: datetime
+    all_gpu_cost: Decimal
+    all_gpu_done: datetime
+    gpu: int
+    fal: int
+    split_cost: Decimal
+    split_done: datetime
+    meets: bool
+    basis: str
+
+    @property
+    def text(self) -> str:
+        when = clock_text
+        return (f"all on the GPU: ${self.all_gpu_cost}, done at {when(self.all_gpu_done)} · to finish by "
+                f"{when(self.deadline)}: {self.gpu} on the GPU + {self.fal} on fal: ${self.split_cost}, "
+                f"done at {when(self.split_done)}")
+
+
+def clock_text(moment: datetime) -> str:
+    return timezone.localtime(moment, timezone.get_fixed_timezone(0)).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def deadline_choice(spec: BatchSpec, *, now: datetime | None = None) -> DeadlineChoice | None:
+    """None unless the batch is for the GPU and has a deadline. The new batch would queue behind all
+    GPU work there is now, so that work comes first."""
+    if spec.deadline is None or spec.provider != Provider.VASTAI or not spec.items:
+        return None
+    from jobs.deadline import expected_only, plan_split
+
+    now = now or timezone.now()
+    state = eta.gpu_state(now)
+    speed = eta.gpu_seconds_per_clip(instance=state.instance, params=spec.params)
+    turnaround = eta.fal_turnaround()
+    ahead = eta.gpu_clips_left(Job.objects.all())
+    fal_ahead = Job.objects.filter(provider="fal", status__in=(Job.Status.QUEUED, Job.Status.RUNNING)).count()
+    n = len(spec.items)
+    # The expected split (median speed); the planner may move a few more near the deadline if the GPU is slow.
+    split = plan_split(waiting=n, gpu_before=ahead, boot_left=state.boot_left, speed=expected_only(speed),
+                       fal_before=fal_ahead,
+                       turnaround=turnaround.median,
+                       seconds_left=(spec.deadline - now).total_seconds() - settings.GENHUB_DEADLINE_MARGIN_SECONDS)
+    rates = Rates.now()
+    gpu_each = job_estimate("vastai", spec.params, rates)
+    costs_fal = [fal_cost(item.params) for item in spec.items]
+    all_gpu = now + timedelta(seconds=state.boot_left + eta.gpu_span(ahead + n, speed)[0])
+    # The planner moves from the end of the queue: the last `split.fal` items.
+    split_cost = gpu_each * split.gpu + sum(costs_fal[split.gpu:], Decimal("0"))
+    return DeadlineChoice(
+        deadline=spec.deadline, all_gpu_cost=(gpu_each * n).quantize(CENT, rounding=ROUND_HALF_UP),
+        all_gpu_done=all_gpu, gpu=split.gpu, fal=split.fal,
+        split_cost=split_cost.quantize(CENT, rounding=ROUND_HALF_UP),
+        split_done=now + timedelta(seconds=split.seconds), meets=split.meets,
+        basis=f"{speed.basis}; {turnaround.basis}" + (f"; {state.boot.basis}" if state.boot_left else ""))

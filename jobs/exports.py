@@ -2,22 +2,20 @@
 
 The archive is produced as a stream: videos are copied from storage chunk by chunk into a ZIP
 written without seeking, so a batch of a thousand clips never sits in memory at once. The same jobs
-in the same states always give the same bytes (fixed member times), and the stream is kept on disk
-under a name derived from that state, so a download can be resumed with a byte range and the ZIP
+in the same states always give the same bytes (fixed member times), and the stream is kept in storage
+(local disk or S3) under a name derived from that state, so a download can be resumed with a byte range and the ZIP
 is built once per state of the batch, not once per request.
 """
 
 import hashlib
 import io
-import os
 import zipfile
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 from django.core.files.storage import default_storage
 from django.utils.text import slugify
 
-from genhub import spreadsheet
+from genhub import spreadsheet, storage
 from jobs.models import BatchRun, Job
 
 MANIFEST_NAME = "manifest.csv"
@@ -89,9 +87,9 @@ def batch_zip_stream(jobs: list[Job]) -> Iterator[bytes]:
         for job in jobs:
             if not job.output_video:
                 continue
-            with (job.output_video.open("rb") as source,
-                  archive.open(_member(video_member_name(job), zipfile.ZIP_STORED), "w") as target):
-                while chunk := source.read(CHUNK_BYTES):
+            # Chunked from storage (an S3 object is read from its response body, not downloaded whole).
+            with archive.open(_member(video_member_name(job), zipfile.ZIP_STORED), "w") as target:
+                for chunk in storage.read_chunks(job.output_video.name, CHUNK_BYTES):
                     target.write(chunk)
                     yield sink.drain()
     yield sink.drain()
@@ -118,25 +116,19 @@ def batch_zip_kept_stream(batch: BatchRun, jobs: list[Job]) -> Iterator[bytes]:
     """Yields the ZIP (as `batch_zip_stream`) and keeps a copy: the first download starts at once,
     and a later one — a resume with a byte range — is served from the copy.
 
-    The copy is written to a temporary name and moved into place only when complete, so a concurrent
-    request never serves half a file, and an abandoned download leaves nothing behind; an older export of
-    the batch is removed once the new one is in place. (MEDIA_ROOT is a local disk, as for every stored
-    file: the rename needs a filesystem path.)
+    The copy appears only when complete (a renamed temporary file on disk, a completed multipart upload
+    in S3), so a concurrent request never serves half a file, and an abandoned download leaves nothing
+    behind; an older export of the batch is removed once the new one is in place.
     """
-    target = Path(default_storage.path(export_name(batch, jobs)))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.{id(jobs):x}.partial")
-    try:
-        with open(partial, "wb") as out:
-            for chunk in batch_zip_stream(jobs):
-                out.write(chunk)
-                yield chunk
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)  # gone already when it was moved into place
-    for old in target.parent.glob("*.zip"):
-        if old != target:
-            old.unlink(missing_ok=True)
+    name = export_name(batch, jobs)
+    with storage.atomic_writer(name) as out:
+        for chunk in batch_zip_stream(jobs):
+            out.write(chunk)
+            yield chunk
+    directory, current = name.rsplit("/", 1)
+    for old in default_storage.listdir(directory)[1]:
+        if old.endswith(".zip") and old != current:
+            default_storage.delete(f"{directory}/{old}")
 
 
 def batch_zip_stored(batch: BatchRun, jobs: list[Job]) -> str:

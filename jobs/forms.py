@@ -19,6 +19,7 @@ from jobs.intake import (
     build_batch,
     check_spend_options,
     expand_archives,
+    parse_deadline,
 )
 from jobs.models import BatchRun, Provider
 from jobs.rows import decode_text
@@ -110,6 +111,10 @@ FALLBACK_CHOICES = [
     (Fallback.UNRECOVERABLE, "When the GPU has been unavailable for N minutes, move the waiting jobs to fal.ai"),
     (Fallback.ATTEMPTS, "When a job has failed K times on the GPU, move that job to fal.ai"),
 ]
+DEADLINE_HELP = ("vast.ai GPU batches: an ISO 8601 time with its timezone. If the GPU alone would finish later, "
+                 "the fewest jobs needed move to fal.ai (at its price, within the budget).")
+WEBHOOK_HELP = ("A signed POST when the batch finishes, so scripts need not poll; https only. The signing secret "
+                "is shown once, after the batch is created.")
 BUDGET_HELP = ("Optional. Jobs that would take the batch over it wait, paused, until the budget is raised. "
                "Blank: no budget.")
 
@@ -157,6 +162,15 @@ class BatchForm(forms.Form):
                                      help_text=f"Minutes: {_range(Fallback.UNRECOVERABLE)}; failed attempts: "
                                                f"{_range(Fallback.ATTEMPTS)}. Not used with “Never”.")
 
+    # Planning: a time to finish by (vast.ai batches), and a script to tell when it is done.
+    deadline = forms.CharField(required=False, label="Finish by (optional)", help_text=DEADLINE_HELP,
+                               widget=forms.TextInput(attrs={"placeholder": "2026-12-02T09:00+01:00",
+                                                             "autocomplete": "off", "spellcheck": "false"}))
+    webhook_url = forms.CharField(required=False, label="Webhook URL (optional)", help_text=WEBHOOK_HELP,
+                                  widget=forms.URLInput(attrs={"placeholder": "https://example.com/hooks/genhub"}))
+    webhook_events = forms.CharField(required=False, initial=BatchRun.WebhookEvents.BATCH, label="Tell the webhook",
+                                     widget=forms.RadioSelect(choices=BatchRun.WebhookEvents.choices))
+
     def batch_fields(self) -> tuple[dict, list[dict]]:
         """build_batch's arguments (all but the files) and the problems found before it runs.
 
@@ -189,7 +203,10 @@ class BatchForm(forms.Form):
                   "rows_text": rows_text, "seeds_per_image": seeds,
                   "budget_usd": (data.get("budget_usd") or "").strip() or None,
                   "fallback": data.get("fallback") or None,
-                  "fallback_after": (data.get("fallback_after") or "").strip() or None}
+                  "fallback_after": (data.get("fallback_after") or "").strip() or None,
+                  "deadline": (data.get("deadline") or "").strip() or None,
+                  "webhook_url": (data.get("webhook_url") or "").strip() or None,
+                  "webhook_events": (data.get("webhook_events") or "").strip() or None}
         return fields, errors
 
 
@@ -214,6 +231,26 @@ class BudgetForm(forms.Form):
                                                              "the budget"}]
         fields, errors = check_spend_options(provider=provider, budget_usd=raw, fallback=None, fallback_after=None)
         return fields["budget_usd"], errors
+
+
+class DeadlineForm(forms.Form):
+    """The batch page's deadline form: a new time, or (action=remove) none."""
+
+    REMOVE = "remove"
+
+    deadline = forms.CharField(required=False, label="Finish by", widget=forms.TextInput(attrs={
+        "placeholder": "2026-12-02T09:00+01:00", "autocomplete": "off", "aria-describedby": "err-deadline"}))
+
+    def deadline_value(self, *, provider: str):
+        """(the new deadline, None for none; errors in build_batch's format)."""
+        if self.data.get("action") == self.REMOVE:
+            return None, []
+        self.is_valid()
+        raw = (self.cleaned_data.get("deadline") or "").strip()
+        if not raw:
+            return None, [{"field": "deadline", "message": "enter a time (ISO 8601 with a timezone), or remove the "
+                                                           "deadline"}]
+        return parse_deadline(raw, provider=provider)
 
 
 def errors_by_anchor(errors: list[dict]) -> dict[str, list[dict]]:

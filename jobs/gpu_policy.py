@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Max
+from django.db.models import Count, Max
 from django.utils import timezone
 
 from jobs.models import Job
@@ -28,3 +28,19 @@ def gpu_release_reason(*, instance_id: int, ready_at) -> str | None:
         if timezone.now() - idle_since >= timedelta(minutes=idle_minutes):
             return f"released: idle for {idle_minutes} min (GENHUB_IDLE_SHUTDOWN_MINUTES)"
     return None
+
+
+# Jobs looked at to find the clip most of the waiting work asks for: the head of the queue is what runs next.
+WAITING_PARAMS_SAMPLE = 500
+
+
+def gpu_waiting_params() -> dict | None:
+    """The generation parameters most common among the vastai jobs waiting (queue head first), or None.
+
+    The orchestrator ranks offers by the cost of this clip.
+    """
+    waiting = (Job.objects.filter(provider="vastai", status__in=(Job.Status.QUEUED, Job.Status.WAITING_FOR_GPU))
+               .order_by("batch_id", "position", "id").values_list("pk", flat=True)[:WAITING_PARAMS_SAMPLE])
+    common = (Job.objects.filter(pk__in=list(waiting)).values("params").annotate(n=Count("id")).order_by("-n")
+              .values_list("params", flat=True).first())
+    return common or None

@@ -10,7 +10,7 @@ class Provider(models.TextChoices):
 
 
 class BatchRun(models.Model):
-    """One bulk submission. Its status and counts are derived from its jobs, never stored twice."""
+    """One bulk submission. Its status is derived from its jobs' counts (`BatchCounts`, kept by triggers)."""
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batches")
@@ -31,6 +31,23 @@ class BatchRun(models.Model):
     fallback_policy = models.CharField(max_length=16, choices=Fallback.choices, default=Fallback.NEVER)
     fallback_after = models.PositiveIntegerField(null=True, blank=True)
 
+    # Planning (issue 12): finish by `deadline` by moving the fewest waiting GPU jobs to fal
+    # (`jobs.deadline`); `deadline_note` is what that planner last had to say (a cap held a move back, …).
+    deadline = models.DateTimeField(null=True, blank=True)
+    deadline_note = models.CharField(max_length=300, blank=True)
+
+    class WebhookEvents(models.TextChoices):
+        BATCH = "batch", "when the batch finishes"
+        BATCH_AND_JOBS = "batch,job", "when the batch finishes and when each job finishes"
+
+    # Signed POSTs to the owner's script (`jobs.batch_events`). The secret signs them; it is shown once,
+    # in the answer that created the batch, and never again (not in the API, the admin or a page).
+    webhook_url = models.CharField(max_length=2000, blank=True)
+    webhook_events = models.CharField(max_length=16, choices=WebhookEvents.choices, default=WebhookEvents.BATCH)
+    webhook_secret = models.CharField(max_length=64, blank=True)
+    # Set (compare-and-set) when the "batch finished" delivery was queued; cleared when a retry reopens it.
+    finished_notified_at = models.DateTimeField(null=True, blank=True)
+
     class Meta:
         ordering = ["-created_at", "-id"]
         # "Batches" everywhere: the web pages, the API and the admin.
@@ -39,6 +56,10 @@ class BatchRun(models.Model):
 
     def __str__(self):
         return self.name or f"batch {self.pk}"
+
+    @property
+    def wants_job_events(self) -> bool:
+        return self.webhook_events == self.WebhookEvents.BATCH_AND_JOBS
 
 
 class Job(models.Model):
@@ -55,11 +76,14 @@ class Job(models.Model):
         # Generated and paid, but genhub could not store the clip yet (a full disk, a storage error). It
         # is kept in `pending_result` and stored again by the pump; it is never generated again.
         STORING = "storing"
+        # An item given by URL whose image genhub has not fetched yet (jobs/fetching.py): not dispatched
+        # until it is; an image that cannot be had fails the job with `image_unavailable`.
+        FETCHING = "fetching"
 
     TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
     # Work a pump or the GPU has to do now.
     ACTIVE = (Status.QUEUED, Status.WAITING_FOR_GPU, Status.RUNNING, Status.STORING)
-    UNFINISHED = ACTIVE + (Status.PAUSED,)
+    UNFINISHED = ACTIVE + (Status.PAUSED, Status.FETCHING)
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     batch = models.ForeignKey(BatchRun, on_delete=models.CASCADE, related_name="jobs")
@@ -67,7 +91,9 @@ class Job(models.Model):
     provider = models.CharField(max_length=16, choices=Provider.choices)
     position = models.PositiveIntegerField(default=0)  # order within the batch
 
-    input_image = models.FileField(upload_to="inputs/")
+    input_image = models.FileField(upload_to="inputs/")  # empty while the image is being fetched
+    # Where the image comes from when it was given by URL (https:// or s3://); empty for an upload.
+    image_url = models.TextField(blank=True)
     input_name = models.CharField(max_length=255)
     input_sha256 = models.CharField(max_length=64)
     prompt = models.TextField()
@@ -120,6 +146,13 @@ class Job(models.Model):
     result_fetch_failures = models.PositiveSmallIntegerField(default=0)
     next_check_at = models.DateTimeField(null=True, blank=True)
     generation_seconds = models.FloatField(null=True, blank=True)
+    # Set when the "job finished" webhook delivery was queued (batches with `webhook_events=batch,job`).
+    notified_at = models.DateTimeField(null=True, blank=True)
+
+    # When the job last changed in a way its card shows (status, progress, cost, messages…), set by a
+    # database trigger: PostgreSQL stores the writing transaction's id, so the live page's `?since=`
+    # cursor (jobs/changes.py) cannot miss a transaction that commits after a later one.
+    change_mark = models.BigIntegerField(default=0, db_default=0)
 
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -135,6 +168,12 @@ class Job(models.Model):
             models.Index(fields=["provider", "status"], name="job_provider_status"),
             models.Index(fields=["batch", "status"], name="job_batch_status"),
             models.Index(fields=["status", "heartbeat_at"], name="job_status_heartbeat"),
+            models.Index(fields=["batch", "change_mark"], name="job_batch_change_mark"),
+            models.Index(fields=["batch", "position", "id"], name="job_batch_position"),
+            # The image fetcher reads the oldest items waiting for their image, many times a second while a
+            # big batch by URL is fetched: a small index of just those, in its order.
+            models.Index(fields=["batch", "position", "id"], condition=models.Q(status="fetching"),
+                         name="job_fetching_order"),
         ]
 
     def __str__(self):
@@ -144,6 +183,25 @@ class Job(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL
+
+
+class BatchAppend(models.Model):
+    """One `POST /api/batches/{id}/items/` that carried an `Idempotency-Key`: a retry with the same key
+    answers with what the first request appended instead of appending the items again."""
+
+    batch = models.ForeignKey(BatchRun, on_delete=models.CASCADE, related_name="appends")
+    key = models.CharField(max_length=200)
+    # What the request asked for (its fields and files, hashed): the same key with another request is refused.
+    fingerprint = models.CharField(max_length=64)
+    first_position = models.PositiveIntegerField()
+    count = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["batch", "key"], name="batch_append_one_per_key")]
+
+    def __str__(self):
+        return f"{self.batch} · {self.key}"
 
 
 class Alert(models.Model):
@@ -180,3 +238,62 @@ class Alert(models.Model):
 
     def __str__(self):
         return f"{self.kind}: {self.message}"
+
+
+class WebhookDelivery(models.Model):
+    """One signed POST a batch owes its webhook, kept until it is delivered or out of attempts.
+
+    The body is fixed when the event happens, so every re-delivery sends the same JSON (only the
+    timestamp and its signature are fresh); the receiver de-duplicates by `X-Genhub-Delivery`.
+    """
+
+    class Event(models.TextChoices):
+        BATCH_FINISHED = "batch.finished"
+        JOB_FINISHED = "job.finished"
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    batch = models.ForeignKey(BatchRun, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    event = models.CharField(max_length=32, choices=Event.choices)
+    body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["delivered_at", "next_attempt_at"], name="webhook_delivery_due")]
+
+    def __str__(self):
+        return f"{self.event} for batch {self.batch_id} ({'delivered' if self.delivered_at else 'pending'})"
+
+
+class BatchCounts(models.Model):
+    """Each batch's jobs counted by status, with their cost sums: what the batch list and the batch page
+    read instead of adding up every job.
+
+    Kept by database triggers on the jobs table (migration `batch_counts`, SQL in `jobs/counts_sql.py`),
+    in the same transaction as the change: every way a job's status or cost changes — the services'
+    compare-and-sets, the pumps' set-based updates, the admin, a bulk insert — passes through them, so
+    the counts are exact whenever a transaction that reads them can see the jobs. Never written by Django.
+    """
+
+    batch = models.OneToOneField(BatchRun, primary_key=True, on_delete=models.CASCADE, related_name="tally")
+    n_total = models.IntegerField(db_default=0)
+    n_queued = models.IntegerField(db_default=0)
+    n_waiting_for_gpu = models.IntegerField(db_default=0)
+    n_running = models.IntegerField(db_default=0)
+    n_succeeded = models.IntegerField(db_default=0)
+    n_failed = models.IntegerField(db_default=0)
+    n_cancelled = models.IntegerField(db_default=0)
+    n_paused = models.IntegerField(db_default=0)
+    n_storing = models.IntegerField(db_default=0)
+    n_fetching = models.IntegerField(db_default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=4, db_default=0)
+    wasted_usd = models.DecimalField(max_digits=14, decimal_places=4, db_default=0)
+
+    class Meta:
+        verbose_name = "batch counts"
+        verbose_name_plural = "batch counts"

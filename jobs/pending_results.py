@@ -6,10 +6,15 @@ cost already added and, when the provider can serve the clip again (fal's CDN UR
 too. Each pump pass tries the due ones again (every GENHUB_STORE_RETRY_SECONDS): from the spool, or
 fetched again from the source when the spool could not be written. A result is only lost when both
 are gone; that is a permanent, billed failure, never a silent new generation.
+
+The spool is a local directory of the host whose worker kept the clip (its name is recorded with it):
+with several cluster hosts, only that host reads it back (unless the area is a shared filesystem);
+another host stores the clip only when it can fetch it again from its source.
 """
 
 import logging
 import os
+import socket
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -42,8 +47,9 @@ def keep(*, job: Job, finished: Finished, cost: Decimal | None, error: Exception
     if not spool and not finished.source:
         return False
     message = f"{type(error).__name__}: {error}"[:300]
-    pending = {"spool": spool, "source": finished.source, "meta": _json_safe(finished.meta),
-               "cost": str(cost or 0), "error": message, "retry_at": _retry_at().isoformat()}
+    pending = {"spool": spool, "host": socket.gethostname() if spool else "", "source": finished.source,
+               "meta": _json_safe(finished.meta), "cost": str(cost or 0), "error": message,
+               "retry_at": _retry_at().isoformat()}
     kept = services.job_keep_result(
         job_id=job.pk, claim=job.claims, pending=pending, cost=cost,
         message=f"the clip was made and paid for, but genhub could not store it ({message}); it is kept and "
@@ -75,6 +81,8 @@ def _store_one(job: Job) -> int:
     pending = job.pending_result
     try:
         video = _kept_bytes(job)
+    except SpooledElsewhere:
+        return 0  # only the host holding the spool can store it; "not here" must not read as "lost"
     except ProviderError as exc:
         if exc.permanent:
             log.error("job %s: its paid result is gone: %s", job.uuid, exc.message)
@@ -100,14 +108,25 @@ def _store_one(job: Job) -> int:
     return 0
 
 
+class SpooledElsewhere(Exception):
+    """The clip was spooled on another host, and this one cannot fetch it from its source."""
+
+
+def _spooled_elsewhere(pending: dict) -> bool:
+    host = pending.get("host")
+    return bool(pending.get("spool") and host and host != socket.gethostname())
+
+
 def _kept_bytes(job: Job) -> bytes:
     spool = job.pending_result.get("spool")
+    source = job.pending_result.get("source")
     if spool:
         try:
-            return Path(spool).read_bytes()
+            return Path(spool).read_bytes()  # here, or on a pending area all hosts share
         except OSError as exc:
+            if _spooled_elsewhere(job.pending_result) and not source:
+                raise SpooledElsewhere(job.pending_result["host"]) from exc
             log.warning("job %s: spooled result unreadable (%s); fetching it again", job.uuid, exc)
-    source = job.pending_result.get("source")
     if not source:
         raise PermanentError("it was neither spooled nor can the provider serve it again", code="result_lost")
     return get_provider(job.provider).fetch_output(source)

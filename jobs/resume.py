@@ -35,6 +35,7 @@ def on_worker_spawn(sender=None, proc_name: str = "", **kwargs) -> None:
 
 def cluster_resume() -> list[str]:
     from gpu_instances.tasks import reconcile as reconcile_task
+    from jobs.fetching import fetch_restart
     from jobs.models import Job
     from jobs.services import jobs_sweep_stale
     from jobs.tasks import pump as pump_task
@@ -47,4 +48,6 @@ def cluster_resume() -> list[str]:
     for name in started:
         pump_task.enqueue(name, wait)
     reconcile_task.enqueue(wait)
+    if fetch_restart(wait=wait):
+        started.append("fetch")
     return started

@@ -6,7 +6,9 @@ import re
 
 from django.conf import settings
 
-ROW_FIELDS = ("file", "prompt", "negative_prompt", "seed")
+ROW_FIELDS = ("file", "image_url", "prompt", "negative_prompt", "seed")
+# A row names its image by an uploaded file's name or by a URL genhub fetches (jobs/image_sources.py).
+SOURCE_FIELDS = ("file", "image_url")
 
 
 def _error(message: str) -> dict:
@@ -55,8 +57,9 @@ def _csv_rows(text: str, limit: int) -> tuple[list, list[dict]]:
     rows, errors = [], []
     try:
         header = reader.fieldnames or []
-        if "file" not in header:
-            return [], [_error(f"CSV needs a header row with columns {', '.join(ROW_FIELDS)}")]
+        if not any(name in header for name in SOURCE_FIELDS):
+            return [], [_error(f"CSV needs a header row with columns {', '.join(ROW_FIELDS)} (file or image_url "
+                               "is required)")]
         unknown = [name for name in header if name not in ROW_FIELDS]
         if unknown:
             errors.append(_error(f"unknown column(s) {', '.join(unknown)} in the header; known: "
@@ -90,9 +93,15 @@ def parse_rows(text: str) -> tuple[list[dict], list[dict]]:
         unknown = [name for name in row if name not in ROW_FIELDS]
         if unknown and is_json:
             errors.append(_error(f"row {number}: unknown field(s) {', '.join(map(str, unknown))}"))
-        file_name = row.get("file")
-        if file_name is not None and not isinstance(file_name, str):
-            errors.append(_error(f"row {number}: 'file' must be text"))
-        elif not (file_name or "").strip():
-            errors.append(_error(f"row {number}: 'file' is required"))
+        given = [name for name in SOURCE_FIELDS if row.get(name) is not None]
+        wrong_type = [name for name in given if not isinstance(row[name], str)]
+        for name in wrong_type:
+            errors.append(_error(f"row {number}: '{name}' must be text"))
+        if wrong_type:
+            continue
+        given = [name for name in given if row[name].strip()]
+        if len(given) > 1:
+            errors.append(_error(f"row {number}: give 'file' or 'image_url', not both"))
+        elif not given:
+            errors.append(_error(f"row {number}: 'file' is required (or 'image_url')"))
     return rows, errors

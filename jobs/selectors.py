@@ -3,13 +3,16 @@
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db import connection
+from django.db.models import Count, F, Max, Q, QuerySet, Sum
 from django.shortcuts import get_object_or_404
 
 from jobs.models import Alert, BatchRun, Job
 
 S = Job.Status
-COUNT_FIELDS = {f"n_{status}": Count("jobs", filter=Q(jobs__status=status)) for status in S.values}
+# Read from the maintained counts (BatchCounts, kept by triggers), never by adding up the jobs: the batch
+# list and a 10,000-job batch's page cost the same as an empty one.
+COUNT_FIELDS = {f"n_{status}": F(f"tally__n_{status}") for status in S.values}
 
 
 def _visible(queryset: QuerySet, user) -> QuerySet:
@@ -17,9 +20,9 @@ def _visible(queryset: QuerySet, user) -> QuerySet:
 
 
 def batch_list(*, user) -> QuerySet:
-    """Batches with their per-status counts and cost so far, in one query."""
+    """Batches with their per-status counts and cost so far, in one query that joins only their counts row."""
     return _visible(BatchRun.objects.all(), user).annotate(
-        n_total=Count("jobs"), cost_so_far=Sum("jobs__cost_usd"), wasted=Sum("jobs__wasted_usd"), **COUNT_FIELDS
+        n_total=F("tally__n_total"), cost_so_far=F("tally__cost_usd"), wasted=F("tally__wasted_usd"), **COUNT_FIELDS
     ).order_by("-created_at", "-id")
 
 
@@ -27,8 +30,28 @@ def batch_get(*, user, batch_uuid) -> BatchRun:
     return get_object_or_404(batch_list(user=user), uuid=batch_uuid)
 
 
-def batch_jobs(*, batch: BatchRun) -> QuerySet:
-    return batch.jobs.select_related("instance").order_by("position", "id")
+def batch_get_owned(*, user, batch_uuid) -> BatchRun:
+    """The user's own batch (staff included: changing someone else's batch's items is not theirs to do)."""
+    return get_object_or_404(BatchRun, uuid=batch_uuid, owner=user)
+
+
+def batch_jobs(*, batch: BatchRun, status: str | None = None) -> QuerySet:
+    jobs = batch.jobs.select_related("instance").order_by("position", "id")
+    return jobs.filter(status=status) if status else jobs
+
+
+def batch_running_progress(batch: BatchRun) -> float:
+    """The summed progress of the batch's jobs at work (at most the providers' in-flight limits)."""
+    running = batch.jobs.filter(status__in=(S.RUNNING, S.STORING)).aggregate(total=Sum("progress"))["total"]
+    return float(running or 0.0)
+
+
+def batch_next_on_gpu(batch: BatchRun) -> int:
+    """How many of the batch's running jobs wait inside SwarmUI behind another (see job_phases)."""
+    if batch.provider != "vastai" or not batch_counts(batch)[S.RUNNING]:
+        return 0
+    phases = job_phases(batch.jobs.filter(status=S.RUNNING))
+    return sum(1 for phase in phases.values() if phase == NEXT_ON_GPU)
 
 
 def job_get(*, user, job_uuid) -> Job:
@@ -44,12 +67,14 @@ def batch_status(batch: BatchRun) -> str:
     counts = batch_counts(batch)
     if counts[S.RUNNING] or counts[S.STORING]:
         return "running"
-    if counts[S.PAUSED] and not (counts[S.QUEUED] or counts[S.WAITING_FOR_GPU]):
+    if counts[S.PAUSED] and not (counts[S.QUEUED] or counts[S.WAITING_FOR_GPU] or counts[S.FETCHING]):
         return S.PAUSED
-    if counts[S.QUEUED] or counts[S.WAITING_FOR_GPU]:
+    if counts[S.QUEUED] or counts[S.WAITING_FOR_GPU] or counts[S.FETCHING]:
         started = counts[S.SUCCEEDED] + counts[S.FAILED] + counts[S.CANCELLED]
         if started:
             return "running"
+        if counts[S.FETCHING] and not (counts[S.QUEUED] or counts[S.WAITING_FOR_GPU]):
+            return S.FETCHING  # nothing can start before its image is here
         return S.WAITING_FOR_GPU if counts[S.WAITING_FOR_GPU] and not counts[S.QUEUED] else S.QUEUED
     if counts[S.FAILED]:
         return "completed_with_failures" if counts[S.SUCCEEDED] else S.FAILED
@@ -58,14 +83,13 @@ def batch_status(batch: BatchRun) -> str:
     return S.SUCCEEDED
 
 
-def batch_progress(batch: BatchRun, jobs=None) -> float:
-    """Share of the work done: finished jobs count whole, running ones by their own progress."""
+def batch_progress(batch: BatchRun, running: float = 0.0) -> float:
+    """Share of the work done: finished jobs count whole, running ones by their own progress (`running`,
+    their sum: batch_running_progress; the batch list leaves it out)."""
     total = batch.n_total
     if not total:
         return 0.0
-    done = batch.n_succeeded + batch.n_failed + batch.n_cancelled
-    if jobs is not None:
-        done += sum(job.progress for job in jobs if job.status in (S.RUNNING, S.STORING))
+    done = batch.n_succeeded + batch.n_failed + batch.n_cancelled + running
     return round(min(1.0, done / total), 4)
 
 
@@ -101,7 +125,9 @@ def batch_cost_comparison(batch: BatchRun) -> CostComparison:
     other = "vastai" if batch.provider == "fal" else "fal"
     finished = batch.jobs.filter(status=S.SUCCEEDED)
     actual = Decimal(finished.aggregate(total=Sum("cost_usd"))["total"] or 0).quantize(Decimal("0.0001"))
-    estimate = sum((job_estimate(other, params, rates) for params in finished.values_list("params", flat=True)),
+    # A batch's jobs share a handful of parameter sets: estimate each set once, not each of 10,000 jobs.
+    by_params = finished.order_by().values("params").annotate(n=Count("id")).values_list("params", "n")
+    estimate = sum((job_estimate(other, params, rates) * n for params, n in by_params),
                    Decimal("0")).quantize(Decimal("0.0001"))
     basis = ("fal's price per video-second" if other == "fal" else
              f"{rates.seconds_per_clip:.1f} s of GPU per clip at ${format_rate(rates.dph)}/h")
@@ -175,3 +201,54 @@ def gpu_activity_for(batch: BatchRun):
         return None
     activity = gpu_activity()
     return None if activity.ready else activity
+
+
+# --- what changed since the live page last looked -------------------------------------------------
+
+# More changed jobs than this since a client's cursor (it was away, or something holds the cursor back):
+# it is told to read its page again instead of getting a reply the size of the batch.
+CHANGES_LIMIT = 500
+
+
+def change_cursor(batch: BatchRun) -> str:
+    """The cursor for `batch_changes`: which writes the caller has seen, as a snapshot "xmin:xmax:xip,…".
+
+    PostgreSQL: `change_mark` is the id of the transaction that last changed what a job shows, and the
+    cursor is the database snapshot taken just before the jobs are read. Transactions commit out of
+    order, so a timestamp or a sequence number taken at write time can be overtaken — a row stamped
+    earlier but committed after a poll would never be sent — and clocks differ between web hosts. A
+    snapshot says exactly which transactions had committed: those below xmax and not in its in-progress
+    list (xip). Everything they wrote was visible to the read that followed, so the next poll asks only
+    for marks ≥ xmax or in xip: nothing is missed, and nothing is sent again except rows whose writers
+    were still running (and may have committed before the read). A long transaction elsewhere costs
+    nothing, as it would with an "xmin" cursor that made every later change look new.
+
+    SQLite (one writer, commits in order): one past the batch's highest mark, as "n:n:".
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_current_snapshot()::text")
+            return cursor.fetchone()[0]
+    mark = (batch.jobs.aggregate(mark=Max("change_mark"))["mark"] or 0) + 1
+    return f"{mark}:{mark}:"
+
+
+CURSOR_PATTERN = r"^\d{1,20}:\d{1,20}:(\d{1,20}(,\d{1,20}){0,999})?$"
+
+
+def _unseen(cursor: str) -> Q:
+    _xmin, xmax, in_progress = cursor.split(":")
+    unseen = Q(change_mark__gte=int(xmax))
+    if in_progress:
+        unseen |= Q(change_mark__in=[int(xid) for xid in in_progress.split(",")])
+    return unseen
+
+
+def batch_changes(*, batch: BatchRun, since: str) -> tuple[str, list[Job] | None]:
+    """(next cursor, the batch's jobs changed since the `since` cursor, in position order); None instead of
+    the jobs when there are more than CHANGES_LIMIT of them. The cursor is taken before the read."""
+    cursor = change_cursor(batch)
+    changed = list(batch_jobs(batch=batch).filter(_unseen(since)).order_by("change_mark", "id")[:CHANGES_LIMIT + 1])
+    if len(changed) > CHANGES_LIMIT:
+        return cursor, None
+    return cursor, sorted(changed, key=lambda job: (job.position, job.pk))

@@ -6,19 +6,22 @@ so no job runs twice and none is lost.
 """
 
 import logging
+import secrets
 from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
-from django.db.models import F, Q, Value
+from django.db import connection, transaction
+from django.db.models import Case, CharField, F, FloatField, JSONField, PositiveIntegerField, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from jobs.intake import BatchSpec
-from jobs.models import BatchRun, Job
+from gpu_instances import speed
+from jobs.batch_events import batch_reopened
+from jobs.intake import BatchSpec, BatchValidationError, item_params_for
+from jobs.models import BatchAppend, BatchRun, Job
 
 log = logging.getLogger(__name__)
 
@@ -54,38 +57,151 @@ def _forget_inputs(names: list[str]) -> None:
             default_storage.delete(name)
 
 
+def _store_inputs(spec: BatchSpec, written: list[str]) -> dict[str, str]:
+    """Stores the spec's uploaded images (once each) → {sha256: stored name}; names it wrote go to `written`."""
+    stored = {}
+    for item in spec.items:
+        if item.image is not None and item.image.sha256 not in stored:
+            stored[item.image.sha256], new = _store_input(item.image)
+            if new:
+                written.append(stored[item.image.sha256])
+    return stored
+
+
+def _create_jobs(batch: BatchRun, spec: BatchSpec, stored: dict[str, str], first_position: int) -> list[Job]:
+    """The spec's items as jobs: an upload is queued, an item by URL waits in `fetching` for its image."""
+    jobs = []
+    for position, item in enumerate(spec.items, start=first_position):
+        common = dict(batch=batch, owner_id=batch.owner_id, provider=batch.provider, position=position,
+                      input_name=item.name, prompt=item.prompt, negative_prompt=item.negative_prompt, seed=item.seed,
+                      params=item.params, max_attempts=settings.GENHUB_JOB_MAX_ATTEMPTS)
+        if item.image is None:
+            jobs.append(Job(**common, status=S.FETCHING, image_url=item.image_url, input_image="", input_sha256=""))
+        else:
+            jobs.append(Job(**common, input_image=stored[item.image.sha256], input_sha256=item.image.sha256))
+    created = Job.objects.bulk_create(jobs, batch_size=500)
+    if any(job.status == S.QUEUED for job in created):
+        _enqueue_pump(batch.provider)
+    if any(job.status == S.FETCHING for job in created):
+        from jobs.fetching import fetch_enqueue
+
+        transaction.on_commit(fetch_enqueue)
+    return created
+
+
 def batch_create(*, owner, spec: BatchSpec) -> BatchRun:
-    """Creates the batch and all its jobs in one transaction; the pump is enqueued once, on commit.
+    """Creates the batch and all its jobs in one transaction; the pump (and, for items by URL, the image
+    fetcher) is enqueued once, on commit.
 
     Inputs are stored first (the rows point at them) and are part of the all-or-nothing: if the
     transaction fails, the files it wrote are deleted again.
     """
-    stored, written = {}, []
+    written = []
     try:
-        for item in spec.items:
-            if item.image.sha256 not in stored:
-                stored[item.image.sha256], new = _store_input(item.image)
-                if new:
-                    written.append(stored[item.image.sha256])
+        stored = _store_inputs(spec, written)
         with transaction.atomic():
             batch = BatchRun.objects.create(owner=owner, name=spec.name, provider=spec.provider, preset=spec.preset,
                                             params=spec.params, budget_usd=spec.budget_usd,
-                                            fallback_policy=spec.fallback_policy, fallback_after=spec.fallback_after)
-            Job.objects.bulk_create(
-                [
-                    Job(batch=batch, owner=owner, provider=spec.provider, position=position,
-                        input_image=stored[item.image.sha256], input_name=item.image.name,
-                        input_sha256=item.image.sha256, prompt=item.prompt, negative_prompt=item.negative_prompt,
-                        seed=item.seed, params=item.params, max_attempts=settings.GENHUB_JOB_MAX_ATTEMPTS)
-                    for position, item in enumerate(spec.items)
-                ],
-                batch_size=500,
-            )
-            _enqueue_pump(spec.provider)
+                                            fallback_policy=spec.fallback_policy, fallback_after=spec.fallback_after,
+                                            deadline=spec.deadline, webhook_url=spec.webhook_url,
+                                            webhook_events=spec.webhook_events,
+                                            # Per batch, so a receiver can only ever verify (or, leaked, forge)
+                                            # its own batch's events; shown once, in the creating answer.
+                                            webhook_secret=secrets.token_urlsafe(32) if spec.webhook_url else "")
+            _create_jobs(batch, spec, stored, first_position=0)
     except BaseException:
         _forget_inputs(written)
         raise
     return batch
+
+
+class IdempotencyConflict(ApplicationError):
+    """The Idempotency-Key was already used on this batch for a different request."""
+
+
+def batch_append(*, batch: BatchRun, spec: BatchSpec, idempotency_key: str = "",
+                 fingerprint: str = "") -> tuple[BatchAppend | None, list[Job], bool]:
+    """Appends the spec's items to `batch`, after its last position; all or nothing.
+
+    → (the append's record when a key was given, the jobs it appended, whether this is a replay). A
+    request whose key this batch has already seen appends nothing: it is answered with the first one's
+    jobs, so a client that retries after a lost reply gets no duplicates. The batch row is locked while
+    positions and the item limit are worked out, so concurrent appends queue up instead of colliding.
+    """
+    written = []
+    try:
+        with transaction.atomic():
+            locked = BatchRun.objects.select_for_update().get(pk=batch.pk)
+            if idempotency_key:
+                earlier = BatchAppend.objects.filter(batch=locked, key=idempotency_key).first()
+                if earlier is not None:
+                    return earlier, _appended_jobs(earlier), _replay(earlier, fingerprint)
+            if locked.cancel_requested_at is not None:
+                raise ApplicationError("this batch was cancelled: nothing can be appended to it")
+            existing = locked.jobs.count()
+            limit = settings.GENHUB_MAX_BATCH_ITEMS
+            if existing + len(spec.items) > limit:
+                raise BatchValidationError([{"field": "items", "message": (
+                    f"too many items: the batch has {existing} and this request adds {len(spec.items)}; the limit "
+                    f"is {limit} per batch (GENHUB_MAX_BATCH_ITEMS)")}])
+            last = locked.jobs.order_by("-position").values_list("position", flat=True).first()
+            first_position = 0 if last is None else last + 1
+            stored = _store_inputs(spec, written)
+            jobs = _create_jobs(locked, spec, stored, first_position)
+            record = None
+            if idempotency_key:
+                record = BatchAppend.objects.create(batch=locked, key=idempotency_key, fingerprint=fingerprint,
+                                                    first_position=first_position, count=len(jobs))
+    except BaseException:
+        _forget_inputs(written)
+        raise
+    return record, jobs, False
+
+
+def _appended_jobs(record: BatchAppend) -> list[Job]:
+    return list(record.batch.jobs.filter(position__gte=record.first_position,
+                                         position__lt=record.first_position + record.count).order_by("position"))
+
+
+def _replay(record: BatchAppend, fingerprint: str) -> bool:
+    if fingerprint and record.fingerprint and fingerprint != record.fingerprint:
+        raise IdempotencyConflict(f"the Idempotency-Key {record.key!r} was already used on this batch for a "
+                                  "different request; use a new key for new items")
+    return True
+
+
+# --- images by URL (jobs/fetching.py) ------------------------------------------------------
+
+
+def pump_enqueue(provider: str) -> None:
+    """Starts (or wakes) the provider's pump, once the current transaction commits."""
+    _enqueue_pump(provider)
+
+
+def jobs_image_fetched(*, job_ids, image) -> dict[str, int]:
+    """fetching → queued for these jobs, now that their image is checked: stored like an upload (by its
+    sha256, once), with the output size it implies. Jobs cancelled meanwhile are left alone.
+
+    → {provider: jobs queued}. The caller starts those pumps (`pump_enqueue`), once for many images."""
+    name, _ = _store_input(image)
+    moved: dict[str, int] = {}
+    with transaction.atomic():
+        waiting = Job.objects.filter(pk__in=list(job_ids), status=S.FETCHING)
+        # One UPDATE per batch (usually one): a batch's jobs share its parameters, so share the output size.
+        for batch_id, provider, params in (BatchRun.objects.filter(jobs__in=waiting).distinct()
+                                           .values_list("id", "provider", "params")):
+            count = waiting.filter(batch_id=batch_id).update(
+                status=S.QUEUED, input_image=name, input_sha256=image.sha256,
+                params=item_params_for(params, image.width, image.height))
+            if count:
+                moved[provider] = moved.get(provider, 0) + count
+    return moved
+
+
+def jobs_image_unavailable(*, job_ids, reason: str) -> int:
+    """fetching → failed: the image could not be had. The batch goes on with its other items."""
+    return Job.objects.filter(pk__in=list(job_ids), status=S.FETCHING).update(
+        status=S.FAILED, error_code="image_unavailable", error_message=reason[:2000], finished_at=timezone.now())
 
 
 # --- transitions ----------------------------------------------------------------------------
@@ -93,12 +209,58 @@ def batch_create(*, owner, spec: BatchSpec) -> BatchRun:
 
 def job_claim(*, job_id: int, dispatch_token: str = "") -> bool:
     """queued → running, counting the attempt. False: someone else claimed it, or it was cancelled."""
-    now = timezone.now()
-    return Job.objects.filter(pk=job_id, status=S.QUEUED).update(
-        status=S.RUNNING, attempts=F("attempts") + 1, claims=F("claims") + 1, started_at=now, heartbeat_at=now,
-        progress=0.0, error_code="", error_message="", external_id="", provider_ref={}, dispatch_token=dispatch_token,
-        instance=None, remote_started_at=None, queue_position=None, result_fetch_failures=0, next_check_at=None,
-    ) == 1
+    return Job.objects.filter(pk=job_id, status=S.QUEUED).update(**_claim_fields(timezone.now(), dispatch_token)) == 1
+
+
+def _claim_fields(now, dispatch_token: str) -> dict:
+    return dict(status=S.RUNNING, attempts=F("attempts") + 1, claims=F("claims") + 1, started_at=now, heartbeat_at=now,
+                progress=0.0, error_code="", error_message="", external_id="", provider_ref={},
+                dispatch_token=dispatch_token, instance=None, remote_started_at=None, queue_position=None,
+                result_fetch_failures=0, next_check_at=None)
+
+
+def jobs_claim_next(*, provider_name: str, limit: int) -> list[int]:
+    """queued → running for the next `limit` jobs in queue order, in one transaction of two statements
+    whatever `limit` is: `SELECT … ORDER BY … LIMIT n FOR UPDATE SKIP LOCKED`, then one UPDATE of those
+    ids. Rows another pump or worker holds are skipped, not waited for; the rows taken stay locked
+    until the UPDATE, so none can be cancelled in between. → the claimed ids, in queue order.
+
+    Not `UPDATE … WHERE id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)` in one statement: PostgreSQL
+    may run that subquery again per row, skip the rows the UPDATE itself just locked and so claim more
+    than `n` (seen here: 5 claimed for 2 free slots).
+    """
+    if limit <= 0:
+        return []
+    candidates = (Job.objects.filter(provider=provider_name, status=S.QUEUED)
+                  .order_by("batch_id", "position", "id").values_list("pk", flat=True))
+    with transaction.atomic():
+        if connection.features.has_select_for_update_skip_locked:
+            candidates = candidates.select_for_update(skip_locked=True)
+        ids = list(candidates[:limit])
+        if ids:
+            Job.objects.filter(pk__in=ids, status=S.QUEUED).update(**_claim_fields(timezone.now(), ""))
+    return ids
+
+
+def jobs_record_submissions(*, submitted: list[tuple[int, int, str, dict]]) -> set[int]:
+    """Stores the remote's request ids and URLs for many jobs (id, claim, external id, ref) in one
+    UPDATE; → the ids recorded. A job missing from the answer was cancelled (or given up on) while its
+    submit was in flight."""
+    if not submitted:
+        return set()
+    ids = [job_id for job_id, _claim, _ext, _ref in submitted]
+    still = Q()
+    for job_id, claim, _ext, _ref in submitted:
+        still |= Q(pk=job_id, claims=claim)
+    Job.objects.filter(still, status=S.RUNNING).update(
+        external_id=Case(*[When(pk=job_id, then=Value(ext)) for job_id, _c, ext, _r in submitted],
+                         output_field=CharField()),
+        provider_ref=Case(*[When(pk=job_id, then=Value(ref, output_field=JSONField()))
+                            for job_id, _c, _e, ref in submitted], output_field=JSONField()),
+        dispatch_token="", heartbeat_at=timezone.now())
+    recorded = Job.objects.filter(pk__in=ids, status=S.RUNNING).exclude(external_id="").values_list("pk", "external_id")
+    wanted = {job_id: ext for job_id, _c, ext, _r in submitted}
+    return {job_id for job_id, ext in recorded if wanted[job_id] == ext}
 
 
 def job_take_dispatch(*, job_id: int, dispatch_token: str) -> bool:
@@ -122,6 +284,16 @@ def job_heartbeat(*, job_ids, progress: float | None = None, claim: int | None =
     if claim is not None:
         running = running.filter(claims=claim)
     return running.update(**fields)
+
+
+def jobs_note_progress(*, progress: dict[int, float]) -> int:
+    """Each running job's own progress, and a beat, in one UPDATE (the fal pump's pass)."""
+    if not progress:
+        return 0
+    return Job.objects.filter(pk__in=list(progress), status=S.RUNNING).update(
+        heartbeat_at=timezone.now(),
+        progress=Case(*[When(pk=pk, then=Value(max(0.0, min(1.0, value)))) for pk, value in progress.items()],
+                      default=F("progress"), output_field=FloatField()))
 
 
 def job_release(*, job_id: int, claim: int, reason: str) -> bool:
@@ -167,9 +339,15 @@ def job_add_cost(*, job_id: int, cost: Decimal | None, wasted: bool = False) -> 
 def job_succeed(*, job_id: int, claim: int | None = None, cost: Decimal | None = None, **fields) -> bool:
     if cost is not None:
         fields["cost_usd"] = Coalesce(F("cost_usd"), Value(Decimal("0"))) + cost
-    return _running(job_id, claim).update(
+    succeeded = _running(job_id, claim).update(
         status=S.SUCCEEDED, progress=1.0, finished_at=timezone.now(), error_code="", error_message="", **fields
     ) == 1
+    if succeeded and fields.get("instance_id") and fields.get("generation_seconds"):
+        # What the GPU measured becomes its speed history (qualification, ranking, estimates).
+        params = Job.objects.values_list("params", flat=True).get(pk=job_id)
+        speed.record_job_sample(instance_id=fields["instance_id"], params=params,
+                                seconds=fields["generation_seconds"])
+    return succeeded
 
 
 def job_fail(*, job_id: int, code: str, message: str, permanent: bool, claim: int | None = None) -> str | None:
@@ -210,6 +388,29 @@ def job_note_remote(*, job_id: int, claim: int, started: bool, queue_position: i
             remote_started_at=timezone.now(), queue_position=None) == 1
     return running.filter(remote_started_at__isnull=True).exclude(queue_position=queue_position).update(
         queue_position=queue_position) == 1
+
+
+def jobs_note_remote(*, notes: list[tuple[int, int, bool, int | None]]) -> int:
+    """job_note_remote for many (id, claim, started, queue position) at once: one UPDATE for those that
+    started, one for those whose place in the remote's queue moved."""
+    now, changed = timezone.now(), 0
+    started, moved = Q(), []
+    for job_id, claim, has_started, position in notes:
+        if has_started:
+            started |= Q(pk=job_id, claims=claim)
+        else:
+            moved.append((job_id, claim, position))
+    if started:
+        changed += Job.objects.filter(started, status=S.RUNNING, remote_started_at__isnull=True).update(
+            remote_started_at=now, queue_position=None)
+    if moved:
+        which = Q()
+        for job_id, claim, _position in moved:
+            which |= Q(pk=job_id, claims=claim)
+        changed += Job.objects.filter(which, status=S.RUNNING, remote_started_at__isnull=True).update(
+            queue_position=Case(*[When(pk=job_id, then=Value(position)) for job_id, _c, position in moved],
+                                default=F("queue_position"), output_field=PositiveIntegerField()))
+    return changed
 
 
 def job_result_fetch_failed(*, job_id: int, claim: int, next_check_at) -> int:
@@ -283,6 +484,16 @@ def job_fall_back(*, job_id: int, from_states, reason: str, claim: int | None = 
     return moved == 1
 
 
+def jobs_fall_back(*, job_ids, reason: str) -> int:
+    """Moves waiting vastai jobs to fal in one update (the deadline planner's choice); a job that started on
+    the GPU or was cancelled meanwhile is left alone."""
+    moved = Job.objects.filter(pk__in=list(job_ids), provider="vastai",
+                               status__in=(S.QUEUED, S.WAITING_FOR_GPU)).update(**_fallback_fields(reason))
+    if moved:
+        _enqueue_pump("fal")
+    return moved
+
+
 def jobs_fall_back_while_gpu_unavailable(*, provider_name: str) -> int:
     """Batches with the `unrecoverable` policy leave the GPU once it has been unavailable long enough."""
     from gpu_instances.selectors import gpu_rental_blocked_until
@@ -339,13 +550,26 @@ def _cancel_remote_on_commit(requests) -> None:
     transaction.on_commit(lambda: [cancel_remote_task.enqueue(provider, ref) for provider, ref in requests])
 
 
+def _retry_status():
+    """Back to the queue, or to `fetching` for an item by URL whose image was never had."""
+    return Case(When(input_image="", then=Value(S.FETCHING)), default=Value(S.QUEUED))
+
+
+def _enqueue_after_retry(provider: str) -> None:
+    from jobs.fetching import fetch_enqueue
+
+    _enqueue_pump(provider)
+    transaction.on_commit(fetch_enqueue)
+
+
 def job_retry(*, job: Job) -> bool:
     """A user's retry of a failed or cancelled job: a fresh set of attempts."""
     updated = Job.objects.filter(pk=job.pk, status__in=(S.FAILED, S.CANCELLED)).update(
-        status=S.QUEUED, attempts=0, progress=0.0, error_code="", error_message="", finished_at=None,
+        status=_retry_status(), attempts=0, progress=0.0, error_code="", error_message="", finished_at=None,
         started_at=None, heartbeat_at=None, external_id="", provider_ref={}, instance=None)
     if updated:
-        _enqueue_pump(job.provider)
+        batch_reopened(batch_id=job.batch_id, job_ids=[job.pk])
+        _enqueue_after_retry(job.provider)
     return updated == 1
 
 
@@ -364,10 +588,11 @@ def batch_cancel(*, batch: BatchRun) -> int:
 def batch_retry_failed(*, batch: BatchRun) -> int:
     with transaction.atomic():
         count = batch.jobs.filter(status=S.FAILED).update(
-            status=S.QUEUED, attempts=0, progress=0.0, error_code="", error_message="", finished_at=None,
+            status=_retry_status(), attempts=0, progress=0.0, error_code="", error_message="", finished_at=None,
             started_at=None, heartbeat_at=None, external_id="", provider_ref={}, instance=None)
         if count:
-            _enqueue_pump(batch.provider)
+            batch_reopened(batch_id=batch.pk)
+            _enqueue_after_retry(batch.provider)
     return count
 
 
@@ -380,6 +605,17 @@ def batch_set_budget(*, batch: BatchRun, budget_usd) -> BatchRun:
         BatchRun.objects.filter(pk=batch.pk).update(budget_usd=budget_usd)
         for provider in set(batch.jobs.filter(status__in=Job.UNFINISHED).values_list("provider", flat=True)):
             _enqueue_pump(provider)
+    batch.refresh_from_db()
+    return batch
+
+
+def batch_set_deadline(*, batch: BatchRun, deadline) -> BatchRun:
+    """Sets (or, with None, removes) the batch's deadline; the vast pump's next pass plans for it. Jobs
+    already moved to fal stay there (they may be paid for)."""
+    with transaction.atomic():
+        BatchRun.objects.filter(pk=batch.pk).update(deadline=deadline, deadline_note="")
+        if batch.jobs.filter(provider="vastai", status__in=Job.UNFINISHED).exists():
+            _enqueue_pump("vastai")
     batch.refresh_from_db()
     return batch
 

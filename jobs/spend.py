@@ -6,7 +6,8 @@ Money is Decimal throughout. Spend counts what a provider bills us:
   vast bills them), not just the seconds attributed to jobs.
 """
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from statistics import median
@@ -127,6 +128,9 @@ class Gate:
             monthly_room = Decimal(cap) - monthly_spend() - _committed(running, rates)
         return cls(rates, monthly_room, {})
 
+    budgets: dict = field(default_factory=dict)  # batch id → the batch (its cap), the first one seen
+    prices: dict = field(default_factory=dict)  # (provider, parameters) → estimate, priced once
+
     def _room_for_batch(self, batch: BatchRun) -> Decimal | None:
         if batch.budget_usd is None:
             return None
@@ -137,16 +141,27 @@ class Gate:
 
     def admit(self, job: Job) -> str | None:
         """None if the job fits (and is counted); otherwise why it must wait."""
-        cost = job_estimate(job.provider, job.params, self.rates)
-        batch_room = self._room_for_batch(job.batch)
+        return self.admit_values(provider=job.provider, batch_id=job.batch_id, params=job.params, batch=job.batch)
+
+    def admit_values(self, *, provider: str, batch_id: int, params: dict, batch: BatchRun | None = None) -> str | None:
+        """`admit` from a job's values alone (the caps' walk reads no model objects)."""
+        key = (provider, json.dumps(params, sort_keys=True))
+        if key not in self.prices:
+            self.prices[key] = job_estimate(provider, params, self.rates)
+        cost = self.prices[key]
+        if batch_id not in self.budgets:
+            batch = batch or BatchRun.objects.only("id", "budget_usd").get(pk=batch_id)
+            self.budgets[batch_id] = batch
+        batch = self.budgets[batch_id]
+        batch_room = self._room_for_batch(batch)
         if batch_room is not None and cost > batch_room:
-            return (f"batch budget ${job.batch.budget_usd} reached (this clip ≈ ${cost.quantize(Decimal('0.01'))}); "
+            return (f"batch budget ${batch.budget_usd} reached (this clip ≈ ${cost.quantize(Decimal('0.01'))}); "
                     "raise the batch budget to resume")
         if self.monthly_room is not None and cost > self.monthly_room:
             return (f"monthly budget ${settings.GENHUB_MONTHLY_BUDGET_USD} reached; raise GENHUB_MONTHLY_BUDGET_USD "
                     "to resume")
         if batch_room is not None:
-            self.batch_room[job.batch_id] = batch_room - cost
+            self.batch_room[batch_id] = batch_room - cost
         if self.monthly_room is not None:
             self.monthly_room -= cost
         return None

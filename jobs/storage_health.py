@@ -1,8 +1,10 @@
 """Whether genhub can store results now. While it cannot, the pumps start no new paid work.
 
 The signal is durable and shared by every process: jobs in `storing` (paid results that could not be
-stored and wait in the pending area), plus the free space left in MEDIA_ROOT. It clears by itself
-once the kept results are stored and the disk has room again.
+stored and wait in the pending area, each with its last storage error), plus, on a local disk, the
+free space left in MEDIA_ROOT. A bucket has no free space to measure: with object storage the last
+storage error is the whole signal. It clears by itself once the kept results are stored (and the disk
+has room again).
 """
 
 import shutil
@@ -10,6 +12,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from genhub import storage
 from jobs.models import Job
 
 MB = 1024 * 1024
@@ -34,6 +37,8 @@ def storage_problem() -> str | None:
         last = storing.order_by("-heartbeat_at").values_list("pending_result", flat=True).first() or {}
         return (f"{count} paid clip(s) could not be stored yet ({last.get('error') or 'storage error'}); they are "
                 "kept and stored as soon as storage works again, and no new paid work starts until then")
+    if storage.is_object_storage():
+        return None
     needed = settings.GENHUB_STORAGE_MIN_FREE_MB * MB
     free = free_bytes(settings.MEDIA_ROOT)
     if needed and free is not None and free < needed:

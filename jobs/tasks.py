@@ -11,6 +11,13 @@ def pump(provider: str, wait: float = 0.0) -> str:
 
 
 @task
+def fetch_images(wait: float = 0.0) -> str:
+    from jobs.fetching import images_fetch
+
+    return images_fetch(wait=wait)
+
+
+@task
 def run_job(job_id: int, dispatch_token: str) -> str:
     from jobs.dispatch import job_run_dispatched
 
@@ -35,8 +42,10 @@ def sweep_stale_jobs() -> int:
 def pump_all() -> None:
     """Scheduled safety net: restarts a pump for every provider with unfinished work."""
     from jobs.dispatch import pumps_restart
+    from jobs.fetching import fetch_restart
 
     pumps_restart()
+    fetch_restart()
 
 
 @task
@@ -59,3 +68,17 @@ def resume() -> list[str]:
     from jobs.resume import cluster_resume
 
     return cluster_resume()
+
+
+@task
+def deliver_webhook(delivery_id: int) -> bool:
+    from jobs.batch_events import delivery_send
+
+    return delivery_send(delivery_id=delivery_id)
+
+
+@task
+def webhooks_tick() -> tuple[int, int]:
+    from jobs.batch_events import webhooks_tick as tick
+
+    return tick()

@@ -6,9 +6,12 @@ from jobs import apis
 urlpatterns = [
     path("batches/", apis.BatchListCreateApi.as_view(), name="batch-list"),
     path("batches/<uuid:batch_id>/", apis.BatchDetailApi.as_view(), name="batch-detail"),
+    path("batches/<uuid:batch_id>/jobs/", apis.BatchJobsApi.as_view(), name="batch-jobs"),
+    path("batches/<uuid:batch_id>/items/", apis.BatchAppendApi.as_view(), name="batch-items"),
     path("batches/<uuid:batch_id>/cancel/", apis.BatchCancelApi.as_view(), name="batch-cancel"),
     path("batches/<uuid:batch_id>/retry/", apis.BatchRetryApi.as_view(), name="batch-retry"),
     path("batches/<uuid:batch_id>/budget/", apis.BatchBudgetApi.as_view(), name="batch-budget"),
+    path("batches/<uuid:batch_id>/deadline/", apis.BatchDeadlineApi.as_view(), name="batch-deadline"),
     path("alerts/", apis.AlertListApi.as_view(), name="alert-list"),
     path("jobs/<uuid:job_id>/", apis.JobDetailApi.as_view(), name="job-detail"),
     path("jobs/<uuid:job_id>/cancel/", apis.JobCancelApi.as_view(), name="job-cancel"),

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import content_disposition_header
@@ -20,13 +20,18 @@ from genhub.formatting import plural
 from gpu_instances import exposure
 from jobs import estimates, exports, selectors, services
 from jobs import params as gen_params
-from jobs.file_responses import stored_file_response
-from jobs.forms import BatchForm, BudgetForm, batch_spec_from_upload, errors_by_anchor
+from jobs.deadline import DEADLINE_REASON
+from jobs.downloads import serve_stored
+from jobs.eta import batch_eta
+from jobs.forms import BatchForm, BudgetForm, DeadlineForm, batch_spec_from_upload, errors_by_anchor
 from jobs.intake import BatchValidationError, UploadedFile
 from jobs.models import BatchRun, Job, Provider
 from jobs.upload_limits import BODY_LIMIT_ERRORS, body_limit_error, upload_errors
 
 BATCHES_PER_PAGE = 20
+# A 10,000-job batch is shown a page of cards at a time (and filtered by status); batch.js keeps the
+# shown cards and the counts live from `GET /api/batches/{id}/jobs/?since=`.
+JOBS_PER_PAGE = 50
 PREVIEW_ROWS = 200  # the dry run lists this many items; the counts and estimates cover all of them
 # Every job status reads as the model names it; a status added later gets a label without a change here.
 STATUS_LABELS = {status.value: status.label.capitalize() for status in Job.Status} | {
@@ -63,29 +68,29 @@ def saving_text(saving) -> str:
     return "cost the same"
 
 
-def _chip_counts(batch, counts: dict, phases: dict | None) -> list[dict]:
+def _chip_counts(batch, counts: dict, next_on_gpu: int | None) -> list[dict]:
     """Every count the batch can have; the page shows a chip only while it counts something ("0 queued"
     on a finished batch is noise). A fal batch has no GPU to wait for; on a GPU batch's own page, jobs
     queued inside SwarmUI are counted apart from the one generating (batch.js does the same live)."""
     chip_counts = dict(counts)
     names = [name for name in Job.Status.values
              if not (name == Job.Status.WAITING_FOR_GPU and batch.provider == Provider.FAL)]
-    if phases is not None and batch.provider == Provider.VASTAI:
-        chip_counts[selectors.NEXT_ON_GPU] = sum(1 for phase in phases.values() if phase == selectors.NEXT_ON_GPU)
-        chip_counts[Job.Status.RUNNING] -= chip_counts[selectors.NEXT_ON_GPU]
+    if next_on_gpu is not None and batch.provider == Provider.VASTAI:
+        chip_counts[selectors.NEXT_ON_GPU] = next_on_gpu
+        chip_counts[Job.Status.RUNNING] -= next_on_gpu
         names.insert(names.index(Job.Status.RUNNING) + 1, selectors.NEXT_ON_GPU)
     return [{"status": name, "label": _lower_first(STATUS_LABELS[name]), "n": chip_counts[name]} for name in names]
 
 
-def _batch_summary(batch, jobs=None, phases=None) -> dict:
+def _batch_summary(batch, *, running: float = 0.0, next_on_gpu: int | None = None) -> dict:
     counts = selectors.batch_counts(batch)
     status = selectors.batch_status(batch)
     return {
         "batch": batch, "status": status, "status_label": STATUS_LABELS.get(status, status),
-        "finished": status in FINISHED_BATCH_STATUSES, "counts": _chip_counts(batch, counts, phases),
+        "finished": status in FINISHED_BATCH_STATUSES, "counts": _chip_counts(batch, counts, next_on_gpu),
         "active": sum(counts[name] for name in Job.UNFINISHED), "n_failed": counts[Job.Status.FAILED],
         "n_succeeded": counts[Job.Status.SUCCEEDED],
-        "progress": selectors.batch_progress(batch, jobs), "cost": selectors.batch_cost(batch),
+        "progress": selectors.batch_progress(batch, running), "cost": selectors.batch_cost(batch),
         "wasted": selectors.batch_waste(batch),
         "provider_label": Provider(batch.provider).label, "n_paused": counts[Job.Status.PAUSED],
     }
@@ -149,10 +154,15 @@ def batch_new(request):
             "fallback_text": (fallback_text(spec.fallback_policy, spec.fallback_after)
                               if spec.provider == Provider.VASTAI else None),
             "rows": rows[:PREVIEW_ROWS], "hidden_rows": max(0, len(rows) - PREVIEW_ROWS),
+            "deadline_choice": estimates.deadline_choice(spec),
         })
 
     batch = services.batch_create(owner=request.user, spec=spec)
     messages.success(request, f"Batch created: {plural(len(spec.items), 'job')} on {Provider(spec.provider).label}.")
+    if batch.webhook_secret:
+        # Shown this once (it signs the webhook's POSTs); genhub never shows it again.
+        messages.warning(request, f"Webhook signing secret (copy it now, it is not shown again): "
+                                  f"{batch.webhook_secret}")
     url = reverse("web:batch-detail", args=[batch.uuid])
     if request.headers.get("X-Requested-With") == "fetch":
         # The page's script submitted the form; it navigates itself (a redirect would be fetched twice).
@@ -171,8 +181,25 @@ def _shown_jobs(jobs, user) -> list:
     return jobs
 
 
-def _batch_page(request, batch, *, budget_form=None, budget_errors=(), status=200):
-    jobs = _shown_jobs(selectors.batch_jobs(batch=batch), request.user)
+def _status_filter(request) -> str:
+    wanted = request.GET.get("status", "")
+    return wanted if wanted in Job.Status.values else ""
+
+
+def _jobs_page(request, batch):
+    """One page of the batch's jobs, in order, optionally of one status; the page's links keep the filter."""
+    status = _status_filter(request)
+    paginator = Paginator(selectors.batch_jobs(batch=batch, status=status or None), JOBS_PER_PAGE)
+    # The count is already maintained: no COUNT(*) over the batch's jobs.
+    paginator.count = selectors.batch_counts(batch)[status] if status else batch.n_total
+    return paginator.get_page(request.GET.get("page")), status
+
+
+def _batch_page(request, batch, *, budget_form=None, budget_errors=(), deadline_form=None, deadline_errors=(),
+                status=200):
+    cursor = selectors.change_cursor(batch)  # before the jobs are read: see selectors.change_cursor
+    page, status_filter = _jobs_page(request, batch)
+    jobs = _shown_jobs(page.object_list, request.user)
     phases = selectors.job_phases(jobs)
     for job in jobs:
         job.phase = phases[job.pk]
@@ -185,9 +212,22 @@ def _batch_page(request, batch, *, budget_form=None, budget_errors=(), status=20
         # The field is far down the page: take the user to it, and say at the top what happened.
         budget_form.fields["budget_usd"].widget.attrs.update({"aria-invalid": "true", "autofocus": True})
         messages.error(request, "The budget was not changed: see the problem next to the budget field.")
+    deadline_errors = errors_by_anchor(list(deadline_errors)).get("deadline", [])
+    deadline_form = deadline_form or DeadlineForm(initial={"deadline": batch.deadline.isoformat()
+                                                           if batch.deadline else ""})
+    if deadline_errors:
+        deadline_form.fields["deadline"].widget.attrs.update({"aria-invalid": "true", "autofocus": True})
+        messages.error(request, "The deadline was not changed: see the problem next to the deadline field.")
     return render(request, "batches/detail.html", {
-        "summary": _batch_summary(batch, jobs, phases), "batch": batch, "jobs": jobs,
+        "summary": _batch_summary(batch, running=selectors.batch_running_progress(batch),
+                                  next_on_gpu=selectors.batch_next_on_gpu(batch)),
+        "batch": batch, "jobs": jobs, "page": page, "status_filter": status_filter, "cursor": cursor,
+        "status_filter_label": _lower_first(STATUS_LABELS.get(status_filter, "")),
+        "status_filters": [{"status": name, "label": STATUS_LABELS[name], "n": n}
+                           for name, n in selectors.batch_counts(batch).items() if n],
         "gpu": selectors.gpu_activity_for(batch),
+        "eta": batch_eta(batch), "deadline_form": deadline_form, "deadline_errors": deadline_errors,
+        "deadline_moved": batch.jobs.filter(fallback_reason__startswith=DEADLINE_REASON).count(),
         "costs": costs, "saving_text": saving_text(costs.saving),
         "other_provider_label": Provider(costs.other_provider).label,
         "fallback_text": fallback_text(batch.fallback_policy, batch.fallback_after),
@@ -196,7 +236,8 @@ def _batch_page(request, batch, *, budget_form=None, budget_errors=(), status=20
         "batch_alerts": [alert for alert in alerts if alert.batch_id == batch.pk],
         "open_alerts": [alert for alert in alerts if alert.batch_id != batch.pk],
         # What the live-update script needs to know, from the same constants the page was rendered with.
-        "live_config": {"labels": STATUS_LABELS, "finished": FINISHED_BATCH_STATUSES, "active": Job.UNFINISHED},
+        "live_config": {"labels": STATUS_LABELS, "finished": FINISHED_BATCH_STATUSES, "active": Job.UNFINISHED,
+                        "cursor": cursor},
     }, status=status)
 
 
@@ -232,6 +273,22 @@ def batch_budget(request, batch_id):
 
 @login_required
 @require_POST
+def batch_deadline(request, batch_id):
+    """Sets, changes or (action=remove) removes the batch's deadline; a bad time is shown next to the field."""
+    batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
+    form = DeadlineForm(request.POST)
+    deadline, errors = form.deadline_value(provider=batch.provider)
+    if errors:
+        return _batch_page(request, batch, deadline_form=form, deadline_errors=errors, status=400)
+    services.batch_set_deadline(batch=batch, deadline=deadline)
+    messages.success(request, "Deadline removed." if deadline is None else
+                     f"Deadline set: {estimates.clock_text(deadline)}. If the GPU alone would finish later, the "
+                     "fewest jobs needed move to fal.ai.")
+    return redirect(reverse("web:batch-detail", args=[batch.uuid]) + "#batch-plan")
+
+
+@login_required
+@require_POST
 def batch_cancel(request, batch_id):
     batch = selectors.batch_get(user=request.user, batch_uuid=batch_id)
     cancelled = services.batch_cancel(batch=batch)
@@ -263,8 +320,8 @@ def batch_download(request, batch_id):
         response = StreamingHttpResponse(exports.batch_zip_kept_stream(batch, jobs), content_type="application/zip")
         response["Content-Disposition"] = content_disposition_header(True, filename)
         return response
-    return stored_file_response(request, exports.batch_zip_stored(batch, jobs), content_type="application/zip",
-                                filename=filename, as_attachment=True)
+    return serve_stored(request, exports.batch_zip_stored(batch, jobs), content_type="application/zip",
+                        filename=filename, as_attachment=True)
 
 
 def _job_redirect(job):
@@ -299,7 +356,9 @@ def job_retry(request, job_id):
 def job_input_image(request, job_id):
     """The job's input picture, for its card while the video is not there yet (owner only, like all media)."""
     job = selectors.job_get(user=request.user, job_uuid=job_id)
-    return stored_file_response(
+    if not job.input_image:
+        raise Http404("this job's image has not been fetched")
+    return serve_stored(
         request, job.input_image.name,
         content_type=mimetypes.guess_type(job.input_image.name)[0] or "application/octet-stream",
         cache_control="private, max-age=86400")  # stored by content hash: it never changes

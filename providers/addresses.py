@@ -61,12 +61,15 @@ def host_matches(host: str, patterns) -> bool:
     return False
 
 
-def check_url(url, *, what: str, allowed_hosts=None) -> str:
-    """Raises UntrustedAddress unless `url` may be fetched; returns it. `what` names it in the error."""
+def check_url(url, *, what: str, allowed_hosts=None, allow_http: bool | None = None) -> str:
+    """Raises UntrustedAddress unless `url` may be fetched; returns it. `what` names it in the error.
+
+    `allow_http`: whether plain http is accepted; by default only when private addresses are."""
     if not isinstance(url, str) or not url:
         raise UntrustedAddress(f"{what}: not a URL")
     parts = urlsplit(url)
-    schemes = ("https", "http") if private_allowed() else ("https",)
+    allow_http = private_allowed() if allow_http is None else allow_http
+    schemes = ("https", "http") if allow_http else ("https",)
     if parts.scheme not in schemes:
         raise UntrustedAddress(f"{what}: scheme {parts.scheme or '(none)'!r} refused; only {' or '.join(schemes)}")
     if not parts.hostname:

@@ -44,6 +44,14 @@ class Pending:
 
 
 @dataclass(frozen=True)
+class Completed:
+    """A polled request the remote has finished (its slot there is free again) whose output is not
+    collected yet: `check(ref, collect=False)` answers it, `collect(ref, completed)` fetches the output."""
+
+    status: dict = field(default_factory=dict)
+
+
+@dataclass
 class Finished:
     video: bytes
     content_type: str = "video/mp4"
@@ -74,8 +82,14 @@ class Provider:
         before it starts. Raises ProviderError when there is nowhere to run it."""
         return {}
 
-    def check(self, ref: dict) -> "Pending | Finished":
-        """Follow one submitted request. Raises ProviderError when it failed."""
+    def check(self, ref: dict, *, collect: bool = True) -> "Pending | Completed | Finished":
+        """Follow one submitted request. Raises ProviderError when it failed. With `collect=False` a
+        finished request answers `Completed` without fetching its output yet (a poller frees the slot
+        before it spends time on the clip)."""
+        raise NotImplementedError
+
+    def collect(self, ref: dict, completed: "Completed") -> "Finished":
+        """The output of a request `check(…, collect=False)` found completed."""
         raise NotImplementedError
 
     def cancel(self, ref: dict) -> None:

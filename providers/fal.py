@@ -1,6 +1,6 @@
 """fal.ai's queue REST API (`requests`, no fal-client) and the `fal` provider built on it.
 
-Quirks this follows (reference/fal-api.md):
+Quirks this follows (from fal's queue API docs and the fal-ai/fal client source):
 - submit to `{queue}/{endpoint id}`; the status/response/cancel URLs it returns use only
   owner/alias (the endpoint path is dropped), so they are stored and used, never rebuilt;
 - status answers 202 while IN_QUEUE/IN_PROGRESS and 200 once COMPLETED, and a COMPLETED request
@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from providers.addresses import UntrustedAddress, check_url
-from providers.base import Finished, GenerationRequest, Pending, Provider, Submitted
+from providers.base import Completed, Finished, GenerationRequest, Pending, Provider, Submitted
 from providers.errors import ConfigurationError, PermanentError, ProviderError, TransientError
 from providers.http import HttpClient
 
@@ -188,7 +188,7 @@ class FalProvider(Provider):
         ref = {key: data[key] for key in ("request_id", "status_url", "response_url", "cancel_url")}
         return Submitted(ref=ref, external_id=data["request_id"])
 
-    def check(self, ref: dict) -> Pending | Finished:
+    def check(self, ref: dict, *, collect: bool = True) -> Pending | Completed | Finished:
         status = self.client.status(ref["status_url"])
         state = status.get("status")
         if state == "IN_QUEUE":
@@ -202,8 +202,13 @@ class FalProvider(Provider):
             raise TransientError(f"fal reported an unknown status {state!r}", code="bad_response")
         if status.get("error") or status.get("error_type"):
             raise self._completed_with_error(ref, status)
+        completed = Completed(status=status)
+        return self.collect(ref, completed) if collect else completed
+
+    def collect(self, ref: dict, completed: Completed) -> Finished:
         # One try per check: the caller spaces the next one out (the request is done and billed, so
         # there is no hurry and nothing to resubmit).
+        status = completed.status
         try:
             result = self.client.result(ref["response_url"], retry=False)
         except ProviderError as exc:

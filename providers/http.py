@@ -143,27 +143,36 @@ class HttpClient:
         """
         limit = max_bytes or settings.GENHUB_MAX_DOWNLOAD_BYTES
         response = self.request("GET", url, stream=True, read_timeout=read_timeout, **kwargs)
+        return self.read_limited(response, url, limit)
+
+    def read_limited(self, response: requests.Response, url: str, limit: int, *, deadline: float | None = None,
+                     limit_name: str = "GENHUB_MAX_DOWNLOAD_BYTES", code: str = "output_too_large") -> bytes:
+        """The body of a streamed response, refused past `limit` bytes or (a `time.monotonic()` value)
+        past `deadline`: a server that trickles a byte at a time never trips the read timeout. Closes it."""
         try:
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > limit:
-                raise self._too_large(url, limit, f"it announces {int(declared)} bytes")
+                raise self._too_large(url, limit, f"it announces {int(declared)} bytes", limit_name, code)
             chunks, size = [], 0
             try:
-                for chunk in response.iter_content(chunk_size=1 << 16):
+                for chunk in _chunks(response, deadline):
                     size += len(chunk)
                     if size > limit:
-                        raise self._too_large(url, limit, "it sent more")
+                        raise self._too_large(url, limit, "it sent more", limit_name, code)
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise TransientError(f"{self.service}: GET {self._shown(url)} took too long to send its "
+                                             "body", code="timeout", transport=True)
                     chunks.append(chunk)
-            except requests.RequestException as exc:
+            except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
                 raise TransientError(f"{self.service}: GET {self._shown(url)} failed while reading: "
                                      f"{type(exc).__name__}", code="connection_error", transport=True) from None
             return b"".join(chunks)
         finally:
             response.close()
 
-    def _too_large(self, url: str, limit: int, detail: str) -> PermanentError:
+    def _too_large(self, url: str, limit: int, detail: str, limit_name: str, code: str) -> PermanentError:
         return PermanentError(f"{self.service}: GET {self._shown(url)} refused: the file is larger than the "
-                              f"{limit}-byte limit (GENHUB_MAX_DOWNLOAD_BYTES); {detail}", code="output_too_large")
+                              f"{limit}-byte limit ({limit_name}); {detail}", code=code)
 
     def _shown(self, url: str) -> str:
         parts = urlsplit(url)
@@ -183,6 +192,17 @@ class HttpClient:
         if status in (401, 403):
             return PermanentError(message, code="unauthorized", status=status)
         return ProviderError(message, code=f"http_{status}", permanent=400 <= status < 500, status=status)
+
+
+def _chunks(response: requests.Response, deadline: float | None):
+    """The body as it arrives. `iter_content` waits for a whole chunk: a server that sends a byte at a time
+    would hold it past any deadline without ever tripping the read timeout. With a deadline the body is
+    read with `read1`, which returns whatever one receive got, so the deadline is looked at often."""
+    if deadline is None:
+        yield from response.iter_content(chunk_size=1 << 16)
+        return
+    while chunk := response.raw.read1(1 << 16, decode_content=True):
+        yield chunk
 
 
 def _never_connected(exc: requests.RequestException) -> bool:

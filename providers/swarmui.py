@@ -1,6 +1,6 @@
 """Client for the SwarmUI HTTP/WebSocket API on a genhub GPU instance.
 
-Quirks it handles (see `reference/swarmui-api.md`; each one has broken real clients):
+Quirks it handles (from SwarmUI's API docs and source; each one has broken real clients):
 
 - every route is `POST /API/<Route>` with a JSON body carrying `session_id` (§1, §2.2);
 - an unknown or expired session is HTTP 401 `error_id: invalid_session_id` (a WS message with that

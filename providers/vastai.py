@@ -1,6 +1,6 @@
 """A thin client for the vast.ai REST API: search offers, create, show, list and destroy instances.
 
-Every quirk handled here is documented, with its source, in `reference/vastai-api.md` (§ numbers below).
+Every quirk handled here comes from vast.ai's API docs or the vast-ai/vast-cli source (§ numbers name the topics).
 All HTTP goes through `providers.http.HttpClient`. The API key travels only in the `Authorization`
 header (§1), never in a URL, a log line, an error message or the instance's environment.
 """

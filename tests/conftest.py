@@ -59,22 +59,10 @@ def qcluster(settings, media_root, tmp_path):
     import subprocess
     import sys
 
-    from django.db import connection
-
     processes = []
 
     def start(**extra_env):
-        db = connection.settings_dict
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "genhub.test_settings",
-            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-            "MEDIA_ROOT": str(media_root),
-            "FAL_QUEUE_URL": settings.FAL_QUEUE_URL,
-            "VAST_API_URL": settings.VAST_API_URL,
-            "Q_POLL": "0.2",
-            **{key: str(value) for key, value in extra_env.items()},
-        }
+        env = subprocess_env(settings, media_root, **{"Q_POLL": "0.2", **extra_env})
         log = open(tmp_path / f"qcluster-{len(processes)}.log", "w")
         # A session of its own, so `kill` can take the whole cluster (main process, sentinel, pusher,
         # monitor, workers) down at once, as an OOM killer or a lost host would.
@@ -95,7 +83,7 @@ def qcluster(settings, media_root, tmp_path):
     yield start
     for process, log in processes:
         if process.poll() is None:
-            # SIGTERM to the main process only: a group signal can deadlock django-q2 (guide §A.4.4).
+            # SIGTERM to the main process only: a group signal can deadlock django-q2 (django-q2).
             process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout=30)
@@ -113,6 +101,33 @@ def terminate_connections() -> int:
         cursor.execute("SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")
         return cursor.fetchone()[0]
+
+
+def subprocess_env(settings, media_root, **extra_env) -> dict:
+    """The environment for a genhub process the suite starts (a cluster, a web server): the test database,
+    this test's media and simulators, and `extra_env` on top."""
+    import os
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "genhub.test_settings",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "MEDIA_ROOT": str(media_root),
+        "FAL_QUEUE_URL": settings.FAL_QUEUE_URL,
+        "VAST_API_URL": settings.VAST_API_URL,
+        "VAST_QUALIFY": "1" if settings.VAST_QUALIFY else "0",
+        **{key: str(value) for key, value in extra_env.items()},
+    }
+
+
+@pytest.fixture
+def without_qualification(settings):
+    """For tests about something else than the self-test: a ready instance takes jobs at once (here and in the
+    clusters the test starts), so the simulators' generations are the jobs' alone."""
+    settings.VAST_QUALIFY = False
 
 
 def wait_for(predicate, *, timeout: float, interval: float = 0.25, message: str = "condition"):

@@ -65,6 +65,14 @@ class FalSimulator(Simulator):
         with self._lock:
             self._faults[kind] += count
 
+    def generation_counts(self, key: str = "seed", *, completed: bool = False) -> Counter:
+        """Accepted submissions (each one is billed work) per value of the payload field `key`.
+        `completed=True` counts only those finished without an error, as far as the simulator has advanced
+        them: a request nobody polls again stays unfinished here."""
+        with self._lock:
+            return Counter(r["payload"].get(key) for r in self.requests.values()
+                           if not completed or (r["finished"] is not None and r["error"] is None))
+
     # --- protocol -------------------------------------------------------------------------
 
     def handle(self, request):

@@ -1,6 +1,6 @@
 """A simulated SwarmUI server: one per simulated GPU instance.
 
-It speaks the protocol of `reference/swarmui-api.md` closely enough to catch client bugs: the exact
+It speaks SwarmUI's API (mcmonkeyprojects/SwarmUI, src/WebAPI) closely enough to catch client bugs: the exact
 `Authorization` header on every route (plain-text 401 otherwise, §2.3), sessions that expire (HTTP 401
 `invalid_session_id`), route errors as HTTP 200 `{"error": ...}`, framework errors as HTTP 400 with
 `error_id` (§2.2), generation over HTTP and over a WebSocket on the same port (RFC 6455 handshake and
@@ -36,7 +36,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import unquote, urlsplit
@@ -95,7 +95,8 @@ class SimulatedGeneration:
 
 class SwarmUISimulator(Simulator):
     def __init__(self, token: str, *, port: int = 0, generation_seconds: float = 0.5, models=None, loras=None,
-                 tls: instance_tls.InstanceTLS | None = None, behind_proxy: bool = False):
+                 tls: instance_tls.InstanceTLS | None = None, behind_proxy: bool = False,
+                 speed_factor: float = 1.0):
         # `behind_proxy`: play SwarmUI as it runs inside the image, behind the TLS terminator — plain HTTP
         # on loopback, and the loopback exemption from its token check (`Network.AuthBypassIPs`) is real.
         self.behind_proxy = behind_proxy
@@ -104,6 +105,9 @@ class SwarmUISimulator(Simulator):
         self.certificate = self.tls.certificate_pem if self.tls else None
         self.token = token
         self.generation_seconds = generation_seconds
+        # The host's own slowness (power limits, PCIe width, other tenants): every clip takes this many
+        # times `generation_seconds`. The simulated vast.ai sets it per machine.
+        self.speed_factor = speed_factor
         # Boot state, read on every status call; tests and the simulated vast.ai change them.
         self.backend_status = "running"  # GetCurrentStatus `backend_status.status` (§4)
         self.supported_features = ["comfyui", "gguf", "video"]
@@ -196,6 +200,15 @@ class SwarmUISimulator(Simulator):
         """Generations waiting for the GPU, across all sessions (for assertions)."""
         with self._lock:
             return self._queued
+
+    # --- observation (read-only) ---
+
+    def generation_counts(self, key: str = "seed", *, completed: bool = False) -> Counter:
+        """Generations that got the GPU, counted per value of the request parameter `key`. genhub sends no
+        job id to SwarmUI; the job's seed is what identifies it (unique when the caller makes it so).
+        `completed=True` counts only those that produced a clip."""
+        with self._lock:
+            return Counter(g.params.get(key) for g in self.generations if not completed or g.output_path)
 
     # --- request handling ---
 
@@ -487,12 +500,13 @@ class SwarmUISimulator(Simulator):
                 last_sign = time.monotonic()
 
     def _run(self, record: SimulatedGeneration, body: dict, emit, failure: str | None, epoch: tuple[int, int]):
-        steps = max(int(body.get("videosteps") or 20), math.ceil(self.generation_seconds / 2))
+        seconds = self.generation_seconds * self.speed_factor
+        steps = max(int(body.get("videosteps") or 20), math.ceil(seconds / 2))
         # The backend reports as soon as its workflow starts executing, before the first sampling step.
         emit({"gen_progress": {"batch_index": "0", "request_id": record.request_id, "overall_percent": 0.0,
                                "current_percent": 0.0}})
         for step in range(1, steps + 1):
-            time.sleep(self.generation_seconds / steps)
+            time.sleep(seconds / steps)
             self._alive()
             self._check_interrupt(record.session_id, epoch)
             if record.wedged and step > 1:

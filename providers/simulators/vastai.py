@@ -1,5 +1,5 @@
 """A simulated vast.ai cloud: the same URL shapes, status codes and bodies as the real API
-(`reference/vastai-api.md`, § numbers below), so client bugs show up here rather than on a paid account.
+(as vast.ai's docs and vast-cli show it), so client bugs show up here rather than on a paid account.
 
 - `POST /api/v0/bundles/` searches offers with vast's query semantics (field ops, `order`, `limit` defaulting
   to 64, `allocated_storage` pricing `dph_total` and filtering `disk_space`); unknown fields are a 400. It also
@@ -17,9 +17,13 @@ published as `ports["7801/tcp"][0]["HostPort"]` on
 `public_ipaddr` 127.0.0.1. That SwarmUI reports its backend "loading" for another `loading_seconds`, then
 "running". Destroying the instance stops its SwarmUI.
 
+Machines differ in speed like real hosts with the same GPU name do: `speed_factors` (machine id → factor,
+at construction or with `set_speed_factor`) multiplies the generation time of SwarmUI on that machine.
+
 Faults: call the methods, or from another process `POST /_sim/<method>` with the keyword arguments as a JSON
 object (`kill_instance`, `hang_instance`, `fail_health`, `rate_limit`, `server_error`, `vanish_offer`,
-`create_error_with_contract`, `ignore_destroys`, `enforce_rate_limits`, `exhaust_search_quota`, `slow_create`).
+`create_error_with_contract`, `ignore_destroys`, `enforce_rate_limits`, `exhaust_search_quota`, `slow_create`,
+`set_speed_factor`).
 `GET /_sim/instances` and
 `GET /_sim/requests` return the bookkeeping.
 """
@@ -42,7 +46,7 @@ from providers.swarmui_contract import SWARMUI_PORT, SWARMUI_TOKEN_ENV
 
 CONTROL_METHODS = ("kill_instance", "hang_instance", "fail_health", "rate_limit", "server_error", "vanish_offer",
                    "create_error_with_contract", "ignore_destroys", "enforce_rate_limits", "exhaust_search_quota",
-                   "slow_create")
+                   "slow_create", "set_speed_factor")
 
 # Per-endpoint minimum seconds between calls, from vast's OpenAPI `x-rate-limit` values (§5); search instead
 # allows 10 per minute.
@@ -141,12 +145,14 @@ class SimInstance:
 
 class VastAISimulator(Simulator):
     def __init__(self, api_key: str, *, port: int = 0, boot_seconds: float = 1.0, loading_seconds: float = 1.0,
-                 offers: list | None = None, swarmui_generation_seconds: float = 0.5):
+                 offers: list | None = None, swarmui_generation_seconds: float = 0.5,
+                 speed_factors: dict | None = None):
         super().__init__(port=port)
         self.api_key = api_key
         self.boot_seconds = boot_seconds
         self.loading_seconds = loading_seconds
         self.swarmui_generation_seconds = swarmui_generation_seconds
+        self.speed_factors = {int(machine): float(factor) for machine, factor in (speed_factors or {}).items()}
         self.offers = {offer["id"]: dict(offer) for offer in (default_offers() if offers is None else offers)}
         self.instances: dict[int, SimInstance] = {}
         self.requests: list[RecordedRequest] = []
@@ -289,10 +295,31 @@ class VastAISimulator(Simulator):
             self._last_call.clear()
             self._searches.clear()
 
+    def set_speed_factor(self, machine_id: int, factor: float) -> None:
+        """Clips on this machine take `factor` × the usual time, from now on (running instances too)."""
+        if float(factor) <= 0:
+            raise ValueError("factor must be positive")
+        with self._lock:
+            self.speed_factors[int(machine_id)] = float(factor)
+            live = [inst for inst in self.instances.values() if inst.swarmui and inst.offer["machine_id"] == int(
+                machine_id)]
+        for inst in live:
+            inst.swarmui.speed_factor = float(factor)
+
     def instance_records(self) -> list[dict]:
         """Every instance ever created: id, label, offer and machine, state, whether destroyed, env, SwarmUI URL."""
         with self._lock:
             return [inst.record() for inst in self.instances.values()]
+
+    def generation_counts(self, key: str = "seed", *, completed: bool = False) -> Counter:
+        """`SwarmUISimulator.generation_counts` summed over every instance ever created, destroyed ones too
+        (an instance keeps its SwarmUI's record after it stops)."""
+        with self._lock:
+            swarmuis = [inst.swarmui for inst in self.instances.values() if inst.swarmui is not None]
+        total = Counter()
+        for swarmui in swarmuis:
+            total.update(swarmui.generation_counts(key, completed=completed))
+        return total
 
     def paths(self) -> list[str]:
         with self._lock:
@@ -530,8 +557,9 @@ class VastAISimulator(Simulator):
                 # The image's entrypoint refuses to serve without the key and certificate genhub made.
                 inst.state = "exited"
                 return
-            inst.swarmui = SwarmUISimulator(inst.env.get(SWARMUI_TOKEN_ENV, ""), tls=tls,
-                                            generation_seconds=self.swarmui_generation_seconds)
+            inst.swarmui = SwarmUISimulator(
+                inst.env.get(SWARMUI_TOKEN_ENV, ""), tls=tls, generation_seconds=self.swarmui_generation_seconds,
+                speed_factor=self.speed_factors.get(inst.offer["machine_id"], 1.0))
             # vast says "running" as soon as the container runs; SwarmUI needs a while longer to load its
             # backend, and genhub must wait for that too.
             inst.swarmui.backend_status = "loading"

@@ -13,7 +13,8 @@ from jobs.models import Job
 from providers.simulators.media import make_image
 from tests.conftest import wait_for
 
-pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True),
+              pytest.mark.usefixtures("without_qualification")]
 S = Job.Status
 CLUSTER = dict(GENHUB_RECONCILE_INTERVAL="0.2", GENHUB_RECONCILE_SECONDS="300", VAST_HEALTH_MIN_SECONDS="1",
                VAST_HEALTH_TIMEOUT_SECONDS="1", GENHUB_STALE_JOB_SECONDS="60")

@@ -49,7 +49,7 @@ def test_a_pump_asked_for_while_another_runs_is_served_by_the_holder(monkeypatch
     entered, go_on = threading.Event(), threading.Event()
     passes = []
 
-    def one_pass(provider):
+    def one_pass(provider, collector=None):
         passes.append(threading.current_thread().name)
         if len(passes) == 1:
             entered.set()

@@ -15,7 +15,8 @@ from jobs.models import Job
 from providers.simulators.media import make_image
 from tests.conftest import terminate_connections, wait_for
 
-pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True),
+              pytest.mark.usefixtures("without_qualification")]
 S = Job.Status
 
 

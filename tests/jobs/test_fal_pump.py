@@ -45,7 +45,9 @@ def test_it_never_has_more_than_the_configured_concurrency_in_flight(user, fal_s
     original = fal_sim._submit
 
     def spy(request, endpoint):
-        seen.append(sum(1 for r in fal_sim.requests.values() if not r.get("fetched")))  # submitted, unsettled
+        # What fal counts against the limit: requests it has not finished (a completed request whose
+        # result genhub is still fetching holds no slot there).
+        seen.append(sum(1 for r in fal_sim.requests.values() if r["finished"] is None))
         return original(request, endpoint)
 
     fal_sim._submit = spy
@@ -147,13 +149,13 @@ def test_a_job_cancelled_while_its_submit_was_in_flight_is_cancelled_at_fal(user
 
     fal_sim.queue_seconds = 30
     make_batch(user)
-    real_record = services.job_record_submission
+    real_record = services.jobs_record_submissions
 
     def cancelled_meanwhile(**kwargs):
-        Job.objects.filter(pk=kwargs["job_id"]).update(status=S.CANCELLED)
+        Job.objects.filter(pk__in=[job_id for job_id, *_ in kwargs["submitted"]]).update(status=S.CANCELLED)
         return real_record(**kwargs)
 
-    monkeypatch.setattr(dispatch.services, "job_record_submission", cancelled_meanwhile)
+    monkeypatch.setattr(dispatch.services, "jobs_record_submissions", cancelled_meanwhile)
     dispatch._submit_queued(dispatch.get_provider("fal"))
 
     (request,) = fal_sim.requests.values()

@@ -16,7 +16,7 @@ from tests.conftest import wait_for
 from tests.gpu_instances.test_reconcile import ready_instance, reconcile_until
 from tests.jobs.factories import make_batch
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("without_qualification")]
 S = Job.Status
 
 

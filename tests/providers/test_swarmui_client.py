@@ -1,5 +1,5 @@
 """SwarmUIClient against the SwarmUI simulator over real HTTP and WebSocket, one quirk per test
-(reference/swarmui-api.md)."""
+(SwarmUI's API)."""
 
 import base64
 import io

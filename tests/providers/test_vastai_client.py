@@ -1,5 +1,5 @@
 """The vast.ai client against the simulated vast.ai cloud, over real HTTP: one test per protocol quirk
-(`reference/vastai-api.md`)."""
+(vast.ai's REST API)."""
 
 import json
 import logging

@@ -324,3 +324,41 @@ def test_a_tiny_budget_pauses_a_fal_batch_and_raising_it_on_the_page_lets_it_fin
     page.reload()
     assert_fits_a_narrow_screen(page)
     screenshot(page, "20-narrow-batch-with-costs")
+
+
+def test_the_batch_page_shows_the_eta_live_and_takes_a_deadline(page, user, screenshot):
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from gpu_instances.models import GpuInstance
+
+    instance = GpuInstance.objects.create(label="genhub", state="ready", ready_at=timezone.now(),
+                                          dph_usd=Decimal("1.00"))
+    done = make_batch(user, provider="vastai", count=5)
+    done.jobs.update(status="succeeded", generation_seconds=30.0, instance=instance, finished_at=timezone.now())
+    batch = make_batch(user, provider="vastai", count=4)
+    log_in(page)
+    page.goto(f"/batches/{batch.uuid}/")
+    plan = page.get_by_role("region", name="When it will be done")
+    expect(plan).to_contain_text("Should be done at about")
+    expect(plan).to_contain_text("4.0 clip(s) on the GPU at 30.0 s per clip measured")
+    expect(plan).to_contain_text("No deadline: every job waits for the GPU.")
+
+    page.get_by_label("Finish by (ISO 8601 with timezone)").fill("tomorrow morning")
+    page.get_by_role("button", name="Set a deadline").click()
+    expect(page.locator("#err-deadline")).to_contain_text("must be an ISO 8601 time with a timezone")
+    expect(page.get_by_label("Finish by (ISO 8601 with timezone)")).to_be_focused()
+
+    due = (timezone.now() + timedelta(hours=2)).replace(microsecond=0)
+    page.get_by_label("Finish by (ISO 8601 with timezone)").fill(due.isoformat())
+    page.get_by_role("button", name="Set a deadline").click()
+    expect(page.locator(".message")).to_contain_text("Deadline set")
+    expect(plan).to_contain_text("Deadline")
+    assert BatchRun.objects.get(pk=batch.pk).deadline == due
+    screenshot(page, "19-batch-eta-and-deadline", full_page=False)
+
+    batch.jobs.update(status="succeeded", finished_at=timezone.now())  # the page learns it from the API
+    expect(plan.get_by_text("Nothing is left to do.")).to_be_visible(timeout=15_000)
+    expect(plan.locator('[data-plan="eta"]')).to_be_hidden()

@@ -323,7 +323,7 @@ def test_the_batch_page_shows_a_card_per_job_with_status_attempts_error_and_cost
     assert "Queued" in cards[str(waiting.uuid)] and "0%" in cards[str(waiting.uuid)]
     assert f'src="/api/jobs/{done.uuid}/video"' in page and f'poster="/api/jobs/{done.uuid}/poster"' in page
     assert f'src="/jobs/{waiting.uuid}/input"' in page
-    assert f'data-batch-api="/api/batches/{batch.uuid}/"' in page and 'data-finished="false"' in page
+    assert f'data-batch-api="/api/batches/{batch.uuid}/jobs/"' in page and 'data-finished="false"' in page
 
 
 def test_the_batch_page_offers_only_the_actions_that_apply(web, user):

@@ -1,5 +1,7 @@
-// The batch page, live: every 2 s it reads the batch from the JSON API (the same data the API
-// serves to scripts) and updates the summary and each job card in place, until the batch is finished.
+// The batch page, live: every 2 s it asks the JSON API (the same data the API serves to scripts) for
+// what changed since its last look — the batch's counts and state, and only the jobs that changed
+// (`GET /api/batches/{id}/jobs/?since=<cursor>`) — and updates the summary and the shown job cards in
+// place, until the batch is finished. A 10,000-job batch costs a poll the size of what changed.
 (() => {
   const summary = document.getElementById("batch-summary");
   if (!summary) return;
@@ -10,6 +12,7 @@
   const FINISHED = new Set(config.finished);  // batch statuses after which nothing changes by itself
   const ACTIVE = new Set(config.active);  // unfinished job statuses: they can still be cancelled
   const EVERY_MS = 2000;
+  let cursor = config.cursor;  // taken by the server before it rendered the cards
 
   const percent = (value) => `${Math.round(value * 100)}%`;
   const money = (value, places) => `$${Number(value).toFixed(places)}`;
@@ -74,6 +77,18 @@
       video.setAttribute("aria-label", `Video made from ${job.input_name}`);
       media.replaceChildren(video);
     }
+    // An item by URL: its picture appears once fetched, or the card says there is none.
+    const placeholder = media.querySelector(".no-image");
+    if (placeholder && !job.output_url && job.status !== "fetching") {
+      if (job.error && job.error.code === "image_unavailable") {
+        placeholder.textContent = "No image";
+      } else {
+        const img = document.createElement("img");
+        img.src = media.dataset.input;
+        img.alt = `Input image ${job.input_name}`;
+        media.replaceChildren(img);
+      }
+    }
     showWhen(card, {
       // A bar only while it generates: waiting, paused or finished jobs say so in their badge.
       progress: phase === "running",
@@ -90,7 +105,7 @@
     // Jobs queued inside SwarmUI are counted apart from the one generating, as the page renders them.
     const counts = { ...batch.counts };
     if (summary.querySelector('[data-count="next_on_gpu"]')) {
-      counts.next_on_gpu = batch.jobs.filter((job) => job.phase === "next_on_gpu").length;
+      counts.next_on_gpu = batch.next_on_gpu || 0;
       counts.running -= counts.next_on_gpu;
     }
     Object.entries(counts).forEach(([status, n]) => {
@@ -136,15 +151,54 @@
     costs.querySelector('[data-cost="none"]').hidden = batch.counts.succeeded > 0;
   }
 
+  const plan = document.getElementById("batch-plan");
+  const clock = (iso) => new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+
+  // When it should be done: the same `eta` the API gives scripts, in the reader's own time zone.
+  function updatePlan(batch) {
+    if (!plan) return;
+    const field = (name) => plan.querySelector(`[data-plan="${name}"]`);
+    const eta = batch.eta;
+    field("eta").hidden = !eta;
+    field("eta-none").hidden = Boolean(eta);
+    field("eta-none").textContent = batch.counts.paused > 0
+      ? "No estimate while the remaining jobs are paused." : "Nothing is left to do.";
+    if (eta) {
+      [["eta-at", eta.at], ["eta-low", eta.low], ["eta-high", eta.high]].forEach(([name, iso]) => {
+        const el = field(name);
+        el.dateTime = iso;
+        el.textContent = clock(iso);
+      });
+      field("eta-basis").textContent = eta.basis;
+    }
+    const note = field("note");
+    if (note) {
+      note.textContent = batch.deadline_note;
+      note.hidden = !batch.deadline_note;
+    }
+    const moved = field("moved");
+    if (moved) {
+      field("moved-n").textContent = batch.deadline_moved;
+      moved.hidden = !batch.deadline_moved;
+    }
+  }
+
   async function poll() {
     try {
-      const response = await fetch(api, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" });
+      const response = await fetch(`${api}?since=${encodeURIComponent(cursor)}`, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" });
       if ([401, 403, 404].includes(response.status)) return;  // logged out or gone: stop asking
       if (response.ok) {
-        const batch = await response.json();
-        batch.jobs.forEach(updateCard);
+        const changes = await response.json();
+        if (changes.resync) {  // too much changed while we were away: the page itself is the fresh copy
+          window.location.reload();
+          return;
+        }
+        cursor = changes.cursor;
+        changes.results.forEach(updateCard);  // cards of other pages are simply not here
+        const batch = changes.batch;
         updateSummary(batch);
         updateCosts(batch);
+        updatePlan(batch);
         if (FINISHED.has(batch.status)) return;
       }
     } catch (error) {

@@ -12,9 +12,9 @@ from jobs.intake import BatchValidationError, UploadedFile, build_batch
 from jobs.models import Job
 
 # The order counts are listed in: what is left first, then what is done.
-COUNT_ORDER = (Job.Status.RUNNING, Job.Status.QUEUED, Job.Status.WAITING_FOR_GPU, Job.Status.PAUSED,
-               Job.Status.SUCCEEDED, Job.Status.FAILED, Job.Status.CANCELLED)
-UNFINISHED_BATCH = ("queued", "waiting_for_gpu", "running")
+COUNT_ORDER = (Job.Status.RUNNING, Job.Status.FETCHING, Job.Status.QUEUED, Job.Status.WAITING_FOR_GPU,
+               Job.Status.PAUSED, Job.Status.SUCCEEDED, Job.Status.FAILED, Job.Status.CANCELLED)
+UNFINISHED_BATCH = ("fetching", "queued", "waiting_for_gpu", "running")
 
 
 def words(status: str) -> str:
@@ -39,6 +39,10 @@ class Command(OperatorCommand):
         parser.add_argument("--params", default="{}", help="JSON object of generation parameters")
         parser.add_argument("--items", type=Path, help="CSV/TSV/JSON file pairing file names with prompts/seeds")
         parser.add_argument("--seeds-per-image", type=int, default=1)
+        parser.add_argument("--deadline", help="vastai: finish by this ISO 8601 time with timezone, moving jobs "
+                                                 "to fal as needed")
+        parser.add_argument("--webhook-url", help="https URL that gets a signed POST when the batch finishes")
+        parser.add_argument("--webhook-events", choices=["batch", "batch,job"])
         parser.add_argument("--wait", action="store_true", help="wait until every job has finished")
         parser.add_argument("--poll-seconds", type=float, default=2.0, help="with --wait: how often to look")
 
@@ -59,7 +63,8 @@ class Command(OperatorCommand):
                 provider=options["provider"], name=options["name"], preset=options["preset"], params=params,
                 prompt=options["prompt"], files=[UploadedFile(p.name, p.read_bytes()) for p in options["images"]],
                 rows_text=options["items"].read_text() if options["items"] else "",
-                seeds_per_image=options["seeds_per_image"],
+                seeds_per_image=options["seeds_per_image"], deadline=options["deadline"],
+                webhook_url=options["webhook_url"], webhook_events=options["webhook_events"],
             )
         except BatchValidationError as exc:
             lines = [f"  {e['field']}{' [' + e['item'] + ']' if 'item' in e else ''}: {e['message']}"
@@ -68,6 +73,8 @@ class Command(OperatorCommand):
         batch = services.batch_create(owner=owner, spec=spec)
         count = len(spec.items)
         self.stdout.write(f"batch {batch.uuid}: {count} {'job' if count == 1 else 'jobs'} on {spec.provider}")
+        if batch.webhook_secret:
+            self.stdout.write(f"webhook signing secret (shown once): {batch.webhook_secret}")
         if not options["wait"]:
             return
         batch = self.follow(owner, batch, poll_seconds=options["poll_seconds"])
@@ -80,8 +87,8 @@ class Command(OperatorCommand):
         while True:
             batch = selectors.batch_get(user=owner, batch_uuid=batch.uuid)
             status = selectors.batch_status(batch)
-            jobs = list(batch.jobs.only("status", "progress"))
-            progress = selectors.batch_progress(batch, jobs)
+            # The maintained counts and the running jobs' progress: a 10,000-job batch is not read whole.
+            progress = selectors.batch_progress(batch, selectors.batch_running_progress(batch))
             line = f"{words(status)}: {describe_counts(selectors.batch_counts(batch))}"
             if line != last:
                 bar.clear()
