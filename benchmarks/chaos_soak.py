@@ -9,7 +9,11 @@ Faults are drawn (seeded) from `FAULTS`, a registry of small injector functions:
 function with the `@fault` decorator. A drawn fault that cannot apply right now (no ready instance, no fal
 work left) gives way to another one that can. Faults are injected for as long as the fault-free run took
 (`--fault-window` overrides), then the run drains. `PENDING_FAULTS` names the faults of issue 9 that
-today's simulators cannot express; they are filled in once the simulators can.
+the simulators cannot express (none now). Faults that last a while (an `offline` blip, a used-up search
+quota, a full disk) last tens of seconds, not vast's hours, and a slow create outlasts a create timeout
+lowered to `CREATE_TIMEOUT_SECONDS`: the soak sees each kind several times. For `storage_fails` MEDIA_ROOT
+is a tmpfs of its own (mounting needs root; without it that fault is left out) that is filled to ENOSPC and
+freed again, so genhub meets a really full disk.
 
 Everything counted as generated comes from the simulators' own records (`generation_counts`, keyed by
 the seed, which genhub sends and which this script makes unique per job), not from genhub's database:
