@@ -9,7 +9,11 @@ Faults are drawn (seeded) from `FAULTS`, a registry of small injector functions:
 function with the `@fault` decorator. A drawn fault that cannot apply right now (no ready instance, no fal
 work left) gives way to another one that can. Faults are injected for as long as the fault-free run took
 (`--fault-window` overrides), then the run drains. `PENDING_FAULTS` names the faults of issue 9 that
-today's simulators cannot express; they are filled in once the simulators can.
+the simulators cannot express (none now). Faults that last a while (an `offline` blip, a used-up search
+quota, a full disk) last tens of seconds, not vast's hours, and a slow create outlasts a create timeout
+lowered to `CREATE_TIMEOUT_SECONDS`: the soak sees each kind several times. For `storage_fails` MEDIA_ROOT
+is a tmpfs of its own (mounting needs root; without it that fault is left out) that is filled to ENOSPC and
+freed again, so genhub meets a really full disk.
 
 Everything counted as generated comes from the simulators' own records (`generation_counts`, keyed by
 the seed, which genhub sends and which this script makes unique per job), not from genhub's database:
@@ -38,6 +42,7 @@ import random
 import shutil
 import signal
 import statistics
+import subprocess
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -74,18 +79,20 @@ PRODUCTION_PACING = dict(VAST_DISPATCH_INTERVAL=1.0, GENHUB_RECONCILE_INTERVAL=5
                          VAST_PACING_SCALE=1, GENHUB_PUMP_SECONDS=60, FAL_POLL_INTERVAL=5, HTTP_BACKOFF_SECONDS=1,
                          Q_POLL=1.0)
 
-# Faults of issue 9 the simulators cannot inject yet (items 1-10 add them). Each becomes an `@fault`
-# function once its simulator control exists; until then it is listed, not faked.
-PENDING_FAULTS = {
-    "swarmui_wedged_queue": "SwarmUI's queue stops while every status route answers and the WebSocket gets "
-                            "keep-alives (SwarmUI issue #1219); `hang()` freezes the status routes too",
-    "vast_offline_blip": "vast reports `offline` for a while, then `running` again; the simulator has no offline",
-    "vast_search_quota_exceeded": "search answers 429 `search_quota_exceeded` until UTC midnight; "
-                                  "`rate_limit()` sends the per-endpoint 429 instead",
-    "vast_slow_create": "create acts but answers after genhub's read timeout, or not at all",
-    "storage_fails": "MEDIA_ROOT full or failing for a while (the soak runs as root: permissions do not bite)",
-}
+# Faults of issue 9 the simulators cannot inject yet. Each becomes an `@fault` function once its simulator
+# control exists; until then it is listed, not faked. (All of items 1-10 can be injected now.)
+PENDING_FAULTS: dict[str, str] = {}
 
+# How long the faults that last a while last. Scaled down like the simulated machines, so that a soak sees
+# each kind several times; each is still longer than genhub's probe hysteresis and retry backoffs.
+OFFLINE_SECONDS = 20  # vast's `offline` blips are mostly brief (vastai-api.md § statuses)
+SEARCH_QUOTA_SECONDS = 60  # vast resets the daily quota at UTC midnight; here "midnight" is a minute away
+DISK_FULL_SECONDS = 20
+# A slow create answers after genhub's create read timeout, which the soak lowers from vast CLI's 120 s to
+# this (set on the cluster below), so an unanswered create costs the soak seconds, not minutes.
+CREATE_TIMEOUT_SECONDS = 8
+SLOW_CREATE_SECONDS = 12
+MEDIA_DISK = "256m"  # the tmpfs MEDIA_ROOT lives on during the soak, so that it can really fill up
 
 @dataclass
 class Fault:
@@ -121,6 +128,7 @@ class World:
     fal: FalSimulator
     cluster: Cluster
     later: list = field(default_factory=list)  # (wall clock, action): undoing a fault that lasts a while
+    disk: "MediaDisk | None" = None  # MEDIA_ROOT's tmpfs, when it could be mounted
 
     def ready_instance(self):
         """genhub's ready instance and the simulated one behind it, if both are up."""
@@ -201,6 +209,96 @@ def fal_account_concurrency(world: World):
     return "account concurrency 2 for 30 s"
 
 
+@fault("swarmui_wedged_queue", affects=("vastai",))
+def swarmui_wedged_queue(world: World):
+    """SwarmUI's queue stops (upstream issue #1219): the next generation to get the GPU stops after its first
+    step while its WebSocket gets keep-alives and every status route answers. Once: a passing wedge, which
+    genhub's watchdog must interrupt and requeue (a machine that wedges every time is `wedge(True)`)."""
+    instance = world.ready_instance()
+    if instance is None:
+        return None
+    world.vast.instances[instance.vast_id].swarmui.wedge(1)
+    return f"the next generation on vast #{instance.vast_id} wedges"
+
+
+@fault("vast_offline_blip", affects=("vastai",))
+def vast_offline_blip(world: World):
+    """vast loses contact with the host: `offline` for a while, then `running`; SwarmUI keeps serving."""
+    instance = world.ready_instance()
+    if instance is None:
+        return None
+    world.vast.offline(instance.vast_id, seconds=OFFLINE_SECONDS)
+    return f"vast #{instance.vast_id} offline for {OFFLINE_SECONDS} s"
+
+
+@fault("vast_search_quota_exceeded", affects=("vastai",))
+def vast_search_quota_exceeded(world: World):
+    """Every offer search answers 429 `search_quota_exceeded`, with `X-RateLimit-Reset`, until the reset."""
+    if world.vast._quota_reset_at is not None:
+        return None
+    reset_at = time.time() + SEARCH_QUOTA_SECONDS
+    world.vast.exhaust_search_quota(reset_at=reset_at)
+    world.later.append((reset_at, lambda: world.vast.exhaust_search_quota(False)))
+    return f"search quota used up for {SEARCH_QUOTA_SECONDS} s"
+
+
+@fault("vast_slow_create", affects=("vastai",))
+def vast_slow_create(world: World):
+    """The next create answers only after genhub's read timeout: vast either rented at once (the answer is
+    late) or acts late (the instance appears after genhub gave up waiting); both happen on the real API."""
+    if world.vast._slow_creates:
+        return None  # one is still waiting for a create
+    make = random.Random(time.time_ns()).choice(("before", "after"))
+    world.vast.slow_create(1, seconds=SLOW_CREATE_SECONDS, make=make)
+    return f"the next create answers after {SLOW_CREATE_SECONDS} s (instance made {make} the answer)"
+
+
+@fault("storage_fails")
+def storage_fails(world: World):
+    """MEDIA_ROOT (a small tmpfs for the soak) fills up: every write gets ENOSPC until it is freed."""
+    if world.disk is None or world.disk.full:
+        return None
+    world.disk.fill()
+    world.later.append((time.time() + DISK_FULL_SECONDS, world.disk.free))
+    return f"MEDIA_ROOT full (ENOSPC) for {DISK_FULL_SECONDS} s"
+
+
+class MediaDisk:
+    """MEDIA_ROOT on a tmpfs of its own, so that `storage_fails` fills a real filesystem (as root: mounting
+    needs it, and root's writes ignore permissions, so a full disk is the real way writes fail)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.filler = path / ".chaos-filler"
+        self.full = False
+
+    def mount(self) -> "MediaDisk | None":
+        self.path.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={MEDIA_DISK}", "genhub-chaos-media",
+                               str(self.path)], capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"storage_fails cannot apply: a tmpfs at MEDIA_ROOT needs root ({done.stderr.strip()})")
+            return None
+        return self
+
+    def fill(self) -> None:
+        with open(self.filler, "ab", buffering=0) as handle:
+            chunk = b"\0" * (1 << 20)
+            try:
+                while handle.write(chunk):
+                    pass
+            except OSError:  # ENOSPC: full
+                pass
+        self.full = True
+
+    def free(self) -> None:
+        self.filler.unlink(missing_ok=True)
+        self.full = False
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], check=False)
+
+
 # --- the run -------------------------------------------------------------------------------------------------
 
 
@@ -267,7 +365,7 @@ def draw(rng: random.Random, world: World, kinds: list[str], waiting: dict, inap
     return None, None
 
 
-def run(args, *, faults: bool, fault_window: float, label: str) -> RunResult:
+def run(args, *, faults: bool, fault_window: float, label: str, disk: "MediaDisk | None") -> RunResult:
     rng = random.Random(args.seed)
     log = Path(tempfile.gettempdir()) / f"genhub-chaos-{label.replace(' ', '-')}-qcluster.log"
     log.write_text("")
@@ -283,8 +381,8 @@ def run(args, *, faults: bool, fault_window: float, label: str) -> RunResult:
             fal = FalSimulator(settings.FAL_KEY, queue_seconds=0.5, run_seconds=fal_run,
                                concurrency=FAL_CONCURRENCY).start()
             settings.VAST_API_URL, settings.FAL_QUEUE_URL = vast.url, fal.url
-            cluster = Cluster(log, **PRODUCTION_PACING).start()
-            world = World(vast, fal, cluster)
+            cluster = Cluster(log, **PRODUCTION_PACING, VAST_CREATE_TIMEOUT_SECONDS=CREATE_TIMEOUT_SECONDS).start()
+            world = World(vast, fal, cluster, disk=disk)
 
             started_at = time.time()
             batches = {"vastai": submit(owner, "vastai", args.jobs, VAST_SEED_BASE)}
@@ -492,21 +590,26 @@ def main():
           f"a fault every ~{args.fault_every} s (seed {args.seed}), started {datetime.now():%H:%M:%S}, "
           f"media in {settings.MEDIA_ROOT}")
     print(f"faults: {', '.join(args.faults)}")
-    print(f"not injectable yet: {', '.join(PENDING_FAULTS)}")
+    if PENDING_FAULTS:
+        print(f"not injectable yet: {', '.join(PENDING_FAULTS)}")
+    media = Path(settings.MEDIA_ROOT)
+    disk = MediaDisk(media).mount() if "storage_fails" in args.faults else None
     try:
         baseline = None
         if not args.skip_baseline or args.no_faults:
-            baseline = run(args, faults=False, fault_window=0, label="fault-free")
+            baseline = run(args, faults=False, fault_window=0, label="fault-free", disk=disk)
             report(baseline, None)
         if args.no_faults:
             return
         window = args.fault_window or (baseline.makespan if baseline else args.jobs * args.generation_seconds * 1.5)
-        chaos = run(args, faults=True, fault_window=window, label="with faults")
+        chaos = run(args, faults=True, fault_window=window, label="with faults", disk=disk)
         report(chaos, baseline)
     finally:
-        media = Path(settings.MEDIA_ROOT)
-        if media.name.startswith("genhub-bench-media-"):  # the harness's own temporary folder, nobody else's
+        if disk is not None:
+            disk.unmount()
+        if media.name.startswith("genhub-bench-media-"):  # the harness's own temporary folders, nobody else's
             shutil.rmtree(media, ignore_errors=True)
+            shutil.rmtree(media.with_name(media.name + "-pending"), ignore_errors=True)  # kept paid results
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 When storing a checked clip fails, its bytes are spooled to the pending area
 (GENHUB_PENDING_RESULTS_DIR, best put on another disk) and the job goes to `storing`, with what it
 cost already added and, when the provider can serve the clip again (fal's CDN URL), that source
-too. Each pump pass tries the due ones again (every GENHUB_STORE_RETRY_SECONDS): from the spool, or
-fetched again from the source when the spool could not be written. A result is only lost when both
+too. Each pump pass tries the due ones again: from the spool, or fetched again from the source when the
+spool could not be written. The first retry comes soon and the wait doubles up to GENHUB_STORE_RETRY_SECONDS:
+while a kept result waits, no new paid work starts, so a disk that was full for a moment must not hold
+dispatch for a whole retry interval after it has room again. A result is only lost when both
 are gone; that is a permanent, billed failure, never a silent new generation.
 
 The spool is a local directory of the host whose worker kept the clip (its name is recorded with it):
@@ -49,7 +51,7 @@ def keep(*, job: Job, finished: Finished, cost: Decimal | None, error: Exception
     message = f"{type(error).__name__}: {error}"[:300]
     pending = {"spool": spool, "host": socket.gethostname() if spool else "", "source": finished.source,
                "meta": _json_safe(finished.meta), "cost": str(cost or 0), "error": message,
-               "retry_at": _retry_at().isoformat()}
+               "retry_at": _retry_at(tries=0).isoformat(), "tries": 0}
     kept = services.job_keep_result(
         job_id=job.pk, claim=job.claims, pending=pending, cost=cost,
         message=f"the clip was made and paid for, but genhub could not store it ({message}); it is kept and "
@@ -134,8 +136,10 @@ def _kept_bytes(job: Job) -> bytes:
 
 def _later(job: Job, exc: Exception) -> int:
     log.warning("job %s: kept result still cannot be stored: %s", job.uuid, exc)
+    tries = int(job.pending_result.get("tries") or 0) + 1
     services.job_kept_result_retry_later(job_id=job.pk, pending={
-        **job.pending_result, "error": f"{type(exc).__name__}: {exc}"[:300], "retry_at": _retry_at().isoformat()})
+        **job.pending_result, "error": f"{type(exc).__name__}: {exc}"[:300], "tries": tries,
+        "retry_at": _retry_at(tries=tries).isoformat()})
     return 0
 
 
@@ -170,8 +174,13 @@ def _unspool(spool: str | None) -> None:
         Path(spool).unlink(missing_ok=True)
 
 
-def _retry_at():
-    return timezone.now() + timedelta(seconds=settings.GENHUB_STORE_RETRY_SECONDS)
+RETRY_STEPS = 3  # retries before the wait reaches GENHUB_STORE_RETRY_SECONDS: 1/8, 1/4, 1/2 of it, then all
+
+
+def _retry_at(*, tries: int):
+    """When a result that failed to store `tries` times after it was kept is tried again."""
+    wait = settings.GENHUB_STORE_RETRY_SECONDS / 2 ** max(0, RETRY_STEPS - tries)
+    return timezone.now() + timedelta(seconds=wait)
 
 
 def _json_safe(meta: dict) -> dict:

@@ -6,6 +6,8 @@ import os
 
 import av
 import pytest
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from jobs.alerts import alerts_check
 from jobs.costs import fal_cost
@@ -95,6 +97,41 @@ def test_a_full_disk_holds_new_paid_work_until_storage_works_again(user, fal_sim
     assert sum(fal_sim.submits.values()) == 3
     assert [job.cost_usd for job in batch.jobs.all()] == [fal_cost(batch.params)] * 3
     assert "storage_failing" not in alerts_check() and open_alert_kinds() == set()
+
+
+def test_a_kept_result_is_retried_soon_then_less_often_so_a_brief_full_disk_does_not_hold_dispatch_long(
+        user, fal_sim, small_disk, settings):
+    settings.GENHUB_STORE_RETRY_SECONDS = 800  # the longest wait; the first retries come much sooner
+    job = make_batch(user).jobs.get()
+    small_disk.fill()
+
+    def waits_after_this_pump():
+        """(seconds from this pump to the next retry it scheduled, failed tries so far)."""
+        before = timezone.now()
+        pump_until(lambda: Job.objects.get(pk=job.pk).status == S.STORING)
+        after = timezone.now()
+        pending = Job.objects.get(pk=job.pk).pending_result
+        retry_at = parse_datetime(pending["retry_at"])
+        return (retry_at - after).total_seconds(), (retry_at - before).total_seconds(), pending["tries"]
+
+    def make_due():  # as if the wait had passed, without waiting for it
+        pending = Job.objects.get(pk=job.pk).pending_result
+        Job.objects.filter(pk=job.pk).update(pending_result={**pending, "retry_at": timezone.now().isoformat()})
+
+    waits = [waits_after_this_pump()]
+    for _ in range(4):  # still full at every retry
+        make_due()
+        waits.append(waits_after_this_pump())
+
+    assert [tries for *_, tries in waits] == [0, 1, 2, 3, 4]
+    for (low, high, _), expected in zip(waits, [100, 200, 400, 800, 800], strict=True):
+        assert low <= expected <= high  # 1/8 of the interval first, doubling, then the interval itself
+    assert sum(fal_sim.submits.values()) == 1
+
+    small_disk.free()
+    make_due()
+    provider_pump(provider_name="fal")
+    assert Job.objects.get(pk=job.pk).status == S.SUCCEEDED and sum(fal_sim.submits.values()) == 1
 
 
 def test_when_even_the_spool_is_full_the_clip_is_fetched_again_from_fal_not_generated(
