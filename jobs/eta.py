@@ -59,6 +59,12 @@ def _same_shape(params: dict) -> Q:
     return Q(**{f"params__{key}": params[key] for key in keys if params and key in params})
 
 
+def _guess(value, basis: str) -> SpeedEstimate:
+    """A planning figure from a setting: a guess, not a measurement, so its bounds are wide either way."""
+    guess = float(value)
+    return SpeedEstimate(guess, guess * GUESS_LOW, guess * GUESS_HIGH, 0, basis.format(guess))
+
+
 def gpu_seconds_per_clip(*, instance: GpuInstance | None = None, params: dict | None = None) -> SpeedEstimate:
     """GPU seconds for one clip of `params`: from the instance's own clips of that shape, else its clips of
     any shape, else recent clips on any instance; with none measured yet, what genhub knows of the
@@ -82,9 +88,8 @@ def gpu_seconds_per_clip(*, instance: GpuInstance | None = None, params: dict | 
         return SpeedEstimate(known.median, known.low, known.high, known.samples,
                              f"{known.median:.1f} s per clip ({known.describe()}; no clip of this batch's GPU "
                              "measured yet)")
-    guess = float(settings.VAST_ESTIMATED_SECONDS_PER_CLIP)
-    return SpeedEstimate(guess, guess * GUESS_LOW, guess * GUESS_HIGH, 0,
-                         f"{guess:.0f} s per clip (VAST_ESTIMATED_SECONDS_PER_CLIP; nothing measured yet)")
+    return _guess(settings.VAST_ESTIMATED_SECONDS_PER_CLIP,
+                  "{:.0f} s per clip (VAST_ESTIMATED_SECONDS_PER_CLIP; nothing measured yet)")
 
 
 def boot_seconds() -> SpeedEstimate:
@@ -96,9 +101,7 @@ def boot_seconds() -> SpeedEstimate:
         estimate = _spread(boots, "past boots")
         return SpeedEstimate(estimate.median, estimate.low, estimate.high, len(boots),
                              f"boot {estimate.median:.0f} s (median of {len(boots)} past boot(s))")
-    guess = float(settings.GENHUB_BOOT_ESTIMATE_SECONDS)
-    return SpeedEstimate(guess, guess * GUESS_LOW, guess * GUESS_HIGH, 0,
-                         f"boot {guess:.0f} s (GENHUB_BOOT_ESTIMATE_SECONDS)")
+    return _guess(settings.GENHUB_BOOT_ESTIMATE_SECONDS, "boot {:.0f} s (GENHUB_BOOT_ESTIMATE_SECONDS)")
 
 
 def fal_turnaround() -> SpeedEstimate:
@@ -111,9 +114,7 @@ def fal_turnaround() -> SpeedEstimate:
         estimate = _spread(values, "fal")
         return SpeedEstimate(estimate.median, estimate.low, estimate.high, len(values),
                              f"fal {estimate.median:.0f} s per clip measured ({len(values)} clips)")
-    guess = float(settings.FAL_ESTIMATED_SECONDS_PER_CLIP)
-    return SpeedEstimate(guess, guess * GUESS_LOW, guess * GUESS_HIGH, 0,
-                         f"fal {guess:.0f} s per clip (FAL_ESTIMATED_SECONDS_PER_CLIP)")
+    return _guess(settings.FAL_ESTIMATED_SECONDS_PER_CLIP, "fal {:.0f} s per clip (FAL_ESTIMATED_SECONDS_PER_CLIP)")
 
 
 # --- the GPU's and fal's queues -------------------------------------------------------------------
