@@ -16,7 +16,10 @@ is a tmpfs of its own (mounting needs root; without it that fault is left out) t
 freed again, so genhub meets a really full disk.
 
 Everything counted as generated comes from the simulators' own records (`generation_counts`, keyed by
-the seed, which genhub sends and which this script makes unique per job), not from genhub's database:
+the seed, which genhub sends and which this script makes unique per job), not from genhub's database.
+The watchdog's stall floor is scaled down with the simulated GPU too (`SIMULATED_GPU`, and why).
+
+What is counted:
 
 - lost: jobs not in a terminal state at the end, and accepted jobs missing from the database;
 - succeeded twice: jobs whose clip was generated (finished on a GPU / completed at fal) more than once;
@@ -78,6 +81,12 @@ TICK = 0.25  # seconds between looks at the database and the fault clock
 PRODUCTION_PACING = dict(VAST_DISPATCH_INTERVAL=1.0, GENHUB_RECONCILE_INTERVAL=5, GENHUB_RECONCILE_SECONDS=50,
                          VAST_PACING_SCALE=1, GENHUB_PUMP_SECONDS=60, FAL_POLL_INTERVAL=5, HTTP_BACKOFF_SECONDS=1,
                          Q_POLL=1.0)
+
+# The progress watchdog's floor (production 90 s) is there for a real GPU's first model load and its silent
+# video decode; the simulated GPU has neither and makes a clip in `--generation-seconds`. Like the faults that
+# last a while, it is scaled down with the machines: at 90 s every passing wedge would idle the soak's GPU for
+# 180 clips' time. The stall limit genhub derives from its own measured steps is unchanged.
+SIMULATED_GPU = dict(SWARMUI_STALL_FLOOR_SECONDS=15)
 
 # Faults of issue 9 the simulators cannot inject yet. Each becomes an `@fault` function once its simulator
 # control exists; until then it is listed, not faked. (All of items 1-10 can be injected now.)
@@ -381,7 +390,8 @@ def run(args, *, faults: bool, fault_window: float, label: str, disk: "MediaDisk
             fal = FalSimulator(settings.FAL_KEY, queue_seconds=0.5, run_seconds=fal_run,
                                concurrency=FAL_CONCURRENCY).start()
             settings.VAST_API_URL, settings.FAL_QUEUE_URL = vast.url, fal.url
-            cluster = Cluster(log, **PRODUCTION_PACING, VAST_CREATE_TIMEOUT_SECONDS=CREATE_TIMEOUT_SECONDS).start()
+            cluster = Cluster(log, **PRODUCTION_PACING, **SIMULATED_GPU,
+                              VAST_CREATE_TIMEOUT_SECONDS=CREATE_TIMEOUT_SECONDS).start()
             world = World(vast, fal, cluster, disk=disk)
 
             started_at = time.time()

@@ -6,6 +6,8 @@
   same compare-and-set that saw the lease held. The holder releases only with a compare-and-set on
   "no wake-up pending"; when one is, it runs another pass first. So a request that arrives while
   another process is busy is always served by someone.
+- A holder on this machine whose process is gone (genhub/processes.py) is taken over at once: a
+  cluster started again after a SIGKILL resumes its loops in seconds, not after a lease term.
 - Every write survives a connection that died under it (reconnect and retry): a release on a dead
   connection would otherwise leave the lease held until it expires.
 """
@@ -23,8 +25,11 @@ from django.utils import timezone
 
 from genhub.db import DatabaseError, reconnect, with_reconnect
 from genhub.models import Lease
+from genhub.processes import is_gone, this_process
 
 log = logging.getLogger(__name__)
+# How often a holder resting between passes looks for a wake-up: a request is served within about this.
+WAKE_CHECK_SECONDS = 0.5
 
 
 def lease_term() -> float:
@@ -46,6 +51,8 @@ def lease_acquire(*, name: str, seconds: float | None = None, wait: float = 0.0)
     while True:
         if with_reconnect(lambda: _take(name, holder, seconds), what=f"lease {name}"):
             return holder
+        if with_reconnect(lambda: _take_from_gone(name, holder, seconds), what=f"lease {name}"):
+            return holder
         if not with_reconnect(lambda: _ask_for_wake_up(name), what=f"lease {name}"):
             continue  # released or lapsed between the two statements: try to take it
         if time.monotonic() >= give_up:
@@ -59,9 +66,26 @@ def lease_acquire(*, name: str, seconds: float | None = None, wait: float = 0.0)
 
 
 def _take(name: str, holder: str, seconds: float) -> bool:
-    now = timezone.now()
-    return bool(Lease.objects.filter(name=name).filter(Q(expires_at__isnull=True) | Q(expires_at__lt=now)).update(
-        holder=holder, expires_at=now + timedelta(seconds=seconds), wake_requested=False))
+    free = Q(expires_at__isnull=True) | Q(expires_at__lt=timezone.now())
+    return _held_by(name, holder, seconds, Lease.objects.filter(name=name).filter(free))
+
+
+def _take_from_gone(name: str, holder: str, seconds: float) -> bool:
+    """Takes the lease from a holder whose process is certainly gone (compare-and-set on that holder).
+
+    A wake-up it left pending goes with it: the new holder makes a pass of its own anyway."""
+    held = Lease.objects.filter(name=name).exclude(holder="").values_list("holder", "process").first()
+    if not held or not is_gone(held[1]):
+        return False
+    taken = _held_by(name, holder, seconds, Lease.objects.filter(name=name, holder=held[0]))
+    if taken:
+        log.warning("lease %s: its holder's process (%s) is gone; taken over", name, held[1])
+    return taken
+
+
+def _held_by(name: str, holder: str, seconds: float, rows) -> bool:
+    return bool(rows.update(holder=holder, expires_at=timezone.now() + timedelta(seconds=seconds),
+                            wake_requested=False, process=this_process()))
 
 
 def _ask_for_wake_up(name: str) -> bool:
@@ -93,9 +117,9 @@ def lease_release(*, name: str, holder: str, force: bool = False) -> bool:
         mine = Lease.objects.filter(name=name, holder=holder)
         if force:
             pending = mine.filter(wake_requested=True).exists()
-            mine.update(holder="", expires_at=None, wake_requested=False)
+            mine.update(holder="", expires_at=None, wake_requested=False, process="")
             return not pending
-        if mine.filter(wake_requested=False).update(holder="", expires_at=None):
+        if mine.filter(wake_requested=False).update(holder="", expires_at=None, process=""):
             return True
         return not mine.update(wake_requested=False)
 
@@ -132,6 +156,21 @@ class HeldLease:
                     reconnect()
         finally:
             connection.close()  # this thread's own connection
+
+    def nap(self, seconds: float) -> None:
+        """Rests up to `seconds` between passes, ending early when a wake-up arrives (which it takes: the
+        next pass serves it) or the lease is lost. A caller's request is thus served in about
+        WAKE_CHECK_SECONDS, not after the rest of a long interval."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.lost.wait(min(WAKE_CHECK_SECONDS, left)):
+                return
+            try:
+                if Lease.objects.filter(name=self.name, holder=self.holder, wake_requested=True).update(
+                        wake_requested=False):
+                    return
+            except DatabaseError:  # the database is away: rest the whole interval, the pass reconnects
+                reconnect()
 
     def release(self) -> bool:
         """False: a wake-up arrived; the lease is still held, run another pass."""

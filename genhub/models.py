@@ -13,6 +13,9 @@ class Lease(models.Model):
     holder = models.CharField(max_length=64, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     wake_requested = models.BooleanField(default=False)
+    # The holder's process (genhub/processes.py): a holder on this machine that died is taken over at
+    # once, without waiting for the term to lapse.
+    process = models.CharField(max_length=128, blank=True)
 
     def __str__(self):
         return f"{self.name} held by {self.holder or 'nobody'} until {self.expires_at}"

@@ -8,7 +8,7 @@ from providers.swarmui import GeneratedVideo
 
 
 def timed_generation(instance: GpuInstance, swarm_params: dict, *, on_progress=None,
-                     cancel=None) -> tuple[GeneratedVideo, float]:
+                     cancel=None, on_session=None) -> tuple[GeneratedVideo, float]:
     """Runs one generation on the instance; returns the video and its GPU seconds.
 
     The GPU is the clip's from its first generation step, not from when it joined SwarmUI's queue
@@ -25,5 +25,6 @@ def timed_generation(instance: GpuInstance, swarm_params: dict, *, on_progress=N
         if on_progress:
             on_progress(fraction)
 
-    video = swarmui_for(instance).generate_video(swarm_params, on_progress=relay, cancel=cancel)
+    video = swarmui_for(instance).generate_video(swarm_params, on_progress=relay, cancel=cancel,
+                                                 on_session=on_session)
     return video, time.monotonic() - (gpu_started or submitted)

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 State = GpuInstance.State
 LEASE = "gpu_instances.reconcile"
+# vast's minimum interval for `show` is 2.2 s (DEFAULT_MIN_INTERVALS): a boot is followed about that often.
+BOOT_POLL_SECONDS = 2.5
 # How far vast's clock (an instance's `start_date`) may be behind ours when matching an unanswered create.
 CLOCK_SKEW_SECONDS = 60
 
@@ -186,7 +188,7 @@ class VastAIOrchestrator:
                         released = True
                         break
                     continue  # asked for again while this step ran: another step
-                time.sleep(settings.GENHUB_RECONCILE_INTERVAL)
+                lease.nap(self._pause_after(outcome))
             clean = True
         finally:
             # Not after a bug: a fresh task would only hit it again at once (the minute schedule retries).
@@ -196,6 +198,18 @@ class VastAIOrchestrator:
 
                 with_reconnect(reconcile_task.enqueue, what="reconcile hand-over")
         return steps[-1] if steps else "nothing to do"
+
+    def _pause_after(self, outcome: str) -> float:
+        """Seconds until the next step. A replaced instance is bought at once, and a boot is followed at
+        about vast's own limit for `show`, so a replacement starts work seconds after it is ready;
+        everything else (health checks, the watchdog) every GENHUB_RECONCILE_INTERVAL."""
+        interval = settings.GENHUB_RECONCILE_INTERVAL
+        if outcome.startswith("replaced:"):
+            return 0.0
+        active = self.active()
+        if active and active.state == State.LOADING:
+            return min(interval, BOOT_POLL_SECONDS)
+        return interval
 
     def _guarded_step(self) -> tuple[str, bool]:
         """A database error (a connection cut under the loop) or an unanswered vast call costs one step,

@@ -11,7 +11,7 @@ from django.conf import settings
 
 from gpu_instances.generation import timed_generation
 from gpu_instances.models import GpuInstance
-from gpu_instances.orchestrator import VastAIOrchestrator
+from gpu_instances.orchestrator import VastAIOrchestrator, swarmui_for
 from gpu_instances.qualification import admits_jobs
 from providers.base import Finished, GenerationRequest, Provider
 from providers.errors import TransientError
@@ -51,7 +51,7 @@ class VastAIProvider(Provider):
         return {"instance_id": instance.pk}
 
     def submit(self, request: GenerationRequest, *, on_progress=None, placement: dict | None = None,
-               cancel=None) -> Finished:
+               cancel=None, on_remote=None) -> Finished:
         instance = GpuInstance.objects.get(pk=(placement or self.placement())["instance_id"])
         if instance.state != GpuInstance.State.READY:
             raise TransientError(f"instance vast #{instance.vast_id} is {instance.state}", code="instance_not_ready")
@@ -62,18 +62,38 @@ class VastAIProvider(Provider):
             fps=params["fps"], width=params["width"], height=params["height"], steps=params["steps"],
             cfg=params["cfg"], video_model=settings.SWARMUI_VIDEO_MODEL, swap_model=settings.SWARMUI_SWAP_MODEL or None,
         )
+        started = []
+
+        def relay(fraction: float) -> None:
+            started.append(True)  # SwarmUI reports as soon as the GPU takes the job
+            if on_progress:
+                on_progress(fraction)
+
         try:
             # `cancel` (set when the job is cancelled or taken from this worker) interrupts it in SwarmUI.
-            video, seconds = timed_generation(instance, swarm_params, on_progress=on_progress, cancel=cancel)
+            video, seconds = timed_generation(instance, swarm_params, on_progress=relay, cancel=cancel,
+                                              on_session=on_remote and (lambda session: on_remote(
+                                                  {"instance_id": instance.pk, "session_id": session})))
         except TransientError as exc:
             if exc.code in UNREACHABLE_CODES:
                 VastAIOrchestrator().report_trouble(instance, exc.message)
+                # Waiting for the GPU (or not even sent) when the machine stopped answering: not this job's doing.
+                exc.nothing_ran = not started
             raise
         return Finished(video=video.video, meta={
             "instance_id": instance.pk, "generation_seconds": round(seconds, 3),
             "dph_usd": instance.dph_usd if instance.dph_usd is not None else Decimal("0"),
             "swarmui_path": video.path,
         })
+
+    def cancel(self, ref: dict) -> None:
+        """Interrupts the SwarmUI session a generation ran on, whose worker is gone (or that was cancelled):
+        the GPU would otherwise finish a clip nobody collects, ahead of the one that replaces it."""
+        instance = GpuInstance.objects.filter(pk=ref.get("instance_id"), state__in=(
+            GpuInstance.State.READY, GpuInstance.State.UNHEALTHY)).first()
+        session = ref.get("session_id")
+        if instance is not None and isinstance(session, str) and session:
+            swarmui_for(instance).interrupt_session(session)
 
     def poll_interval(self) -> float:
         return settings.VAST_DISPATCH_INTERVAL

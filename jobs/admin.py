@@ -90,7 +90,8 @@ class JobAdmin(ReadOnlyHistoryMixin, admin.ModelAdmin):
     search_fields = ("uuid", "input_name", "prompt", "external_id", "batch__name", "owner__username")
     list_select_related = ("batch", "owner", "instance")
     actions = ["cancel_jobs", "retry_jobs"]
-    # provider_ref holds fal's request URLs, which are not secret; no credential is ever stored on a job.
+    # provider_ref holds fal's request URLs or a SwarmUI session id, neither of them a credential (SwarmUI also
+    # wants the instance token, which never is on a job).
     # An image URL's query string may be the owner's signature for their bucket: shown without it.
     exclude = ("image_url",)
     readonly_fields = [f.name for f in Job._meta.fields if f.name != "image_url"] + ["cost", "video_player",

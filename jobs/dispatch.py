@@ -72,7 +72,7 @@ def provider_pump(*, provider_name: str, wait: float = 0.0) -> str:
                     released = True
                     break
                 continue  # a wake-up arrived while this pass ran: make another
-            time.sleep(provider.poll_interval())
+            lease.nap(provider.poll_interval())
         clean = True
     finally:
         try:
@@ -456,12 +456,17 @@ def job_run_dispatched(*, job_id: int, dispatch_token: str) -> str:
     # Recorded before the work starts, so a dying instance can hand its jobs back to the queue.
     services.job_place(job_id=job.pk, claim=job.claims, instance_id=placement.get("instance_id"))
     last_beat = 0.0
+    started = False
 
     def on_progress(fraction: float) -> None:
-        nonlocal last_beat
-        if time.monotonic() - last_beat >= PROGRESS_EVERY_SECONDS:
+        nonlocal last_beat, started
+        if time.monotonic() - last_beat >= PROGRESS_EVERY_SECONDS or not started:
             last_beat = time.monotonic()
             try:
+                if not started:
+                    # The GPU took the job (the first report): from here a lost attempt counts.
+                    services.job_note_remote(job_id=job.pk, claim=job.claims, started=True, queue_position=None)
+                    started = True
                 services.job_heartbeat(job_ids=[job.pk], progress=fraction, claim=job.claims)
             except DatabaseError:
                 # Raised into the client, this would abandon a generation the GPU is still making (and
@@ -470,10 +475,20 @@ def job_run_dispatched(*, job_id: int, dispatch_token: str) -> str:
                             job.uuid, exc_info=True)
                 reconnect()
 
+    def on_remote(ref: dict) -> None:
+        # Should this worker die mid-generation, whoever requeues the job interrupts the remote work with it.
+        try:
+            services.job_record_remote_work(job_id=job.pk, claim=job.claims, ref=ref)
+        except DatabaseError:
+            log.warning("job %s: could not record its remote reference (database error); generation continues",
+                        job.uuid, exc_info=True)
+            reconnect()
+
     with _Heartbeat(job.pk, job.claims) as heartbeat:
         try:
             outcome = _inspected(provider, provider.submit(generation_request(job), on_progress=on_progress,
-                                                           placement=placement, cancel=heartbeat.gone), job)
+                                                           placement=placement, cancel=heartbeat.gone,
+                                                           on_remote=on_remote), job)
         except ProviderError as exc:
             outcome = exc
     # The generation may have outlived this thread's connection (a database restart): a paid result must
@@ -556,6 +571,11 @@ def _settle(job: Job, outcome) -> None:
 
 
 def _record(job: Job, outcome) -> None:
+    if isinstance(outcome, ProviderError) and outcome.nothing_ran:
+        log.info("job %s handed back (%s): %s", job.uuid, outcome.code, outcome.message)
+        _db_retry(lambda: services.job_release_unrun(job_id=job.pk, claim=job.claims, code=outcome.code,
+                                                    reason=outcome.message), what="hand a job back")
+        return
     if isinstance(outcome, ProviderError):
         log.info("job %s failed (%s, %s): %s", job.uuid, outcome.code,
                  "permanent" if outcome.permanent else "transient", outcome.message)

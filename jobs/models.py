@@ -115,6 +115,9 @@ class Job(models.Model):
     # Set when a pump hands a claimed job to a worker task; the first delivery of that task clears it,
     # so a duplicate delivery finds nothing to take.
     dispatch_token = models.CharField(max_length=32, blank=True)
+    # The worker process running it (genhub/processes.py), so a worker that died on this machine is
+    # recognised at once rather than when its heartbeats have been missing for GENHUB_STALE_JOB_SECONDS.
+    worker = models.CharField(max_length=128, blank=True)
     instance = models.ForeignKey(
         "gpu_instances.GpuInstance", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
     )

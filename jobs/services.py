@@ -18,6 +18,7 @@ from django.db.models import Case, CharField, F, FloatField, JSONField, Positive
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from genhub.processes import is_gone, this_process
 from gpu_instances import speed
 from jobs.batch_events import batch_reopened
 from jobs.intake import BatchSpec, BatchValidationError, item_params_for
@@ -215,7 +216,7 @@ def job_claim(*, job_id: int, dispatch_token: str = "") -> bool:
 def _claim_fields(now, dispatch_token: str) -> dict:
     return dict(status=S.RUNNING, attempts=F("attempts") + 1, claims=F("claims") + 1, started_at=now, heartbeat_at=now,
                 progress=0.0, error_code="", error_message="", external_id="", provider_ref={},
-                dispatch_token=dispatch_token, instance=None, remote_started_at=None, queue_position=None,
+                dispatch_token=dispatch_token, worker="", instance=None, remote_started_at=None, queue_position=None,
                 result_fetch_failures=0, next_check_at=None)
 
 
@@ -266,7 +267,7 @@ def jobs_record_submissions(*, submitted: list[tuple[int, int, str, dict]]) -> s
 def job_take_dispatch(*, job_id: int, dispatch_token: str) -> bool:
     """The worker's claim on a dispatched job: only the first delivery of its task gets True."""
     return Job.objects.filter(pk=job_id, status=S.RUNNING, dispatch_token=dispatch_token).exclude(
-        dispatch_token="").update(dispatch_token="", heartbeat_at=timezone.now()) == 1
+        dispatch_token="").update(dispatch_token="", worker=this_process(), heartbeat_at=timezone.now()) == 1
 
 
 def job_record_submission(*, job_id: int, external_id: str, ref: dict) -> bool:
@@ -305,6 +306,25 @@ def job_release(*, job_id: int, claim: int, reason: str) -> bool:
         job = Job.objects.only("provider").get(pk=job_id)
         _enqueue_pump(job.provider)
     return released == 1
+
+
+# A job handed back this many times without ever running has its attempts counted again: a machine that
+# answers its probes but never takes a job must not keep one circulating for ever.
+MAX_UNRUN_HANDBACKS = 10
+
+
+def job_release_unrun(*, job_id: int, claim: int, code: str, reason: str) -> bool:
+    """Hands back a job whose remote never started it (its machine stopped answering first), without using an
+    attempt, within MAX_UNRUN_HANDBACKS (claims beyond attempts are the hand-backs so far)."""
+    handed_back = Job.objects.filter(pk=job_id).values_list(F("claims") - F("attempts"), flat=True).first() or 0
+    if handed_back >= MAX_UNRUN_HANDBACKS:
+        return job_fail(job_id=job_id, code=code, message=reason, permanent=False, claim=claim) is not None
+    return job_release(job_id=job_id, claim=claim, reason=reason)
+
+
+def job_record_remote_work(*, job_id: int, claim: int, ref: dict) -> bool:
+    """What identifies a blocking provider's work remotely (its SwarmUI session), recorded before it is sent."""
+    return _running(job_id, claim).update(provider_ref=ref) == 1
 
 
 def job_place(*, job_id: int, claim: int, instance_id: int | None) -> bool:
@@ -531,9 +551,16 @@ def jobs_requeue_lost(*, jobs, code: str, message: str) -> int:
 
 
 def jobs_requeue_for_instance(*, instance_id: int, reason: str) -> int:
-    """The instance these jobs ran on is gone: back to the queue (attempt counted) or failed."""
-    jobs = Job.objects.filter(status=S.RUNNING, instance_id=instance_id).values_list("pk", "claims")
-    return jobs_requeue_lost(jobs=list(jobs), code="instance_lost", message=f"the GPU instance was lost: {reason}")
+    """The instance these jobs ran on is gone: back to the queue. The attempt counts (or the job fails when
+    out of attempts) only for a job the GPU had started: the one generating may be what killed it, the
+    ones waiting behind it cannot be, and a run of dying machines must not use up their attempts."""
+    jobs = list(Job.objects.filter(status=S.RUNNING, instance_id=instance_id)
+                .values_list("pk", "claims", "remote_started_at"))
+    message = f"the GPU instance was lost: {reason}"
+    released = sum(1 for pk, claim, started in jobs if not started and job_release(
+        job_id=pk, claim=claim, reason=f"{message} (before the GPU started it)"))
+    return released + jobs_requeue_lost(jobs=[(pk, claim) for pk, claim, started in jobs if started],
+                                        code="instance_lost", message=message)
 
 
 def job_cancel(*, job: Job) -> bool:
@@ -624,8 +651,9 @@ def batch_set_deadline(*, batch: BatchRun, deadline) -> BatchRun:
 
 
 def jobs_sweep_stale(*, now=None, provider_name: str | None = None) -> int:
-    """Running jobs whose heartbeat stopped for GENHUB_STALE_JOB_SECONDS (a few missed beats): their worker
-    died. Back to the queue; the attempt counts only if a worker had started it.
+    """Running jobs whose worker died: its process is gone from this machine (seen at once), or its
+    heartbeat stopped for GENHUB_STALE_JOB_SECONDS (a few missed beats; a worker on another machine).
+    Back to the queue; the attempt counts only if a worker had started it.
 
     - A job dispatched but never taken by a worker (its `run_job` task was lost with a killed cluster)
       goes back without using an attempt; if the old task is delivered later, its token no longer
@@ -643,17 +671,28 @@ def jobs_sweep_stale(*, now=None, provider_name: str | None = None) -> int:
     polled = [name for name in names if get_provider(name).polled]
     live_pumps = set(Lease.objects.filter(name__in=[f"pump:{name}" for name in polled], expires_at__gte=now)
                      .exclude(holder="").values_list("name", flat=True))
-    stale = Job.objects.filter(status=S.RUNNING, provider__in=names).filter(
-        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True))
+    running = Job.objects.filter(status=S.RUNNING, provider__in=names)
+    orphaned = [pk for pk, worker in running.exclude(worker="").values_list("pk", "worker") if is_gone(worker)]
+    stale = running.filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True) | Q(pk__in=orphaned))
     stale = stale.exclude(Q(provider__in=polled) & ~Q(external_id=""))
     stale = stale.exclude(provider__in=[name for name in polled if f"pump:{name}" in live_pumps])
-    jobs = list(stale.values_list("pk", "claims", "dispatch_token"))
+    jobs = list(stale.values_list("pk", "claims", "dispatch_token", "remote_started_at", "provider", "provider_ref"))
     if not jobs:
         return 0
-    log.warning("requeueing %d stale job(s): %s", len(jobs), [pk for pk, _, _ in jobs])
-    untaken = [(pk, claim) for pk, claim, token in jobs if token]
-    released = sum(1 for pk, claim in untaken if job_release(
-        job_id=pk, claim=claim, reason="its worker task was lost before it started (the cluster stopped)"))
+    log.warning("requeueing %d stale job(s): %s", len(jobs), [job[0] for job in jobs])
+    # The GPU may still be generating for a worker that died: stop it, or it would finish a clip nobody
+    # collects ahead of the attempt that replaces it. Only for a worker certainly gone: a live one (late
+    # beats) stops its own generation when it sees the job taken from it, and may reuse that session.
+    _cancel_remote_on_commit([(provider, ref) for pk, *_, provider, ref in jobs
+                              if pk in orphaned and ref and provider not in polled])
+    # A job whose work never started (its task never ran, or it waited in SwarmUI's queue) is handed back
+    # without using an attempt; one that was generating counts it, as that work may be what killed the
+    # worker. Not a polled provider's: a submit whose answer was lost may have been billed.
+    unstarted = {pk for pk, _, token, started, provider, _ in jobs
+                 if token or (not started and provider not in polled)}
+    released = sum(1 for pk, claim, *_ in jobs if pk in unstarted and job_release(
+        job_id=pk, claim=claim, reason="its worker was lost before the work started (the cluster stopped)"))
     return released + jobs_requeue_lost(
-        jobs=[(pk, claim) for pk, claim, token in jobs if not token], code="worker_lost",
-        message=f"no heartbeat for {settings.GENHUB_STALE_JOB_SECONDS:g}s; the worker was lost")
+        jobs=[(pk, claim) for pk, claim, *_ in jobs if pk not in unstarted], code="worker_lost",
+        message=f"the worker was lost (its process ended, or it sent no heartbeat for "
+                f"{settings.GENHUB_STALE_JOB_SECONDS:g}s)")

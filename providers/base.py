@@ -72,9 +72,11 @@ class Provider:
     renders_requested_size: bool = True
 
     def submit(self, request: GenerationRequest, *, on_progress: ProgressCallback | None = None,
-               placement: dict | None = None, cancel: threading.Event | None = None) -> "Submitted | Finished":
+               placement: dict | None = None, cancel: threading.Event | None = None,
+               on_remote: Callable[[dict], None] | None = None) -> "Submitted | Finished":
         """Blocking providers stop the work (and raise) once `cancel` is set; polled ones are cancelled
-        through `cancel(ref)` and never get it."""
+        through `cancel(ref)` and never get it. Blocking providers tell `on_remote` the reference of the
+        work before they send it, so that `cancel(ref)` from another process can stop it if this one dies."""
         raise NotImplementedError
 
     def placement(self) -> dict:

@@ -10,7 +10,8 @@ class ProviderError(Exception):
     """
 
     def __init__(self, message: str, *, code: str = "provider_error", permanent: bool = False,
-                 status: int | None = None, retry_after: float | None = None, transport: bool = False):
+                 status: int | None = None, retry_after: float | None = None, transport: bool = False,
+                 nothing_ran: bool = False):
         super().__init__(message)
         self.message = message
         self.code = code
@@ -20,6 +21,9 @@ class ProviderError(Exception):
         # True when the call itself failed (connection, timeout, 429, 5xx), which says nothing about
         # the work the remote may be doing for an earlier call.
         self.transport = transport
+        # True when the remote certainly did no work for this attempt (the GPU never took the job): the
+        # attempt is handed back rather than counted, since the fault was the machine's, not the job's.
+        self.nothing_ran = nothing_ran
 
     def __str__(self):
         return self.message

@@ -225,8 +225,9 @@ class SwarmUIClient:
         count = answer.get("count")
         return count if isinstance(count, int) else 0
 
-    def _interrupt_session(self, session_id: str) -> None:
-        """Best effort: a failure here leaves the generation to the watchdog, which interrupts everything."""
+    def interrupt_session(self, session_id: str) -> None:
+        """Ends the generations of one session. Best effort: a failure here leaves the generation to the
+        watchdog, which interrupts everything."""
         try:
             self._post("InterruptAll", {"session_id": session_id, "other_sessions": False},
                        read_timeout=self.status_timeout)
@@ -245,7 +246,8 @@ class SwarmUIClient:
     # --- generation ---
 
     def generate_video(self, params: dict, *, on_progress: Callable[[float], None] | None = None,
-                       cancel: threading.Event | None = None) -> GeneratedVideo:
+                       cancel: threading.Event | None = None,
+                       on_session: Callable[[str], None] | None = None) -> GeneratedVideo:
         """Run one generation and download its video. Raises ProviderError.
 
         Prefers the WebSocket route for progress; falls back to the blocking HTTP route only when the
@@ -254,9 +256,11 @@ class SwarmUIClient:
         `on_progress` gets fractions 0..1; an exception it raises abandons the wait (the server may
         still finish the job). When `cancel` is set, the generation is interrupted in SwarmUI (running or
         still queued there) and `GenerationCancelled` raised; the blocking HTTP route cannot be cancelled.
+        `on_session` hears the session a WebSocket generation runs on before it is sent, so that another
+        process can interrupt it (`interrupt_session`) should this one die while SwarmUI goes on.
         """
         try:
-            path, request_id = self._generate_ws(params, on_progress, cancel)
+            path, request_id = self._generate_ws(params, on_progress, cancel, on_session)
         except _WebSocketUnavailable as exc:
             log.info("SwarmUI at %s: WebSocket route unusable (%s), using HTTP", self.base_url, exc)
             path, request_id = self._generate_http(params), None
@@ -274,22 +278,22 @@ class SwarmUIClient:
         path, _ = _pick_video({str(index): (path, None) for index, path in enumerate(data.get("images") or [])})
         return path
 
-    def _generate_ws(self, params: dict, on_progress, cancel) -> tuple[str, str | None]:
+    def _generate_ws(self, params: dict, on_progress, cancel, on_session) -> tuple[str, str | None]:
         session_id = self._borrow_session()
         try:
             try:
-                return self._ws_once(params, session_id, on_progress, cancel)
+                return self._ws_once(params, session_id, on_progress, cancel, on_session)
             except _SessionExpired:
                 session_id = self._renew_borrowed(session_id)
             try:
-                return self._ws_once(params, session_id, on_progress, cancel)
+                return self._ws_once(params, session_id, on_progress, cancel, on_session)
             except _SessionExpired:
                 raise TransientError("SwarmUI: a fresh session was refused as invalid",
                                      code="invalid_session") from None
         finally:
             self._return_session(session_id)
 
-    def _ws_once(self, params: dict, session_id: str, on_progress, cancel) -> tuple[str, str | None]:
+    def _ws_once(self, params: dict, session_id: str, on_progress, cancel, on_session=None) -> tuple[str, str | None]:
         url = self._ws_url("/API/GenerateText2ImageWS")
         try:
             sock = self._ws_socket()
@@ -323,6 +327,8 @@ class SwarmUIClient:
             # never followed on our checked socket, and the WS route is unusable here.
             raise _WebSocketUnavailable("the handshake was redirected") from None
         with ws:
+            if on_session:
+                on_session(session_id)
             return self._ws_exchange(ws, {**params, "session_id": session_id}, on_progress, cancel)
 
     def _ws_exchange(self, ws, body: dict, on_progress, cancel=None) -> tuple[str, str | None]:
@@ -335,7 +341,7 @@ class SwarmUIClient:
             heard = time.monotonic()
             while True:
                 if cancel is not None and cancel.is_set():
-                    self._interrupt_session(body["session_id"])
+                    self.interrupt_session(body["session_id"])
                     raise GenerationCancelled()
                 try:
                     raw = ws.recv(timeout=poll)

@@ -11,7 +11,9 @@ from django.utils import timezone
 
 from genhub.leases import HeldLease, lease_acquire
 from genhub.models import Lease
+from genhub.processes import this_process
 from tests.conftest import wait_for
+from tests.test_processes import ended_process
 
 pytestmark = pytest.mark.django_db(transaction=True)  # holders renew from threads with their own connections
 
@@ -57,6 +59,26 @@ def test_a_dead_holders_lease_lapses_within_its_term_and_a_waiting_caller_takes_
 
     assert holder and holder != "dead"
     assert time.monotonic() - started < 3
+
+
+def test_a_holder_whose_process_ended_on_this_machine_is_taken_over_at_once():
+    # A lease taken by a process that was SIGKILLed since: its term has a long way to run.
+    Lease.objects.create(name="loop", holder="dead", expires_at=timezone.now() + timedelta(minutes=10),
+                         process=ended_process(), wake_requested=True)
+
+    holder = lease_acquire(name="loop")  # no waiting: the holder is certainly gone
+
+    assert holder and holder != "dead"
+    assert Lease.objects.get(name="loop").process == this_process()
+
+
+def test_a_holder_whose_process_runs_keeps_its_lease():
+    lease = HeldLease.acquire("loop")
+    assert Lease.objects.get(name="loop").process == this_process()
+
+    assert lease_acquire(name="loop") is None
+    assert not lease.lost.is_set()
+    lease.hand_over()
 
 
 def test_a_waiting_caller_leaves_a_live_holder_alone(settings):

@@ -4,17 +4,22 @@ the simulated vast.ai and SwarmUI over real HTTP, the worker's code run in this 
 
 import threading
 import uuid
+from datetime import timedelta
 
 import psycopg
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from gpu_instances.models import GpuInstance
 from jobs import dispatch, services
 from jobs.models import Job
+from providers.errors import ProviderError
+from providers.registry import get_provider
 from tests.conftest import wait_for
 from tests.gpu_instances.test_reconcile import ready_instance, reconcile_until
 from tests.jobs.factories import make_batch
+from tests.test_processes import ended_process
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("without_qualification")]
 S = Job.Status
@@ -173,3 +178,60 @@ def test_cancelling_the_batch_interrupts_its_generating_job(gpu, user):
     assert not worker.is_alive()
     (generation,) = generations(gpu)
     assert generation.error == "Generation session interrupted."
+
+
+def test_a_job_whose_worker_process_died_is_requeued_at_once_and_its_generation_interrupted(gpu, user):
+    """A SIGKILLed worker leaves its generation running in SwarmUI. The sweep must not wait for the beats to
+    go stale, and must stop that generation: the GPU would otherwise finish a clip nobody collects."""
+    from django_q.models import OrmQ
+
+    gpu.swarmui_generation_seconds = 30  # far longer than the test may wait
+    job, token = claimed_job(user)
+    assert services.job_take_dispatch(job_id=job.pk, dispatch_token=token)
+    provider = get_provider("vastai")
+    placement = provider.placement()
+    services.job_place(job_id=job.pk, claim=job.claims + 1, instance_id=placement["instance_id"])
+
+    def generation_without_its_worker():
+        # The generation as the dead worker sent it; nothing of that worker is left to interrupt it.
+        try:
+            provider.submit(dispatch.generation_request(job), placement=placement, on_remote=lambda ref: (
+                services.job_record_remote_work(job_id=job.pk, claim=job.claims + 1, ref=ref)))
+        except ProviderError:
+            pass
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=generation_without_its_worker)
+    worker.start()
+    wait_for(lambda: Job.objects.get(pk=job.pk).provider_ref.get("session_id") and generations(gpu), timeout=20,
+             message="the generation to start on its recorded session")
+    # What the database holds after a SIGKILL: the job names a worker process that no longer runs, and its
+    # last beat is fresh (a heartbeat-only sweep would leave it for GENHUB_STALE_JOB_SECONDS).
+    Job.objects.filter(pk=job.pk).update(worker=ended_process(), remote_started_at=timezone.now())  # generating
+    ref = Job.objects.get(pk=job.pk).provider_ref
+
+    assert services.jobs_sweep_stale(provider_name="vastai") == 1
+
+    requeued = Job.objects.get(pk=job.pk)
+    assert (requeued.status, requeued.attempts, requeued.error_code) == (S.QUEUED, 1, "worker_lost")
+    (cancel,) = [row.task for row in OrmQ.objects.all() if row.task["func"] == "jobs.tasks.cancel_remote"]
+    assert cancel["args"] == ("vastai", ref)
+    dispatch.job_cancel_remote(provider_name="vastai", ref=ref)
+    wait_for(lambda: generations(gpu)[0].error, timeout=15, message="the orphaned generation to end")
+    assert generations(gpu)[0].error == "Generation session interrupted."
+    worker.join(15)
+
+
+def test_a_worker_that_only_missed_beats_is_requeued_but_its_session_is_left_to_it(gpu, user, settings):
+    """A live worker whose beats were late (a slow database) stops its own generation once it sees the job
+    taken; genhub does not interrupt that session from outside, since the worker may reuse it."""
+    from django_q.models import OrmQ
+
+    job, token = claimed_job(user)
+    assert services.job_take_dispatch(job_id=job.pk, dispatch_token=token)
+    Job.objects.filter(pk=job.pk).update(provider_ref={"instance_id": 1, "session_id": "s"},
+                                         heartbeat_at=timezone.now() - timedelta(hours=1))
+
+    assert services.jobs_sweep_stale(provider_name="vastai") == 1
+    assert not [row for row in OrmQ.objects.all() if row.task["func"] == "jobs.tasks.cancel_remote"]
