@@ -40,6 +40,7 @@ at most `--time-limit`):
 import argparse
 import bisect
 import io
+import itertools
 import logging
 import random
 import shutil
@@ -332,6 +333,7 @@ class RunResult:
     cluster_starts: int
     timed_out: bool
     log: Path
+    gaps: dict  # stage -> seconds, per replacement (see `replacement_gaps`)
 
 
 def submit(owner, provider: str, count: int, seed_base: int):
@@ -410,6 +412,7 @@ def run(args, *, faults: bool, fault_window: float, label: str, disk: "MediaDisk
             failures = {p: Counter(b.jobs.filter(status=Job.Status.FAILED).values_list("error_code", flat=True))
                         for p, b in batches.items()}
             recoveries, replacements = recovery_times(loop["injections"])
+            gaps = replacement_gaps()
             unowned, not_destroyed = leaks(vast)
             return RunResult(
                 label=label, makespan=makespan, jobs=jobs, missing=missing,
@@ -421,7 +424,7 @@ def run(args, *, faults: bool, fault_window: float, label: str, disk: "MediaDisk
                 injections=loop["injections"], recoveries=recoveries, replacements=replacements, failures=failures,
                 unowned=unowned, not_destroyed=not_destroyed, rented=len(vast.instances),
                 most_alive=loop["most_alive"], inapplicable=loop["inapplicable"], cluster_starts=cluster.starts,
-                timed_out=loop["timed_out"], log=log)
+                timed_out=loop["timed_out"], log=log, gaps=gaps)
         finally:
             if cluster is not None:
                 cluster.stop()
@@ -495,6 +498,38 @@ def recovery_times(injections: list[Injection]):
     return recoveries, replacements
 
 
+STAGES = ("detect", "buy", "boot", "start")
+
+
+def replacement_gaps() -> dict:
+    """For each instance after the first, the stretch with no GPU for the vastai work, by stage:
+
+    - detect: the old instance given up (→ `destroying`) → the replacement requested (a new row);
+    - buy: requested → rented (search, create; an unanswered create and its adoption land here);
+    - boot: rented → SwarmUI ready (the simulated machine's own boot, plus genhub's polling of it);
+    - start: ready → the first job placed on it (the self-test, then dispatch).
+    Stages are measured from the database's own timestamps."""
+    from django.db.models import Min
+
+    from gpu_instances.models import InstanceEvent
+
+    def first_event(instance, **fields):
+        return InstanceEvent.objects.filter(instance=instance, **fields).aggregate(at=Min("at"))["at"]
+
+    rows = list(GpuInstance.objects.exclude(label="").filter(state_changed_at__isnull=False).order_by("created_at"))
+    gaps = defaultdict(list)
+    for previous, instance in itertools.pairwise(rows):
+        lost = first_event(previous, to_state=GpuInstance.State.DESTROYING)
+        rented = first_event(instance, to_state=GpuInstance.State.LOADING)
+        first_job = Job.objects.filter(instance=instance).aggregate(at=Min("started_at"))["at"]
+        marks = [lost, instance.created_at, rented, instance.ready_at, first_job]
+        if None in marks:
+            continue  # released unrented, or never served: no stretch of its own to measure
+        for stage, (start, end) in zip(STAGES, itertools.pairwise(marks), strict=True):
+            gaps[stage].append(max(0.0, (end - start).total_seconds()))
+    return gaps
+
+
 def live_labelled(vast: VastAISimulator) -> set[int]:
     return {r["id"] for r in vast.instance_records()
             if r["label"] == settings.GENHUB_INSTANCE_LABEL and r["state"] not in ("destroyed", "vanished")}
@@ -561,6 +596,11 @@ def report(result: RunResult, baseline: RunResult | None):
             if skipped:
                 line += f" (drawn {skipped}× when it could not apply)"
             print(line)
+    if result.gaps.get("detect"):
+        stages = ", ".join(f"{stage} {sum(result.gaps[stage]):.0f} s (median "
+                           f"{statistics.median(result.gaps[stage]):.1f})" for stage in STAGES)
+        total = sum(sum(values) for values in result.gaps.values())
+        print(f"  no GPU between instances: {total:.0f} s over {len(result.gaps['detect'])} replacements — {stages}")
     if baseline is not None:
         print(f"  makespan vs fault-free: {result.makespan:.1f} / {baseline.makespan:.1f} s = "
               f"{result.makespan / baseline.makespan:.2f}× (goal ≤ 1.3)")
