@@ -251,7 +251,9 @@ def test_a_batch_on_a_real_cluster_posts_its_jobs_and_its_end_to_the_webhook(api
     final = next(b for b in bodies if b["event"] == "batch.finished")
     assert final["batch"]["status"] == "succeeded"
     assert all(job["output_url"] for job in final["jobs"])
-    assert WebhookDelivery.objects.filter(delivered_at__isnull=True).count() == 0
+    # The receiver has the POST before the cluster records its answer: wait for the record, not a moment.
+    wait_for(lambda: not WebhookDelivery.objects.filter(delivered_at__isnull=True).exists(), timeout=30,
+             message="every delivery to be recorded as delivered")
 
 
 class RedirectingReceiver(WebhookReceiver):
