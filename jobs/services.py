@@ -653,7 +653,7 @@ def batch_set_deadline(*, batch: BatchRun, deadline) -> BatchRun:
 def jobs_sweep_stale(*, now=None, provider_name: str | None = None) -> int:
     """Running jobs whose worker died: its process is gone from this machine (seen at once), or its
     heartbeat stopped for GENHUB_STALE_JOB_SECONDS (a few missed beats; a worker on another machine).
-    Back to the queue; the attempt counts only if a worker had started it.
+    Back to the queue; the attempt counts only if the work had started (below).
 
     - A job dispatched but never taken by a worker (its `run_job` task was lost with a killed cluster)
       goes back without using an attempt; if the old task is delivered later, its token no longer
