@@ -267,9 +267,16 @@ class SearchQuotaExceeded(ProviderError):
         self.resets_at = resets_at
 
 
+# A reset vast dates up to this far in our past has just happened by its clock (clocks differ by seconds):
+# search again after QUOTA_JUST_RESET_RETRY rather than wait for midnight.
+QUOTA_CLOCK_SKEW = timedelta(minutes=5)
+QUOTA_JUST_RESET_RETRY = timedelta(minutes=1)
+
+
 def quota_reset_time(header: str | None, *, now: datetime | None = None) -> datetime:
     """When the search quota resets: `X-RateLimit-Reset` if it reads as a time (epoch seconds, seconds from
-    now, or an HTTP date) within the next day, else the next UTC midnight, where vast says it resets."""
+    now, or an HTTP date) within the next day, else the next UTC midnight, where vast says it resets. A
+    reset dated a few minutes ago at most is a difference of clocks: a minute from now."""
     now = now or datetime.now(UTC)
     midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     value = (header or "").strip()
@@ -282,6 +289,8 @@ def quota_reset_time(header: str | None, *, now: datetime | None = None) -> date
             reset = parsedate_to_datetime(value) if value else None
         except (TypeError, ValueError):
             reset = None
+    if reset is not None and reset.tzinfo is not None and now - QUOTA_CLOCK_SKEW <= reset <= now:
+        return now + QUOTA_JUST_RESET_RETRY
     if reset is None or reset.tzinfo is None or not now < reset <= now + timedelta(days=1, hours=1):
         return midnight
     return reset

@@ -361,6 +361,8 @@ class VastAISimulator(Simulator):
         if route is None:
             return request.send_json(404, {"success": False, "error": "not_found", "msg": f"No route {path}"})
         endpoint, handler, arg = route
+        if endpoint == "search" and self._quota_reset_at is not None and time.time() >= self._quota_reset_at:
+            self._quota_reset_at = None  # vast resets the quota at the time it announced, by itself
         if endpoint == "search" and self._quota_reset_at is not None:
             return request.send_json(
                 429, {"success": False, "error": "search_quota_exceeded",

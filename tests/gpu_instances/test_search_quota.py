@@ -1,5 +1,6 @@
 """vast's daily search quota: never retried, recorded for every process, alerted on, and a reason to fall back."""
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from jobs import services
 from jobs.alerts import alerts_check
 from jobs.models import Alert, BatchRun, Job
 from providers.vastai import OfferFilters, SearchQuotaExceeded, quota_reset_time
+from tests.conftest import wait_for
 from tests.jobs.factories import make_batch
 
 pytestmark = pytest.mark.django_db
@@ -49,6 +51,20 @@ def test_the_reset_time_is_the_next_utc_midnight_unless_vast_says_otherwise():
     assert quota_reset_time(str(now.timestamp() + 60), now=now) == now + timedelta(minutes=1)
     assert quota_reset_time("garbage", now=now) == datetime(2026, 12, 2, tzinfo=UTC)
     assert quota_reset_time(str(now.timestamp() + 5 * 86400), now=now) == datetime(2026, 12, 2, tzinfo=UTC)
+
+
+def test_a_reset_vast_dates_seconds_ago_is_a_difference_of_clocks_not_a_reason_to_wait_for_midnight():
+    now = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
+    assert quota_reset_time(str(now.timestamp() - 4), now=now) == now + timedelta(minutes=1)
+    assert quota_reset_time(str(now.timestamp() - 3 * 3600), now=now) == datetime(2026, 12, 2, tzinfo=UTC)
+
+
+def test_the_simulated_quota_resets_by_itself_at_the_time_it_announced(vast_sim, vast_sim_client):
+    vast_sim.exhaust_search_quota(reset_at=time.time() + 0.5)
+    with pytest.raises(SearchQuotaExceeded):
+        vast_sim_client.search_offers(OfferFilters())
+    wait_for(lambda: time.time() > vast_sim._quota_reset_at, timeout=5, message="the announced reset")
+    assert vast_sim_client.search_offers(OfferFilters())
 
 
 def test_a_used_up_quota_stops_every_search_until_it_resets_and_raises_an_alert(vast_sim, demand):
