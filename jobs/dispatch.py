@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from genhub.db import DatabaseError, reconnect, with_reconnect
 from genhub.leases import HeldLease
+from genhub.memory import release_freed_memory
 from jobs import artifacts, batch_events, budget, costs, pending_results, services
 from jobs.deadline import deadlines_enforce
 from jobs.models import Job
@@ -84,6 +85,7 @@ def provider_pump(*, provider_name: str, wait: float = 0.0) -> str:
         try:
             if collector:
                 collector.close()  # every clip collected so far is recorded before the lease goes
+                release_freed_memory()  # the decode buffers, so this worker does not keep its high-water mark
         finally:
             if not released:
                 # Out of time: hand over to a fresh task while work remains or was asked for. Not after a bug

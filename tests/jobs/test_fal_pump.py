@@ -213,6 +213,7 @@ def test_the_pumps_http_threads_are_kept_from_pass_to_pass():
 
 
 def test_passes_start_one_poll_interval_apart_however_long_a_pass_takes(monkeypatch, settings):
+    import itertools
     import threading
 
     from jobs import dispatch
@@ -230,6 +231,6 @@ def test_passes_start_one_poll_interval_apart_however_long_a_pass_takes(monkeypa
     monkeypatch.setattr(dispatch, "_has_unfinished", lambda name: False)  # no hand-over task afterwards
     dispatch.provider_pump(provider_name="fal")
 
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(gaps) >= 2
     assert all(0.28 <= gap < 0.45 for gap in gaps), gaps  # 0.3 apart, not 0.3 + 0.2
