@@ -5,10 +5,12 @@ Sections (all by default; `--only NAME …` runs some):
 - `makespan`: the fal pump alone at 40 in flight against the simulated fal, 200 and 1,000 jobs, one cluster.
   The simulator starts a request on its clock when it is submitted (queue, then run seconds); the ideal is
   ceil(n / 40) × (queue + run) — every slot busy from the first submit to the last result.
-- `create`: a 10,000-item batch through `POST /api/batches/` (625 uploaded images × 16 seeds; see
-  `create_by_url_or_append` for the by-URL / append hook), its time and SQL queries; then server time and
-  bytes of the batch page, its other pages, the API's batch and a page of jobs, and live-page polls
-  (`?since=`) every 2 s while a writer changes 20 jobs per second through the services.
+- `create`: a 10,000-item batch (625 images × 16 seeds) made twice, each way's time and SQL queries:
+  by appending uploads (`POST /api/batches/` with the first piece, then `POST /api/batches/{id}/items/`
+  pieces of ≤ `--piece` items), and by URL (one request of 10,000 items naming images on a local HTTP
+  server, then the background fetcher's time and queries). The appended batch is cancelled; on the by-URL
+  one: server time and bytes of the batch page, its other pages, the API's batch and a page of jobs, and
+  live-page polls (`?since=`) every 2 s while a writer changes 20 jobs per second through the services.
 - `run`: that batch on the simulated fal with two task clusters: time to first job started, the makespan
   against the simulator's ideal, and the clusters' memory (RSS, main process + workers) at start and end.
 - `list`: 1,000,000 jobs in 1,000 batches bulk-inserted with `generate_series`; the batch list's server time.
@@ -31,6 +33,7 @@ from pathlib import Path
 os.environ.setdefault("GENHUB_MAX_BATCH_ITEMS", "10000")  # before Django reads its settings
 
 from benchmarks.harness import cluster, median, scratch_database, wait_until
+from benchmarks.image_urls import fetch_all, image_server, timed
 
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
@@ -54,19 +57,49 @@ S = Job.Status
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (the cluster's workers), from /proc."""
-    total, todo = 0, [pid]
+def process_tree(pid: int) -> list[dict]:
+    """A process and all its descendants (a cluster: main → sentinel → pusher, monitor, workers), each with
+    its resident memory, threads and CPU seconds, from /proc; depth-first, children in pid order."""
+    found, todo = [], [(pid, 0)]
+    tick = os.sysconf("SC_CLK_TCK")
     while todo:
-        current = todo.pop()
+        current, depth = todo.pop()
         try:
-            status = Path(f"/proc/{current}/status").read_text()
-            total += int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1])
-            for task in Path(f"/proc/{current}/task").iterdir():
-                todo += [int(child) for child in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError, StopIteration):
+            status = dict(line.split(":", 1) for line in Path(f"/proc/{current}/status").read_text().splitlines())
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = sorted(int(child) for task in Path(f"/proc/{current}/task").iterdir()
+                              for child in (task / "children").read_text().split())
+            # PSS: each shared page (libraries, what a worker inherited from the fork) divided among the
+            # processes sharing it. A sum of RSS counts such a page once per process.
+            rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-    return total / 1024
+        pss = next(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:"))
+        found.append({"pid": current, "depth": depth, "rss_mb": int(status["VmRSS"].split()[0]) / 1024,
+                      "pss_mb": pss / 1024, "threads": int(status["Threads"]),
+                      "cpu_s": (int(fields[11]) + int(fields[12])) / tick})
+        todo += [(child, depth + 1) for child in reversed(children)]
+    return found
+
+
+def rss_mb(pid: int, kind: str = "rss_mb") -> float:
+    """Resident memory of a process and all its descendants (the cluster's workers): the sum of their RSS,
+    or with kind="pss_mb" of their PSS (what the cluster really holds)."""
+    return sum(process[kind] for process in process_tree(pid))
+
+
+def memory(pids: list[int]) -> str:
+    return ", ".join(f"{rss_mb(pid):.0f} MB RSS / {rss_mb(pid, 'pss_mb'):.0f} MB PSS" for pid in pids)
+
+
+def print_processes(label: str, pids: list[int]) -> None:
+    """Per-process RSS of each cluster: which process grows (a worker, the one running the pump, the
+    sentinel) is what tells a leak from a warm-up."""
+    for number, pid in enumerate(pids, start=1):
+        roles = {0: "main ", 1: "sentinel "}  # the sentinel's children: pusher, monitor, workers
+        parts = [f"{roles.get(p['depth'], '')}{p['pid']} {p['rss_mb']:.0f}/{p['pss_mb']:.0f} MB {p['threads']}t "
+                 f"{p['cpu_s']:.0f}s" for p in process_tree(pid)]
+        print(f"  {label}, cluster {number} (pid RSS/PSS threads CPU): {'; '.join(parts)}")
 
 
 def timed_get(client, url: str, repeats: int = 5) -> tuple[float, int, int]:
@@ -128,33 +161,62 @@ def section_makespan(owner, sizes: list[int], queue: float, run: float, poll: fl
         sim.stop()
 
 
-def create_by_url_or_append(client, images: int, seeds: int) -> dict:
-    """Creates the 10,000-item batch. HOOK for the lead: once `POST /api/batches/{id}/items/` (append) and
-    items with `image_url` land (issue 13 item 3, another branch), add their runs here — 10,000 URLs served
-    by a local HTTP server, and 10,000 uploads sent in pieces of ≤ 1,000 — and report both the same way.
-    Until then: one upload request of `images` distinct images × `seeds` seeds each."""
-    datas = [make_image(width=320, height=240, color=(i % 256, (i // 256) % 256, 70)) for i in range(images)]
-    files = [SimpleUploadedFile(f"img{i:05}.png", data, content_type="image/png") for i, data in enumerate(datas)]
-    with CaptureQueriesContext(connection) as captured:
-        started = time.perf_counter()
-        response = client.post("/api/batches/", {"provider": "fal", "prompt": "slow pan", "images": files,
-                                                 "seeds_per_image": str(seeds),
-                                                 "params": json.dumps({"num_frames": FRAMES})}, format="multipart")
-        seconds = time.perf_counter() - started
+def create_by_url(client, datas: list[bytes], seeds: int) -> str:
+    """The batch as items naming their images by URL on a local HTTP server, in one request; then the
+    background fetcher (in-process) fetches each distinct URL once. → the batch's id."""
+    with image_server(datas) as (_, urls):
+        items = [{"image_url": url, "prompt": "slow pan", "seed": seed} for url in urls for seed in range(seeds)]
+        response, seconds, queries = timed(lambda: client.post(
+            "/api/batches/", {"provider": "fal", "items": items, "params": {"num_frames": FRAMES}}, format="json"))
+        assert response.status_code == 201, response.content[:500]
+        body = response.json()
+        fetched, fetch_s, fetch_q = fetch_all()
+    print(f"by URL:     {body['total']} items ({len(datas)} URLs × {seeds} seeds) created in {seconds:.2f} s with "
+          f"{queries} SQL queries (response {len(response.content) / 1024:.0f} kB); the fetcher then fetched "
+          f"{fetched} distinct URLs in {fetch_s:.1f} s with {fetch_q} SQL queries ({fetch_q / fetched:.1f} per URL)")
+    return body["id"]
+
+
+def create_by_appending_uploads(client, datas: list[bytes], seeds: int, piece: int) -> str:
+    """The batch as uploads: created with the first piece, the rest appended (`POST /api/batches/{id}/items/`)
+    in pieces of at most `piece` items, one Idempotency-Key each, as the README tells a client to. → its id."""
+    per_piece = max(1, piece // seeds)  # images per request
+
+    def upload(start: int) -> dict:
+        files = [SimpleUploadedFile(f"img{i:05}.png", datas[i], content_type="image/png")
+                 for i in range(start, min(start + per_piece, len(datas)))]
+        return {"prompt": "slow pan", "images": files, "seeds_per_image": str(seeds)}
+
+    first = {**upload(0), "provider": "fal", "params": json.dumps({"num_frames": FRAMES})}
+    response, create_s, create_q = timed(lambda: client.post("/api/batches/", first, format="multipart"))
     assert response.status_code == 201, response.content[:500]
-    body = response.json()
-    print(f"created {body['total']} jobs ({images} uploads × {seeds} seeds) in {seconds:.2f} s with "
-          f"{len(captured)} SQL queries; the response is {len(response.content) / 1024:.0f} kB "
-          f"(first page of {len(body['jobs'])} jobs)")
-    return body
+    batch_id = response.json()["id"]
+    times, queries = [], []
+    for number, start in enumerate(range(per_piece, len(datas), per_piece), start=1):
+        fields = upload(start)
+        response, seconds, count = timed(lambda fields=fields, number=number: client.post(
+            f"/api/batches/{batch_id}/items/", fields, format="multipart", HTTP_IDEMPOTENCY_KEY=f"piece-{number}"))
+        assert response.status_code == 201, response.content[:500]
+        times.append(seconds)
+        queries.append(count)
+    total = response.json()["total"]
+    appends = (f"{len(times)} appends: median {median(times):.2f} s (max {max(times):.2f}), "
+               f"{median(queries):.0f} SQL queries (max {max(queries)})" if times else "no appends")
+    print(f"by uploads: {total} items ({len(datas)} uploads × {seeds} seeds) in {len(times) + 1} requests of ≤ "
+          f"{per_piece * seeds} items, {create_s + sum(times):.2f} s and {create_q + sum(queries)} SQL queries in all; "
+          f"creation {create_s:.2f} s, {create_q} SQL queries; {appends}")
+    return batch_id
 
 
-def section_create_and_pages(owner, images: int, seeds: int, writer_rate: int, polls: int) -> str:
-    print(f"\n## a {images * seeds}-item batch: creation, pages, polls")
+def section_create_and_pages(owner, images: int, seeds: int, piece: int, writer_rate: int, polls: int) -> str:
+    print(f"\n## a {images * seeds}-item batch: creation (by URL, and by appending uploads), pages, polls")
     client = APIClient()
     client.force_login(owner)
-    body = create_by_url_or_append(client, images, seeds)
-    batch_id = body["id"]
+    datas = [make_image(width=320, height=240, color=(i % 256, (i // 256) % 256, 70)) for i in range(images)]
+    appended = create_by_appending_uploads(client, datas, seeds, piece)
+    # The same images: stored once, by content. Only the by-URL batch goes on (pages, polls, the run).
+    services.batch_cancel(batch=BatchRun.objects.get(uuid=appended))
+    batch_id = create_by_url(client, datas, seeds)
     batch = BatchRun.objects.get(uuid=batch_id)
     pages = [
         ("batch page (first 50 cards)", f"/batches/{batch_id}/"),
@@ -215,7 +277,7 @@ def section_create_and_pages(owner, images: int, seeds: int, writer_rate: int, p
     return batch_id
 
 
-def section_run(batch_uuid: str, queue: float, run: float, poll: float, timeout: float):
+def section_run(batch_uuid: str, queue: float, run: float, poll: float, timeout: float, rss_every: float):
     batch = BatchRun.objects.get(uuid=batch_uuid)
     services.batch_retry_failed(batch=batch)
     # The poll section moved some jobs along by hand: start this run from a fresh queue.
@@ -234,20 +296,30 @@ def section_run(batch_uuid: str, queue: float, run: float, poll: float, timeout:
 
             pump_task.enqueue("fal")
             time.sleep(3)
-            rss_start = [rss_mb(c.pid) for c in clusters]
+            pids = [c.pid for c in clusters]
+            rss_start = memory(pids)
             first = wait_until(lambda: batch.jobs.filter(started_at__isnull=False).aggregate(m=Min("started_at"))["m"],
                                timeout=120)
             # A second sample once every worker has run tasks (imported av, PIL, …): growth from there on is
             # what "flat" is about.
             warm = min(60.0, timeout / 4)
             time.sleep(warm)
-            rss_warm = [rss_mb(c.pid) for c in clusters]
-            try:
-                wait_until(lambda: all_finished(batch), timeout=timeout - warm, interval=1.0)
-                finished = True
-            except TimeoutError:
-                finished = False
-            rss_end = [rss_mb(c.pid) for c in clusters]
+            rss_warm = memory(pids)
+            print_processes(f"after {warm:.0f} s", pids)
+            # The curve between, one line a minute: growth that levels off is a warm-up, growth that
+            # keeps pace with the jobs done is a leak.
+            deadline = time.monotonic() + timeout - warm
+            finished = False
+            while not finished and time.monotonic() < deadline:
+                try:
+                    wait_until(lambda: all_finished(batch), timeout=min(rss_every, deadline - time.monotonic()),
+                               interval=1.0)
+                    finished = True
+                except TimeoutError:
+                    done = batch.jobs.filter(status=S.SUCCEEDED).count()
+                    print(f"  at {time.time() - started_at:.0f} s, {done} succeeded: clusters {memory(pids)}")
+            rss_end = memory(pids)
+            print_processes("end", pids)
             done = batch.jobs.filter(status=S.SUCCEEDED).count()
             last = batch.jobs.aggregate(m=Max("finished_at"))["m"]
             span = last.timestamp() - started_at if last else float("nan")
@@ -255,9 +327,8 @@ def section_run(batch_uuid: str, queue: float, run: float, poll: float, timeout:
             print(f"time to first job started: {first.timestamp() - started_at:.2f} s after the clusters were started")
             print(f"{done} of {jobs} succeeded{'' if finished else f' before the {timeout:.0f} s limit'}: "
                   f"makespan {span:.1f} s, ideal for them {ideal:.1f} s → {span / ideal:.3f} × ideal")
-            print(f"cluster RSS (main + workers): start {', '.join(f'{m:.0f} MB' for m in rss_start)}; "
-                  f"after {warm:.0f} s {', '.join(f'{m:.0f} MB' for m in rss_warm)}; "
-                  f"end {', '.join(f'{m:.0f} MB' for m in rss_end)}")
+            print(f"clusters' memory (main + sentinel + workers): start {rss_start}; after {warm:.0f} s {rss_warm}; "
+                  f"end {rss_end}")
     finally:
         sim.stop()
 
@@ -317,11 +388,13 @@ def main():
     parser.add_argument("--poll", type=float, default=0.25, help="FAL_POLL_INTERVAL for the clusters")
     parser.add_argument("--images", type=int, default=625)
     parser.add_argument("--seeds", type=int, default=16)
+    parser.add_argument("--piece", type=int, default=1_000, help="items per request when appending uploads")
     parser.add_argument("--writer-rate", type=int, default=20)
     parser.add_argument("--polls", type=int, default=10)
     parser.add_argument("--big-queue", type=float, default=0.5, help="queue seconds for the 10,000-job run")
     parser.add_argument("--big-run", type=float, default=1.5, help="run seconds for the 10,000-job run")
     parser.add_argument("--run-timeout", type=float, default=1800)
+    parser.add_argument("--rss-every", type=float, default=60, help="seconds between RSS lines during the run")
     parser.add_argument("--list-jobs", type=int, default=1_000_000)
     parser.add_argument("--list-batches", type=int, default=1_000)
     args = parser.parse_args()
@@ -335,9 +408,10 @@ def main():
             section_makespan(owner, args.sizes, args.queue, args.run, args.poll)
         batch_uuid = None
         if wanted("create") or wanted("run"):
-            batch_uuid = section_create_and_pages(owner, args.images, args.seeds, args.writer_rate, args.polls)
+            batch_uuid = section_create_and_pages(owner, args.images, args.seeds, args.piece, args.writer_rate,
+                                                  args.polls)
         if wanted("run"):
-            section_run(batch_uuid, args.big_queue, args.big_run, args.poll, args.run_timeout)
+            section_run(batch_uuid, args.big_queue, args.big_run, args.poll, args.run_timeout, args.rss_every)
         if wanted("list"):
             section_list(owner, args.list_jobs, args.list_batches)
 

@@ -8,6 +8,7 @@ own cost per image, not a network's.
 """
 
 import argparse
+import contextlib
 import io
 import time
 
@@ -16,7 +17,6 @@ from benchmarks.harness import median, scratch_database
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.db import connection  # noqa: E402
-from django.test.utils import CaptureQueriesContext  # noqa: E402
 from PIL import Image  # noqa: E402
 from rest_framework.test import APIClient  # noqa: E402
 
@@ -31,58 +31,76 @@ def distinct_png(i: int) -> bytes:
     return buffer.getvalue()
 
 
+@contextlib.contextmanager
+def image_server(images: list[bytes]):
+    """A local HTTP server on 127.0.0.1 serving `images` → (server, their URLs in order)."""
+    server = ImageServer()
+    server.files.update({f"/img{i:05}.png": data for i, data in enumerate(images)})
+    try:
+        yield server, [f"{server.url}/img{i:05}.png" for i in range(len(images))]
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def statements_counted():
+    """Counts every SQL statement on this connection (CaptureQueriesContext keeps only the last 9,000)."""
+    counted = [0]
+
+    def count(execute, sql, params, many, context):
+        counted[0] += 1
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(count):
+        yield counted
+
+
+def timed(call):
+    """→ (what `call()` returned, its seconds, its SQL statements)."""
+    with statements_counted() as counted:
+        started = time.perf_counter()
+        response = call()
+        return response, time.perf_counter() - started, counted[0]
+
+
+def fetch_all() -> tuple[int, float, int]:
+    """Runs the background fetcher in-process until no job waits for its image → (URLs settled, seconds,
+    SQL statements)."""
+    fetched, seconds, statements = timed(fetching.fetch_waiting)
+    assert not Job.objects.filter(status=Job.Status.FETCHING).exists()
+    return fetched, seconds, statements
+
+
 def run(items: int, piece: int, concurrency: int):
     settings.GENHUB_MAX_BATCH_ITEMS = items
     settings.GENHUB_IMAGE_FETCH_CONCURRENCY = concurrency
-    server = ImageServer()
-    server.files.update({f"/img{i:05}.png": distinct_png(i) for i in range(items)})
-    urls = [f"{server.url}/img{i:05}.png" for i in range(items)]
-    try:
-        with scratch_database():
-            user = get_user_model().objects.create_user("bench", password="bench-password-1")
-            client = APIClient()
-            client.force_login(user)
+    with image_server([distinct_png(i) for i in range(items)]) as (server, urls), scratch_database():
+        user = get_user_model().objects.create_user("bench", password="bench-password-1")
+        client = APIClient()
+        client.force_login(user)
 
-            def timed(call):
-                with CaptureQueriesContext(connection) as captured:
-                    started = time.perf_counter()
-                    response = call()
-                    return response, time.perf_counter() - started, len(captured)
+        first = [{"image_url": url, "prompt": "slow pan"} for url in urls[:piece]]
+        response, create_s, create_q = timed(lambda: client.post(
+            "/api/batches/", {"provider": "fal", "items": first, "params": {"num_frames": 81}}, format="json"))
+        assert response.status_code == 201, response.content[:500]
+        batch = response.json()["id"]
 
-            first = [{"image_url": url, "prompt": "slow pan"} for url in urls[:piece]]
-            response, create_s, create_q = timed(lambda: client.post(
-                "/api/batches/", {"provider": "fal", "items": first, "params": {"num_frames": 81}}, format="json"))
+        times, queries = [], []
+        for number, start in enumerate(range(piece, items, piece)):
+            body = {"items": [{"image_url": url, "prompt": "slow pan"} for url in urls[start:start + piece]]}
+            response, seconds, count = timed(lambda body=body, number=number: client.post(
+                f"/api/batches/{batch}/items/", body, format="json", HTTP_IDEMPOTENCY_KEY=f"piece-{number}"))
             assert response.status_code == 201, response.content[:500]
-            batch = response.json()["id"]
+            times.append(seconds)
+            queries.append(count)
+        replay, replay_s, replay_q = timed(lambda: client.post(
+            f"/api/batches/{batch}/items/", {"items": [{"image_url": url, "prompt": "slow pan"}
+                                                       for url in urls[piece:2 * piece]]},
+            format="json", HTTP_IDEMPOTENCY_KEY="piece-0"))
+        assert replay.status_code == 200 and Job.objects.count() == items
 
-            times, queries = [], []
-            for number, start in enumerate(range(piece, items, piece)):
-                body = {"items": [{"image_url": url, "prompt": "slow pan"} for url in urls[start:start + piece]]}
-                response, seconds, count = timed(lambda body=body, number=number: client.post(
-                    f"/api/batches/{batch}/items/", body, format="json", HTTP_IDEMPOTENCY_KEY=f"piece-{number}"))
-                assert response.status_code == 201, response.content[:500]
-                times.append(seconds)
-                queries.append(count)
-            replay, replay_s, replay_q = timed(lambda: client.post(
-                f"/api/batches/{batch}/items/", {"items": [{"image_url": url, "prompt": "slow pan"}
-                                                           for url in urls[piece:2 * piece]]},
-                format="json", HTTP_IDEMPOTENCY_KEY="piece-0"))
-            assert replay.status_code == 200 and Job.objects.count() == items
-
-            statements = []
-
-            def count(execute, sql, params, many, context):
-                statements.append(1)
-                return execute(sql, params, many, context)
-
-            with connection.execute_wrapper(count):  # CaptureQueriesContext keeps only the last 9,000
-                started = time.perf_counter()
-                fetched = fetching.fetch_waiting()
-                fetch_s = time.perf_counter() - started
-            assert fetched == items and not Job.objects.filter(status=Job.Status.FETCHING).exists()
-            fetch_q = len(statements)
-    finally:
-        server.stop()
+        fetched, fetch_s, fetch_q = fetch_all()
+        assert fetched == items
     print(f"batch:                          {items} items by URL, sent as 1 creation + {len(times)} appends of {piece}")
     print(f"creation, {piece} items:          {create_s:.2f} s, {create_q} SQL queries")
     print(f"append, {piece} items (median):   {median(times):.2f} s (max {max(times):.2f}), "

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from genhub.db import DatabaseError, reconnect, with_reconnect
 from genhub.leases import HeldLease
+from genhub.memory import release_freed_memory
 from jobs import artifacts, batch_events, budget, costs, pending_results, services
 from jobs.deadline import deadlines_enforce
 from jobs.models import Job
@@ -44,6 +45,8 @@ BILLED_FAILURES = {"bad_output", "output_mismatch", "result_unavailable"}
 RESULT_FETCH_MAX_DELAY = 300.0
 # How often a worker looks whether its job was cancelled (a cheap read): the GPU is freed within about this.
 CANCEL_CHECK_SECONDS = 1.0
+# The least pause between two passes of a pump, whatever its interval and however long the pass took.
+MIN_PASS_GAP_SECONDS = 0.05
 
 
 def provider_pump(*, provider_name: str, wait: float = 0.0) -> str:
@@ -64,6 +67,7 @@ def provider_pump(*, provider_name: str, wait: float = 0.0) -> str:
     try:
         while not lease.lost.is_set():
             passes += 1
+            pass_started = time.monotonic()
             more = _guarded_pass(provider, collector)
             if time.monotonic() >= deadline:
                 break
@@ -72,12 +76,17 @@ def provider_pump(*, provider_name: str, wait: float = 0.0) -> str:
                     released = True
                     break
                 continue  # a wake-up arrived while this pass ran: make another
-            lease.nap(provider.poll_interval())
+            # The interval runs from the start of one pass to the start of the next, so a request is seen
+            # done within one interval of finishing however long the pass took (40 status calls to fal take
+            # a good part of a second); a floor leaves the database and the remote a breath between passes.
+            # A wake-up (new work, a job handed back) ends the rest early.
+            lease.nap(max(MIN_PASS_GAP_SECONDS, provider.poll_interval() - (time.monotonic() - pass_started)))
         clean = True
     finally:
         try:
             if collector:
                 collector.close()  # every clip collected so far is recorded before the lease goes
+                release_freed_memory()  # the decode buffers, so this worker does not keep its high-water mark
         finally:
             if not released:
                 # Out of time: hand over to a fresh task while work remains or was asked for. Not after a bug
@@ -152,15 +161,21 @@ def _polled_pass(provider: Provider, collector: "_Collector", *, hold: str | Non
     holds new paid work first (the storage hold, checked again each time)."""
     settled = collector.harvest()
     if not hold:
-        _submit_queued(provider, extra=collector.count)
-    ended, finished = _follow_in_flight(provider, skip=collector.ids)
-    for job, completed in finished:
-        collector.add(job, completed)
-    early = _room_for(collector.count)
-    if not early:
+        _submit_queued(provider, extra=collector.count, fanout=collector.fanout)
+    ended, finished = _follow_in_flight(provider, skip=collector.ids, fanout=collector.fanout)
+    room = _room_for(collector.count + len(finished))
+    if not room:
+        for job, completed in finished:
+            collector.add(job, completed)
         settled += collector.harvest(wait=True)
     if (settled or ended or finished) and not storage_problem():
-        _submit_queued(provider, extra=collector.count)
+        # The freed slots are bought back before their clips are collected: a paid slot at fal idles while
+        # genhub submits, whereas a clip fetched a fraction of a second later costs nothing, and the
+        # collector's downloads and decodes would otherwise compete with the submits for this process.
+        _submit_queued(provider, extra=collector.count + (len(finished) if room else 0), fanout=collector.fanout)
+    if room:
+        for job, completed in finished:
+            collector.add(job, completed)
     if once:
         collector.close()
 
@@ -168,11 +183,15 @@ def _polled_pass(provider: Provider, collector: "_Collector", *, hold: str | Non
 class _Collector:
     """Fetches and checks completed requests' clips over a few threads, in the background of the pump's
     passes; `harvest` records the ones done (on the pump's thread: the threads never touch the database).
-    A job being collected is still `running`, but holds no slot at the remote (`count`)."""
+    A job being collected is still `running`, but holds no slot at the remote (`count`).
+
+    It also holds the pump's `fanout` threads for submits and status checks: both live as long as the
+    pump, so each thread keeps its HTTP connections (providers/http.py: a session per thread)."""
 
     def __init__(self, provider: Provider):
         self.provider = provider
         self.pool = None
+        self.fanout = _Fanout(f"fanout-{provider.name}")
         self.pending: dict[int, tuple[Job, object]] = {}
 
     @property
@@ -205,9 +224,34 @@ class _Collector:
         try:
             self.harvest(wait=True)
         finally:
+            self.fanout.close()
             if self.pool is not None:
                 self.pool.shutdown(wait=True)
                 self.pool = None
+
+
+class _Fanout:
+    """A few threads for a pump's HTTP calls, kept from pass to pass.
+
+    Each thread has its own HTTP session, so a pool made afresh for every call (every pass, every
+    FAL_POLL_INTERVAL) would connect — TCP and TLS to fal — again for each of its calls, and start and
+    stop its threads each time; kept, the threads reuse their connections."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.pool = None
+
+    def map(self, call, jobs: list[Job]) -> list:
+        if len(jobs) <= 1:
+            return [_guarded(call, job) for job in jobs]
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=HTTP_THREADS, thread_name_prefix=self.name)
+        return list(self.pool.map(lambda job: _guarded(call, job), jobs))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
 
 
 # Room a clip is assumed to need before it is stored: far above a real 5 s clip (a few MB), so new work
@@ -239,7 +283,7 @@ def _next_queued(provider: Provider, limit: int) -> list[int]:
 # --- polled providers ---------------------------------------------------------------------
 
 
-def _submit_queued(provider: Provider, *, extra: int = 0) -> None:
+def _submit_queued(provider: Provider, *, extra: int = 0, fanout: "_Fanout | None" = None) -> None:
     """Claims what the free slots allow in one set-based UPDATE, submits over a few threads and records
     the accepted requests in one UPDATE: a bounded number of queries whatever the count."""
     claimed = services.jobs_claim_next(provider_name=provider.name,
@@ -247,7 +291,7 @@ def _submit_queued(provider: Provider, *, extra: int = 0) -> None:
     if not claimed:
         return
     jobs = list(Job.objects.filter(pk__in=claimed).order_by("batch_id", "position", "id"))
-    outcomes = _fan_out(lambda job: provider.submit(generation_request(job)), jobs)
+    outcomes = _fan_out(lambda job: provider.submit(generation_request(job)), jobs, fanout)
     submitted = [(job, outcome) for job, outcome in zip(jobs, outcomes, strict=True) if isinstance(outcome, Submitted)]
     recorded = services.jobs_record_submissions(
         submitted=[(job.pk, job.claims, outcome.external_id, outcome.ref) for job, outcome in submitted])
@@ -260,7 +304,7 @@ def _submit_queued(provider: Provider, *, extra: int = 0) -> None:
             _settle(job, outcome)
 
 
-def _follow_in_flight(provider: Provider, skip=()) -> tuple[int, list]:
+def _follow_in_flight(provider: Provider, skip=(), fanout: "_Fanout | None" = None) -> tuple[int, list]:
     """Polls every request in flight (but those in `skip`, being collected); settles those that failed or
     ran out of time. → (how many of those ended, the (job, Completed) pairs whose clips are to be
     collected)."""
@@ -281,7 +325,7 @@ def _follow_in_flight(provider: Provider, skip=()) -> tuple[int, list]:
     # Status only (one small call each): the slots of completed requests are refilled before their
     # outputs are fetched and decoded (_polled_pass, _Collector). Overdue requests are checked too before
     # they are cancelled: one that completed meanwhile is paid for and is collected, not thrown away.
-    outcomes = _fan_out(lambda job: provider.check(job.provider_ref, collect=False), jobs)
+    outcomes = _fan_out(lambda job: provider.check(job.provider_ref, collect=False), jobs, fanout)
     beats = _Beats(waiting=[job.pk for job in resting])
     ended, finished = 0, []
     for job, outcome in zip(jobs, outcomes, strict=True):
@@ -355,13 +399,15 @@ def _result_fetch_failed(provider: Provider, job: Job, error: ProviderError) -> 
     return True
 
 
-def _fan_out(call, jobs: list[Job]) -> list:
-    """Runs `call(job)` for each job over a few threads; exceptions come back as values.
+def _fan_out(call, jobs: list[Job], fanout: "_Fanout | None" = None) -> list:
+    """Runs `call(job)` for each job over a few threads (the pump's `fanout` when it has one); exceptions
+    come back as values.
 
     The threads only talk HTTP and decode video; they never touch the database, so every read and
     write stays on this thread and its connection.
     """
-
+    if fanout is not None:
+        return fanout.map(call, jobs)
     if len(jobs) <= 1:
         return [_guarded(call, job) for job in jobs]
     with ThreadPoolExecutor(max_workers=min(HTTP_THREADS, len(jobs))) as pool:

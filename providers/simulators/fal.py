@@ -7,7 +7,9 @@
 - inputs are validated by the "runner" (after submit), as fal does: a bad input is a 422 result.
 - outputs are real MP4s made from the input image, served from `/files/…` without auth (a CDN), at the
   size fal renders: the resolution's short side (480p → 480 px), the long side following the image's
-  aspect (`aspect_ratio: "auto"`) or the ratio asked for, rounded to a multiple of 16.
+  aspect (`aspect_ratio: "auto"`) or the ratio asked for, rounded to a multiple of 16. fal renders on its
+  own GPUs, so a clip identical to a recent one (same image, frames, fps, size: a batch's seeds) is served
+  from a bounded cache instead of being encoded again on genhub's CPU (`media.ClipCache`).
 - an account's concurrency limit: at most `concurrency` requests are IN_PROGRESS at once (a new
   fal account has 2); the rest wait IN_QUEUE in submission order with a real `queue_position` (the
   requests ahead), and are never rejected for it. The queue moves by the clock, polled or not.
@@ -28,11 +30,11 @@ import re
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 
 from PIL import Image
 
-from providers.simulators.media import make_video
+from providers.simulators.media import ClipCache, make_video
 from providers.simulators.server import Simulator
 
 FAULT_KINDS = ("submit_429", "submit_500", "status_503", "result_500", "complete_with_error",
@@ -44,14 +46,20 @@ FILE_PATH = re.compile(r"^/files/(?P<id>[0-9a-f-]+)/output\.mp4$")
 
 class FalSimulator(Simulator):
     def __init__(self, key: str, *, port: int = 0, queue_seconds: float = 0.2, run_seconds: float = 0.5,
-                 concurrency: int = 10):
+                 concurrency: int = 10, clip_cache: int = 32):
         super().__init__(port=port)
+        self.clips = ClipCache(clip_cache)
         self.key = key
         self.queue_seconds = queue_seconds
         self.run_seconds = run_seconds
         self.concurrency = concurrency
         self.max_running = 0  # the most requests IN_PROGRESS at once so far, for assertions
         self.requests: dict[str, dict] = {}
+        # The account's queue on the simulator's clock: waiting requests in submission order, the running
+        # ones, and the moment up to which their starts and ends have been worked out (`_run_clock`).
+        self._waiting: deque[dict] = deque()
+        self._running: list[dict] = []
+        self._clock = 0.0
         self.submits = Counter()  # endpoint id → number of accepted submits
         self.calls: list[tuple[str, str]] = []  # (method, path) of every call, for assertions
         self._faults = Counter()
@@ -124,7 +132,9 @@ class FalSimulator(Simulator):
         record["bad_video"] = self._take_fault("bad_video")
         record["contradicting"] = self._take_fault("contradicting_output")
         with self._lock:
+            record["submitted"] = time.monotonic()  # under the lock: submission order is queue order
             self.requests[request_id] = record
+            self._waiting.append(record)
             self.submits[endpoint] += 1
         return request.send_json(200, {
             "status": "IN_QUEUE", "request_id": request_id, "response_url": base,
@@ -134,25 +144,44 @@ class FalSimulator(Simulator):
     def _advance(self, record: dict) -> str:
         """Moves every request along its life by the clock (the queue moves whoever polls); returns
         `record`'s fal status."""
-        now = time.monotonic()
         with self._lock:
-            ordered = sorted(self.requests.values(), key=lambda r: r["submitted"])
-            for r in ordered:  # finish first, so a slot freed now goes to the next in line
-                if r["started"] and r["finished"] is None and now - r["started"] >= self.run_seconds:
-                    r["finished"] = r["started"] + self.run_seconds
-                    if r["error"] is None:
-                        r["error"] = self._runner_validate(r["payload"])
-            running = sum(1 for r in ordered if r["started"] and r["finished"] is None)
-            for r in ordered:  # first in, first out, up to the account's concurrency
-                if running >= self.concurrency:
-                    break
-                if r["started"] is None and r["finished"] is None and now - r["submitted"] >= self.queue_seconds:
-                    r["started"] = now
-                    running += 1
-            self.max_running = max(self.max_running, running)
+            self._run_clock(time.monotonic())
         if record["finished"] is not None:
             return "COMPLETED"
         return "IN_PROGRESS" if record["started"] else "IN_QUEUE"
+
+    def _run_clock(self, now: float) -> None:
+        """Works out every start and end up to `now` at the moments they happened, not at the moment
+        someone asks: fal's runners take the next request as soon as a slot frees and its queue time is
+        over, polled or not. So a request starts at max(submitted + queue_seconds, the moment a slot freed)
+        and ends run_seconds later; a slot freed at an instant goes to the next in line first (FIFO).
+        A cancelled request (`finished` set by the cancel route) frees its slot or leaves the line."""
+        running = [r for r in self._running if r["finished"] is None]
+        waiting = self._waiting
+        at = self._clock
+        while True:
+            while waiting and waiting[0]["finished"] is not None:
+                waiting.popleft()
+            first_done = min(running, key=lambda r: r["started"]) if running else None
+            end_at = first_done["started"] + self.run_seconds if first_done else float("inf")
+            start_at = float("inf")
+            if waiting and len(running) < self.concurrency:
+                start_at = max(waiting[0]["submitted"] + self.queue_seconds, at)
+            at = min(end_at, start_at)
+            if at > now:
+                break
+            if end_at <= start_at:  # ends first, so a slot freed now goes to the next in line
+                running.remove(first_done)
+                first_done["finished"] = end_at
+                if first_done["error"] is None:
+                    first_done["error"] = self._runner_validate(first_done["payload"])
+            else:
+                started = waiting.popleft()
+                started["started"] = start_at
+                running.append(started)
+                self.max_running = max(self.max_running, len(running))
+        self._running = running
+        self._clock = now
 
     @staticmethod
     def _runner_validate(payload: dict):
@@ -219,23 +248,30 @@ class FalSimulator(Simulator):
 
     def _position(self, record: dict) -> int:
         with self._lock:
-            return sum(1 for r in self.requests.values()
-                       if r["started"] is None and r["finished"] is None and r["submitted"] < record["submitted"])
+            return sum(1 for r in self._waiting
+                       if r["finished"] is None and r["submitted"] < record["submitted"])
 
     def _serve_file(self, request, request_id: str):
         record = self.requests.get(request_id)
         if not record or record["finished"] is None or record["error"]:
             return request.send_json(404, {"detail": "File not found"})
         if record["video"] is None:
-            # Rendered outside the lock: two racing downloads at worst render the same clip twice.
+            # Outside the simulator's lock; the clip cache encodes a clip once however many ask at once.
             if record["bad_video"]:
                 record["video"] = b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 512  # an MP4 header, no video
             else:
-                record["video"] = self._render(record["payload"], interpolate=record["contradicting"])
+                image, shape = self._clip(record["payload"], interpolate=record["contradicting"])
+                record["video"] = self.clips.video(image, **shape)
         return request.send_bytes(200, record["video"], "video/mp4")
 
     @staticmethod
     def _render(payload: dict, *, interpolate: bool = False) -> bytes:
+        image, shape = FalSimulator._clip(payload, interpolate=interpolate)
+        return make_video(image, **shape)
+
+    @staticmethod
+    def _clip(payload: dict, *, interpolate: bool = False) -> tuple[bytes, dict]:
+        """(image bytes, make_video's frames/fps/width/height) of the clip fal would return for `payload`."""
         image = base64.b64decode(payload["image_url"].split(",", 1)[1])
         frames, fps = payload.get("num_frames", 81), payload.get("frames_per_second", 16)
         extra = 1 if interpolate else payload.get("num_interpolated_frames", 1)
@@ -244,7 +280,7 @@ class FalSimulator(Simulator):
             if interpolate or payload.get("adjust_fps_for_interpolation", True):
                 fps = fps * (extra + 1)
         width, height = output_size(image, payload.get("resolution", "720p"), payload.get("aspect_ratio", "auto"))
-        return make_video(image, frames=frames, fps=fps, width=width, height=height)
+        return image, {"frames": frames, "fps": fps, "width": width, "height": height}
 
 
 def output_size(image: bytes, resolution: str, aspect_ratio: str) -> tuple[int, int]:

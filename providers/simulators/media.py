@@ -6,7 +6,10 @@ the real service would return, but as cheaply as possible (x264 `ultrafast`, a h
 fast encodes); each frame zooms slowly into the image.
 """
 
+import hashlib
 import io
+import threading
+from collections import OrderedDict
 
 import av
 from PIL import Image, ImageOps
@@ -38,6 +41,55 @@ def make_video(image_bytes: bytes, *, frames: int, fps: int, width: int, height:
         for packet in stream.encode():
             container.mux(packet)
     return out.getvalue()
+
+
+class ClipCache:
+    """`make_video`, remembered for the last `size` distinct clips.
+
+    A real provider renders on its own GPUs; a simulator encoding every clip on the machine that also runs
+    genhub takes CPU from genhub and skews any timing measured against it. A batch sends the same image
+    with many seeds, and the simulated clip does not depend on the seed, so most renders are repeats.
+    The key is every argument of `make_video` — the image's bytes (by hash), frames, fps, width, height —
+    which is everything the bytes depend on (x264 with fixed options is deterministic); interpolation and a
+    contradicting output are in it through the frames and fps they produce. Bounded (LRU): a batch of
+    distinct images must not keep every clip it ever rendered in memory."""
+
+    def __init__(self, size: int = 32):
+        self.size = size
+        self.renders = 0  # clips actually encoded, for assertions
+        self._clips: OrderedDict[tuple, bytes] = OrderedDict()
+        self._rendering: dict[tuple, threading.Lock] = {}  # a lock per clip being encoded
+        self._lock = threading.Lock()
+
+    def video(self, image_bytes: bytes, *, frames: int, fps: int, width: int, height: int) -> bytes:
+        key = (hashlib.sha256(image_bytes).digest(), frames, fps, width, height)
+        with self._lock:
+            if (clip := self._hit(key)) is not None:
+                return clip
+            rendering = self._rendering.setdefault(key, threading.Lock())
+        # One encode per clip: a batch's seeds of one image complete together and are downloaded at once,
+        # and each would otherwise encode the same clip. Other clips are encoded meanwhile (no global lock).
+        with rendering:
+            with self._lock:
+                if (clip := self._hit(key)) is not None:
+                    return clip
+            clip = make_video(image_bytes, frames=frames, fps=fps, width=width, height=height)
+            with self._lock:
+                self.renders += 1
+                self._clips[key] = clip
+                while len(self._clips) > self.size:
+                    self._clips.popitem(last=False)
+                self._rendering.pop(key, None)
+        return clip
+
+    def _hit(self, key: tuple) -> bytes | None:
+        clip = self._clips.get(key)
+        if clip is not None:
+            self._clips.move_to_end(key)
+        return clip
+
+    def __len__(self) -> int:
+        return len(self._clips)
 
 
 def make_image(*, width: int = 320, height: int = 240, color=(200, 120, 40), fmt: str = "PNG") -> bytes:

@@ -173,3 +173,64 @@ def test_an_unusable_clip_fal_billed_counts_in_the_jobs_cost(user, fal_sim):
     job.refresh_from_db()
     assert job.status == S.SUCCEEDED and job.attempts == 2
     assert job.cost_usd == 2 * fal_cost(job.params)  # the bad clip and the good one
+
+
+def test_a_freed_slot_is_submitted_again_before_its_clip_is_downloaded(user, fal_sim, settings):
+    settings.FAL_MAX_IN_FLIGHT = 1
+    fal_sim.queue_seconds, fal_sim.run_seconds = 0.0, 0.1
+    batch = make_batch(user, count=2)
+
+    provider_pump(provider_name="fal")
+
+    assert batch.jobs.filter(status=S.SUCCEEDED).count() == 2
+    calls = [(method, path) for method, path in fal_sim.calls
+             if method == "POST" and "/requests/" not in path or path.startswith("/files/")]
+    # submit 1, submit 2 (the slot freed by 1, bought back at once), then 1's clip, then 2's.
+    assert [method for method, _ in calls] == ["POST", "POST", "GET", "GET"]
+
+
+def test_the_pumps_http_threads_are_kept_from_pass_to_pass():
+    import threading
+
+    from jobs.dispatch import _Fanout
+
+    local = threading.local()  # what each thread keeps: its HTTP session (providers/http.py)
+    fanout = _Fanout("test")
+
+    def call(job):
+        kept = getattr(local, "marked", False)
+        local.marked = True
+        threading.Event().wait(0.02)  # long enough for the first pass to start all its threads
+        return kept
+
+    try:
+        fanout.map(call, list(range(16)))
+        second_pass = fanout.map(call, list(range(16)))
+    finally:
+        fanout.close()
+
+    assert all(second_pass)  # every call of the second pass ran on a thread that had already worked
+
+
+def test_passes_start_one_poll_interval_apart_however_long_a_pass_takes(monkeypatch, settings):
+    import itertools
+    import threading
+
+    from jobs import dispatch
+
+    settings.FAL_POLL_INTERVAL = 0.3
+    settings.GENHUB_PUMP_SECONDS = 1.2
+    starts = []
+
+    def slow_pass(provider, collector=None):
+        starts.append(dispatch.time.monotonic())
+        threading.Event().wait(0.2)  # a pass that takes two thirds of the interval
+        return True
+
+    monkeypatch.setattr(dispatch, "_pump_pass", slow_pass)
+    monkeypatch.setattr(dispatch, "_has_unfinished", lambda name: False)  # no hand-over task afterwards
+    dispatch.provider_pump(provider_name="fal")
+
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert len(gaps) >= 2
+    assert all(0.28 <= gap < 0.45 for gap in gaps), gaps  # 0.3 apart, not 0.3 + 0.2

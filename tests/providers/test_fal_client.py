@@ -211,3 +211,19 @@ def test_a_missing_key_fails_with_a_clear_configuration_error(fal_sim, settings)
 
     with pytest.raises(PermanentError, match="FAL_KEY is not set"):
         FalProvider().submit(request())
+
+
+def test_the_queue_moves_by_the_clock_not_when_someone_polls(fal_sim):
+    fal_sim.concurrency = 1
+    fal_sim.queue_seconds, fal_sim.run_seconds = 0.1, 0.2
+    provider = FalProvider()
+    first, second = (provider.submit(request(job_id=f"job-{i}")).ref for i in range(2))
+
+    time.sleep(0.8)  # nobody polls: both requests run meanwhile, one after the other
+    outcomes = [provider.check(ref, collect=False) for ref in (first, second)]
+
+    one, two = (fal_sim.requests[ref["request_id"]] for ref in (first, second))
+    assert [type(o).__name__ for o in outcomes] == ["Completed", "Completed"]
+    assert one["started"] == pytest.approx(one["submitted"] + 0.1, abs=0.02)
+    assert two["started"] == one["finished"] == one["started"] + 0.2  # the freed slot went to it at once
+    assert two["finished"] == two["started"] + 0.2
