@@ -67,7 +67,7 @@ def lease_acquire(*, name: str, seconds: float | None = None, wait: float = 0.0)
 
 def _take(name: str, holder: str, seconds: float) -> bool:
     free = Q(expires_at__isnull=True) | Q(expires_at__lt=timezone.now())
-    return _held_by(name, holder, seconds, Lease.objects.filter(name=name).filter(free))
+    return _held_by(holder, seconds, Lease.objects.filter(name=name).filter(free))
 
 
 def _take_from_gone(name: str, holder: str, seconds: float) -> bool:
@@ -77,13 +77,14 @@ def _take_from_gone(name: str, holder: str, seconds: float) -> bool:
     held = Lease.objects.filter(name=name).exclude(holder="").values_list("holder", "process").first()
     if not held or not is_gone(held[1]):
         return False
-    taken = _held_by(name, holder, seconds, Lease.objects.filter(name=name, holder=held[0]))
+    taken = _held_by(holder, seconds, Lease.objects.filter(name=name, holder=held[0]))
     if taken:
         log.warning("lease %s: its holder's process (%s) is gone; taken over", name, held[1])
     return taken
 
 
-def _held_by(name: str, holder: str, seconds: float, rows) -> bool:
+def _held_by(holder: str, seconds: float, rows) -> bool:
+    """`holder` takes the lease rows given (a compare-and-set: they name the state it was taken from)."""
     return bool(rows.update(holder=holder, expires_at=timezone.now() + timedelta(seconds=seconds),
                             wake_requested=False, process=this_process()))
 

@@ -188,7 +188,7 @@ class VastAIOrchestrator:
                         released = True
                         break
                     continue  # asked for again while this step ran: another step
-                lease.nap(self._pause_after(outcome))
+                lease.nap(self._pause_after_step())
             clean = True
         finally:
             # Not after a bug: a fresh task would only hit it again at once (the minute schedule retries).
@@ -199,15 +199,19 @@ class VastAIOrchestrator:
                 with_reconnect(reconcile_task.enqueue, what="reconcile hand-over")
         return steps[-1] if steps else "nothing to do"
 
-    def _pause_after(self, outcome: str) -> float:
-        """Seconds until the next step. A replaced instance is bought at once, and a boot is followed at
-        about vast's own limit for `show`, so a replacement starts work seconds after it is ready;
-        everything else (health checks, the watchdog) every GENHUB_RECONCILE_INTERVAL."""
+    def _pause_after_step(self) -> float:
+        """Seconds until the next step. With no active instance (one was just given up) the replacement is
+        bought at once, and a boot is followed at about vast's own limit for `show`, so a replacement starts
+        work seconds after it is ready; everything else (health checks, the watchdog) every
+        GENHUB_RECONCILE_INTERVAL."""
         interval = settings.GENHUB_RECONCILE_INTERVAL
-        if outcome.startswith("replaced:"):
+        try:
+            active = self.active()
+        except DatabaseError:  # the database is away: the next step reconnects
+            return interval
+        if active is None:
             return 0.0
-        active = self.active()
-        if active and active.state == State.LOADING:
+        if active.state == State.LOADING:
             return min(interval, BOOT_POLL_SECONDS)
         return interval
 
