@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from django.conf import settings
 
-from gpu_instances.generation import timed_generation
+from gpu_instances.generation import earlier_generation, timed_generation
 from gpu_instances.models import GpuInstance
 from gpu_instances.orchestrator import VastAIOrchestrator, swarmui_for
 from gpu_instances.qualification import admits_jobs
@@ -61,7 +61,12 @@ class VastAIProvider(Provider):
             negative_prompt=request.negative_prompt, seed=request.seed, num_frames=params["num_frames"],
             fps=params["fps"], width=params["width"], height=params["height"], steps=params["steps"],
             cfg=params["cfg"], video_model=settings.SWARMUI_VIDEO_MODEL, swap_model=settings.SWARMUI_SWAP_MODEL or None,
+            work_tag=request.work_tag,
         )
+        earlier = earlier_generation(instance, request.earlier_work)
+        if earlier is not None:
+            # Its GPU time was spent by the lost attempt: it is this clip's cost, counted once.
+            return self._finished(instance, *earlier)
         started = []
 
         def relay(fraction: float) -> None:
@@ -72,16 +77,21 @@ class VastAIProvider(Provider):
         try:
             # `cancel` (set when the job is cancelled or taken from this worker) interrupts it in SwarmUI.
             video, seconds = timed_generation(instance, swarm_params, on_progress=relay, cancel=cancel,
-                                              on_session=on_remote and (lambda session: on_remote(
-                                                  {"instance_id": instance.pk, "session_id": session})))
+                                              on_session=on_remote and (lambda session: on_remote({
+                                                  "instance_id": instance.pk, "session_id": session,
+                                                  "work": request.work_tag})))
         except TransientError as exc:
             if exc.code in UNREACHABLE_CODES:
                 VastAIOrchestrator().report_trouble(instance, exc.message)
                 # Waiting for the GPU (or not even sent) when the machine stopped answering: not this job's doing.
                 exc.nothing_ran = not started
             raise
+        return self._finished(instance, video, seconds)
+
+    @staticmethod
+    def _finished(instance: GpuInstance, video, seconds: float | None) -> Finished:
         return Finished(video=video.video, meta={
-            "instance_id": instance.pk, "generation_seconds": round(seconds, 3),
+            "instance_id": instance.pk, "generation_seconds": None if seconds is None else round(seconds, 3),
             "dph_usd": instance.dph_usd if instance.dph_usd is not None else Decimal("0"),
             "swarmui_path": video.path,
         })

@@ -594,8 +594,11 @@ def generation_request(job: Job) -> GenerationRequest:
     with job.input_image.open("rb") as handle:
         image = handle.read()
     content_type = mimetypes.guess_type(job.input_image.name)[0] or "image/png"
+    # A worker's provider_ref at its start is the lost work it took over (job_take_dispatch).
+    earlier = job.provider_ref if job.provider_ref.get("work") else {}
     return GenerationRequest(job_id=str(job.uuid), image=image, image_content_type=content_type, prompt=job.prompt,
-                             negative_prompt=job.negative_prompt, seed=job.seed, params=job.params)
+                             negative_prompt=job.negative_prompt, seed=job.seed, params=job.params,
+                             work_tag=f"{job.uuid}:{job.claims}", earlier_work=earlier)
 
 
 def _settle(job: Job, outcome) -> None:

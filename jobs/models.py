@@ -112,6 +112,10 @@ class Job(models.Model):
     # fal: request_id + the status/response/cancel URLs it returned; SwarmUI: its request id.
     external_id = models.CharField(max_length=128, blank=True, db_index=True)
     provider_ref = models.JSONField(default=dict, blank=True)
+    # Blocking providers: the remote work (provider_ref) of an attempt whose worker was lost. The next
+    # attempt takes it over and, when that work was finished on the same instance, collects its output
+    # instead of generating the clip again.
+    lost_work = models.JSONField(default=dict, blank=True)
     # Set when a pump hands a claimed job to a worker task; the first delivery of that task clears it,
     # so a duplicate delivery finds nothing to take.
     dispatch_token = models.CharField(max_length=32, blank=True)

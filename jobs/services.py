@@ -267,7 +267,10 @@ def jobs_record_submissions(*, submitted: list[tuple[int, int, str, dict]]) -> s
 def job_take_dispatch(*, job_id: int, dispatch_token: str) -> bool:
     """The worker's claim on a dispatched job: only the first delivery of its task gets True."""
     return Job.objects.filter(pk=job_id, status=S.RUNNING, dispatch_token=dispatch_token).exclude(
-        dispatch_token="").update(dispatch_token="", worker=this_process(), heartbeat_at=timezone.now()) == 1
+        dispatch_token="").update(dispatch_token="", worker=this_process(), heartbeat_at=timezone.now(),
+                                  # Taken over as this attempt's own, so that it is not forgotten should
+                                  # this worker be lost too (the sweep keeps provider_ref as lost_work).
+                                  provider_ref=F("lost_work"), lost_work={}) == 1
 
 
 def job_record_submission(*, job_id: int, external_id: str, ref: dict) -> bool:
@@ -685,6 +688,13 @@ def jobs_sweep_stale(*, now=None, provider_name: str | None = None) -> int:
     # beats) stops its own generation when it sees the job taken from it, and may reuse that session.
     _cancel_remote_on_commit([(provider, ref) for pk, *_, provider, ref in jobs
                               if pk in orphaned and ref and provider not in polled])
+    # The clip may have been finished before it was interrupted (the worker died while collecting it, or
+    # the cluster was down for longer than the generation): the next attempt looks for it first. It may
+    # interrupt the session of a worker certainly gone, not that of one that may live and reuse it.
+    for pk, claim, *_, provider, ref in jobs:
+        if ref and provider not in polled:
+            lost = ref if pk in orphaned else {key: value for key, value in ref.items() if key != "session_id"}
+            Job.objects.filter(pk=pk, claims=claim).update(lost_work=lost)
     # A job whose work never started (its task never ran, or it waited in SwarmUI's queue) is handed back
     # without using an attempt; one that was generating counts it, as that work may be what killed the
     # worker. Not a polled provider's: a submit whose answer was lost may have been billed.

@@ -25,6 +25,11 @@ class GenerationRequest:
     negative_prompt: str
     seed: int
     params: dict  # validated generation parameters (num_frames, fps, resolution, width, height, steps, cfg)
+    # Blocking providers: what this attempt's remote work is tagged with, and the remote work of an earlier
+    # attempt whose worker was lost (its reference), whose output, if it was finished, is taken instead of
+    # generating the clip again.
+    work_tag: str = ""
+    earlier_work: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

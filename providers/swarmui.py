@@ -11,6 +11,9 @@ Quirks it handles (from SwarmUI's API docs and source; each one has broken real 
   header, or the server answers a plain-text 401 `Unauthorized` (§2.3);
 - the WS `image` message is flat (`{"image": "View/...", ...}`), not nested as the docs say (§3.3);
 - output paths contain spaces and prompt text and must be percent-encoded when fetched (§3.2);
+- `extra_metadata` (a string map on the generation's root) is saved with the output (`sui_extra_data` in
+  its `.swarm.json`) and `ListImages` returns it: genhub tags each generation with the attempt that sent
+  it, so a clip whose worker died before collecting it is found again instead of generated again;
 - `InterruptAll` stops the generations of the calling *session* (all of the user's sessions with
   `other_sessions: true`; src/WebAPI/BasicAPIFeatures.cs). SwarmUI has no per-request interrupt, so each
   generation in flight runs on a session of its own, and cancelling one job interrupts only that job.
@@ -60,6 +63,11 @@ VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".gif", ".webp")
 # or ComfyUI failure, out of memory, "Generation session interrupted.", a failed save) depends on
 # the state of this server and may succeed on a retry, so it is transient.
 PARAMETER_ERROR_PREFIXES = ("Invalid value for parameter", "Missing required parameter", "No model input given")
+# The `extra_metadata` key genhub tags its generations with (the job and attempt that sent it).
+WORK_TAG_KEY = "genhub_work"
+# `ListImages` depth under `raw/`: the default output format puts files in `raw/<date>/`, and the
+# route lists the files of a folder only above the last level of depth.
+OUTPUT_LIST_DEPTH = 2
 
 
 @dataclass(frozen=True)
@@ -102,14 +110,15 @@ class _WebSocketUnavailable(Exception):
 
 def build_video_params(*, image: bytes, image_content_type: str, prompt: str, negative_prompt: str, seed: int,
                        num_frames: int, fps: int, width: int, height: int, steps: int, cfg: float,
-                       video_model: str | None = None, swap_model: str | None = None) -> dict:
+                       video_model: str | None = None, swap_model: str | None = None, work_tag: str = "") -> dict:
     """The generation body for Wan 2.2 image-to-video (§3.5).
 
     The Wan model goes in the Image To Video group (`videomodel`), not `model` nor the refiner; `model`
     is still required by the workflow, so it is the same model, and `initimagecreativity: 0` makes
     SwarmUI skip the base (image) stage. Without `videoresolution: "Image"` the server would render
     at the model-preferred 960x960 and ignore width/height (§1.9). Unconfined LoRAs apply to every
-    model loader, so the lightx2v LoRAs are confined to their expert's section (§3.4).
+    model loader, so the lightx2v LoRAs are confined to their expert's section (§3.4). `work_tag` is
+    saved with the output (`extra_metadata`), so that `find_output` can find it again.
     """
     video_model = video_model or VIDEO_MODEL
     encoded = base64.b64encode(image).decode("ascii")
@@ -134,6 +143,8 @@ def build_video_params(*, image: bytes, image_content_type: str, prompt: str, ne
         "loraweights": ["1"],
         "lorasectionconfinement": [LORA_SECTION_VIDEO],
     }
+    if work_tag:
+        params["extra_metadata"] = {WORK_TAG_KEY: work_tag}
     if swap_model:
         # The low-noise expert takes the last `videoswappercent` of the steps (0.5 is also the floor).
         params["videoswapmodel"] = swap_model
@@ -177,6 +188,9 @@ class SwarmUIClient:
         self.ws_open_timeout = ws_open_timeout
         self.ws_idle_timeout = ws_idle_timeout
         self._session_id: str | None = None
+        # `View/<user>/` as the server announced it with a session; None when it saves to the legacy
+        # `Output/` route (`AppendUserNameToOutputPath` off), whose files genhub does not fetch.
+        self._outputs_prefix: str | None = None
         self._session_lock = threading.Lock()
         # Generations in flight hold a session each (the main one first), so an interrupt reaches one job only.
         self._busy_sessions: set[str] = set()
@@ -272,6 +286,24 @@ class SwarmUIClient:
             return base64.b64decode(path.split(",", 1)[1])
         url = f"{self.base_url}/{quote(_output_path(path), safe='/')}"
         return self.http.download(url, headers=self._auth)
+
+    def find_output(self, work_tag: str) -> tuple[str, dict] | None:
+        """The saved output a generation tagged `work_tag` left (its `View/…` path and `sui_extra_data`),
+        or None. `ListImages` sorted by date lists the newest files first (up to the user's
+        `MaxImagesInHistory`, 1,000 by default), which holds a clip finished minutes ago."""
+        listing = self._call("ListImages", {"path": "raw", "depth": OUTPUT_LIST_DEPTH, "sortBy": "Date",
+                                            "sortReverse": False}, read_timeout=self.status_timeout)
+        if self._outputs_prefix is None:
+            return None
+        for entry in listing.get("files") or []:
+            extra = _extra_data(entry.get("metadata")) if isinstance(entry, dict) else None
+            if extra is None or extra.get(WORK_TAG_KEY) != work_tag:
+                continue
+            src = entry.get("src")
+            if not isinstance(src, str) or not src.lower().endswith(VIDEO_EXTENSIONS):
+                continue
+            return _output_path(f"{self._outputs_prefix}raw/{src}"), extra
+        return None
 
     def _generate_http(self, params: dict) -> str:
         data = self._call("GenerateText2Image", params, read_timeout=self.generation_timeout)
@@ -461,9 +493,13 @@ class SwarmUIClient:
 
     def _new_session(self) -> str:
         # Every call persists a session row on the server (§2.1): only when we have none or it expired.
-        session_id = self._post("GetNewSession", {}, read_timeout=self.status_timeout).get("session_id")
+        answer = self._post("GetNewSession", {}, read_timeout=self.status_timeout)
+        session_id = answer.get("session_id")
         if not session_id:
             raise TransientError("SwarmUI: GetNewSession returned no session_id", code="bad_response")
+        user = answer.get("user_id")
+        self._outputs_prefix = f"View/{user}/" if answer.get("output_append_user") is True \
+            and isinstance(user, str) and user else None
         return session_id
 
     def _post(self, route: str, body: dict, *, read_timeout: float) -> dict:
@@ -523,6 +559,27 @@ def _output_path(path) -> str:
         shown = path[:80] if isinstance(path, str) else type(path).__name__
         raise TransientError(f"SwarmUI: refused output path {shown!r}: {problem}", code="bad_output_path")
     return path
+
+
+def reported_generation_seconds(extra: dict) -> float | None:
+    """`generation_time` of an output's `sui_extra_data` ("12.34 sec", or "2.50 min" past two minutes;
+    src/Text2Image/T2IEngine.cs) in seconds, or None when it says something else."""
+    value, _, unit = str(extra.get("generation_time", "")).partition(" ")
+    try:
+        seconds = float(value) * {"sec": 1, "min": 60}[unit]
+    except (KeyError, ValueError):
+        return None
+    return seconds if 0 <= seconds < 86400 else None
+
+
+def _extra_data(metadata) -> dict | None:
+    """`sui_extra_data` of a listed file's metadata (a JSON text, "not guaranteed" to be one), or None."""
+    try:
+        parsed = json.loads(metadata) if isinstance(metadata, str) else None
+    except ValueError:
+        return None
+    extra = parsed.get("sui_extra_data") if isinstance(parsed, dict) else None
+    return extra if isinstance(extra, dict) else None
 
 
 def _tls_reason(exc: ssl.SSLError) -> str:

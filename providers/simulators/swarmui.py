@@ -133,7 +133,8 @@ class SwarmUISimulator(Simulator):
         self._health_failures: int | bool = False
         self._generation_failures: deque[str] = deque()
         self._sessions: set[str] = set()
-        self._files: dict[str, bytes] = {}  # path under View/ -> bytes
+        self._files: dict[str, bytes] = {}  # path under View/ -> bytes, in the order they were saved
+        self._metadata: dict[str, str] = {}  # path under View/ -> its `.swarm.json` text
         self._counter = 0
         self._queued = self._live = 0
         self._wedges: int | bool = 0
@@ -296,6 +297,7 @@ class SwarmUISimulator(Simulator):
             "getcurrentstatus": lambda body: self._status_payload(),
             "listbackends": lambda body: self._backends_payload(),
             "listmodels": self._list_models,
+            "listimages": self._list_images,
             "generatetext2image": self._generate_http,
             "interruptall": self._interrupt_all,
             "restartbackends": self._restart_backends,
@@ -406,6 +408,28 @@ class SwarmUISimulator(Simulator):
                   "special_format": "gguf" if name.endswith(".gguf") else ""}
                  for name in names if name.startswith(prefix)]
         return {"folders": [], "files": files}
+
+    def _list_images(self, body: dict) -> dict:
+        """`ListImages` (T2IAPI.cs GetListAPIInternal): the user's outputs under `path`, each with its
+        metadata text. Files are listed from the folders above the last level of `depth` only; sorted by
+        `Date`, the newest come first; at most MaxImagesInHistory (1,000) are returned."""
+        for required in ("path", "depth"):
+            if required not in body:
+                return {"error": f"Missing required parameter '{required}'"}
+        root = "local/" + (f"{str(body['path']).strip('/')}/" if body["path"] else "")
+        depth = _as_int(body["depth"]) or 0
+        with self._lock:
+            saved = [(path, self._metadata.get(path)) for path in self._files if path.startswith(root)]
+        listed = [(path[len(root):], metadata) for path, metadata in saved
+                  if path[len(root):].count("/") < depth and metadata is not None]
+        if str(body.get("sortBy", "Name")).lower() == "date":
+            listed.reverse()
+        else:
+            listed.sort(key=lambda item: item[0], reverse=True)
+        if body.get("sortReverse") is True:
+            listed.reverse()
+        return {"folders": sorted({src.rsplit("/", 1)[0] for src, _ in listed if "/" in src}, reverse=True),
+                "files": [{"src": src, "metadata": metadata} for src, metadata in listed[:1000]]}
 
     def _view(self, request: SimulatorHandler):
         # SwarmUI un-escapes the raw path (`Uri.UnescapeDataString`, WebServer.cs ViewOutput), so only a
@@ -520,10 +544,17 @@ class SwarmUISimulator(Simulator):
         width, height = _video_size(body)
         video = make_video(_image_bytes(body["initimage"]), frames=int(body.get("videoframes", 25)),
                            fps=int(body.get("videofps", 24)), width=width, height=height)
-        record.output_path = "View/" + self._save(body, video)
+        # What SwarmUI saves with the output (`.swarm.json` for mp4) and sends with it: the parameters,
+        # and in `sui_extra_data` the request's `extra_metadata` and the times (T2IEngine.cs).
+        extra = {str(key): str(value) for key, value in (body.get("extra_metadata") or {}).items()} \
+            if isinstance(body.get("extra_metadata"), dict) else {}
+        extra.update(prep_time="0.00 sec", generation_time=_seconds_text(time.monotonic() - record.started_at))
+        metadata = json.dumps({"sui_image_params": {key: body.get(key) for key in (
+            "prompt", "seed", "model", "videomodel", "videoframes", "videofps", "videosteps")},
+            "sui_extra_data": extra})
+        record.output_path = "View/" + self._save(body, video, metadata)
         emit({"image": record.output_path, "batch_index": "0", "request_id": record.request_id,
-              "metadata": json.dumps({"sui_image_params": {key: body.get(key) for key in (
-                  "prompt", "seed", "model", "videomodel", "videoframes", "videofps", "videosteps")}})})
+              "metadata": metadata})
         emit({"discard_indices": []})
 
     def _stay_wedged(self, record: SimulatedGeneration, emit, epoch: tuple[int, int]):
@@ -537,7 +568,7 @@ class SwarmUISimulator(Simulator):
                 emit({"keep_alive": True})
                 last_sign = time.monotonic()
 
-    def _save(self, body: dict, video: bytes) -> str:
+    def _save(self, body: dict, video: bytes, metadata: str) -> str:
         """Default `OutPath.Format`: raw/[year]-[month]-[day]/[hour][minute][request_time_inc]-[prompt]-[model]."""
         now = datetime.now()
         prompt = _path_part(str(body.get("prompt", "")))
@@ -545,6 +576,7 @@ class SwarmUISimulator(Simulator):
         with self._lock:
             path = f"local/raw/{now:%Y-%m-%d}/{now:%H%M}{self._counter}-{prompt}-{model}.mp4"
             self._files[path] = video
+            self._metadata[path] = metadata
         return path
 
     def _validate(self, body: dict) -> str | None:
@@ -793,6 +825,11 @@ def _as_list(value) -> list[str]:
     if isinstance(value, list):
         return [str(item) for item in value]
     return [item.strip() for item in str(value).split(",")]
+
+
+def _seconds_text(seconds: float) -> str:
+    """T2IEngine.cs's format for `generation_time`: seconds, or minutes past two of them."""
+    return f"{seconds / 60:.2f} min" if seconds > 120 else f"{seconds:.2f} sec"
 
 
 def _path_part(text: str) -> str:

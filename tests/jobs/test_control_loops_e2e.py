@@ -92,6 +92,11 @@ def test_a_sigkilled_cluster_resumes_within_60s_of_its_restart(api, vast_sim_fac
     # finished clip not yet recorded): at most VAST_MAX_IN_FLIGHT of them.
     in_flight = set(Job.objects.filter(status=S.RUNNING).values_list("seed", flat=True))
     assert len(in_flight) <= 2
+    # SwarmUI goes on without them: the cluster comes back once the GPU has finished what it was given
+    # (a restart after minutes, not seconds), so those clips are there to be collected.
+    wait_for(lambda: all(sim.status_waiting() == 0 for sim in swarmuis(vast_sim))
+             and all(g.finished_at for g in generations(vast_sim)), timeout=30,
+             message="SwarmUI to finish the generations of the killed cluster")
     restarted_at = timezone.now()
     qcluster(GENHUB_RECONCILE_INTERVAL="0.2")
     restarted = time.monotonic()
@@ -111,8 +116,7 @@ def test_a_sigkilled_cluster_resumes_within_60s_of_its_restart(api, vast_sim_fac
 
     jobs = list(Job.objects.all())
     assert [job.status for job in jobs] == [S.SUCCEEDED] * 10
-    per_seed = generated_per_seed(vast_sim)
-    assert set(per_seed) == {job.seed for job in jobs}
-    # Only a clip whose worker died with the cluster is made again; every other clip exactly once.
-    twice = {seed for seed, n in per_seed.items() if n > 1}
-    assert twice <= in_flight and max(per_seed.values()) <= 2
+    # Every clip was generated once: those finished for the workers that died were collected by the
+    # next attempts, not generated again.
+    assert generated_per_seed(vast_sim) == Counter({job.seed: 1 for job in jobs})
+    assert all(g.error is None for g in generations(vast_sim))

@@ -180,47 +180,91 @@ def test_cancelling_the_batch_interrupts_its_generating_job(gpu, user):
     assert generation.error == "Generation session interrupted."
 
 
-def test_a_job_whose_worker_process_died_is_requeued_at_once_and_its_generation_interrupted(gpu, user):
-    """A SIGKILLed worker leaves its generation running in SwarmUI. The sweep must not wait for the beats to
-    go stale, and must stop that generation: the GPU would otherwise finish a clip nobody collects."""
-    from django_q.models import OrmQ
+class GenerationWithoutItsWorker(threading.Thread):
+    """A generation as a worker sent it, whose worker then died: nothing of that worker is left to stop
+    it or to collect its clip."""
 
-    gpu.swarmui_generation_seconds = 30  # far longer than the test may wait
-    job, token = claimed_job(user)
-    assert services.job_take_dispatch(job_id=job.pk, dispatch_token=token)
-    provider = get_provider("vastai")
-    placement = provider.placement()
-    services.job_place(job_id=job.pk, claim=job.claims + 1, instance_id=placement["instance_id"])
+    def __init__(self, job):
+        super().__init__(daemon=True)
+        self.job, self.claim = job, job.claims + 1  # the claim `claimed_job` made
+        self.provider = get_provider("vastai")
+        self.placement = self.provider.placement()
+        services.job_place(job_id=job.pk, claim=self.claim, instance_id=self.placement["instance_id"])
+        self.job.claims = self.claim
 
-    def generation_without_its_worker():
-        # The generation as the dead worker sent it; nothing of that worker is left to interrupt it.
+    def run(self):
         try:
-            provider.submit(dispatch.generation_request(job), placement=placement, on_remote=lambda ref: (
-                services.job_record_remote_work(job_id=job.pk, claim=job.claims + 1, ref=ref)))
+            self.provider.submit(dispatch.generation_request(self.job), placement=self.placement,
+                                 on_remote=lambda ref: services.job_record_remote_work(
+                                     job_id=self.job.pk, claim=self.claim, ref=ref))
         except ProviderError:
             pass
         finally:
             connection.close()
 
-    worker = threading.Thread(target=generation_without_its_worker)
+    def died(self):
+        """What the database holds after a SIGKILL: the job names a worker process that no longer runs,
+        and its last beat is fresh (a heartbeat-only sweep would leave it for GENHUB_STALE_JOB_SECONDS)."""
+        Job.objects.filter(pk=self.job.pk).update(worker=ended_process(), remote_started_at=timezone.now())
+
+
+def run_again(job) -> str:
+    """The requeued job's next attempt, as the pump and a worker run it."""
+    token = uuid.uuid4().hex
+    assert services.job_claim(job_id=job.pk, dispatch_token=token)
+    return dispatch.job_run_dispatched(job_id=job.pk, dispatch_token=token)
+
+
+def test_a_job_whose_worker_process_died_is_requeued_at_once_and_its_generation_interrupted(gpu, user):
+    """A SIGKILLed worker leaves its generation running in SwarmUI. The sweep must not wait for the beats to
+    go stale, and must stop that generation: the GPU would otherwise finish a clip nobody collects. With
+    nothing finished to collect, the next attempt generates the clip."""
+    from django_q.models import OrmQ
+
+    gpu.swarmui_generation_seconds = 30  # far longer than the test may wait
+    job, token = claimed_job(user)
+    assert services.job_take_dispatch(job_id=job.pk, dispatch_token=token)
+    worker = GenerationWithoutItsWorker(job)
     worker.start()
     wait_for(lambda: Job.objects.get(pk=job.pk).provider_ref.get("session_id") and generations(gpu), timeout=20,
              message="the generation to start on its recorded session")
-    # What the database holds after a SIGKILL: the job names a worker process that no longer runs, and its
-    # last beat is fresh (a heartbeat-only sweep would leave it for GENHUB_STALE_JOB_SECONDS).
-    Job.objects.filter(pk=job.pk).update(worker=ended_process(), remote_started_at=timezone.now())  # generating
+    worker.died()
     ref = Job.objects.get(pk=job.pk).provider_ref
 
     assert services.jobs_sweep_stale(provider_name="vastai") == 1
 
     requeued = Job.objects.get(pk=job.pk)
     assert (requeued.status, requeued.attempts, requeued.error_code) == (S.QUEUED, 1, "worker_lost")
+    assert requeued.lost_work == ref and ref["work"] == f"{job.uuid}:{worker.claim}"
     (cancel,) = [row.task for row in OrmQ.objects.all() if row.task["func"] == "jobs.tasks.cancel_remote"]
     assert cancel["args"] == ("vastai", ref)
     dispatch.job_cancel_remote(provider_name="vastai", ref=ref)
     wait_for(lambda: generations(gpu)[0].error, timeout=15, message="the orphaned generation to end")
     assert generations(gpu)[0].error == "Generation session interrupted."
     worker.join(15)
+
+    gpu.swarmui_generation_seconds = 0.5
+    assert run_again(requeued) == S.SUCCEEDED
+    assert [g.error for g in generations(gpu)] == ["Generation session interrupted.", None]
+
+
+def test_a_clip_finished_after_its_worker_died_is_collected_not_generated_again(gpu, user):
+    """The worker died once SwarmUI had the clip but before genhub stored it (or the cluster was down
+    longer than the generation): the next attempt finds that clip by its tag and takes it."""
+    job, token = claimed_job(user)
+    assert services.job_take_dispatch(job_id=job.pk, dispatch_token=token)
+    worker = GenerationWithoutItsWorker(job)
+    worker.start()
+    worker.join(30)  # SwarmUI finished and saved it; its worker never stored it
+    worker.died()
+    assert services.jobs_sweep_stale(provider_name="vastai") == 1
+
+    assert run_again(Job.objects.get(pk=job.pk)) == S.SUCCEEDED
+
+    job.refresh_from_db()
+    (generation,) = generations(gpu)  # generated once
+    assert generation.error is None and job.output_video and job.lost_work == {}
+    assert job.attempts == 2 and job.cost_usd is not None and job.generation_seconds > 0
 
 
 def test_a_worker_that_only_missed_beats_is_requeued_but_its_session_is_left_to_it(gpu, user, settings):
@@ -230,8 +274,10 @@ def test_a_worker_that_only_missed_beats_is_requeued_but_its_session_is_left_to_
 
     job, token = claimed_job(user)
     assert services.job_take_dispatch(job_id=job.pk, dispatch_token=token)
-    Job.objects.filter(pk=job.pk).update(provider_ref={"instance_id": 1, "session_id": "s"},
+    Job.objects.filter(pk=job.pk).update(provider_ref={"instance_id": 1, "session_id": "s", "work": "w:1"},
                                          heartbeat_at=timezone.now() - timedelta(hours=1))
 
     assert services.jobs_sweep_stale(provider_name="vastai") == 1
     assert not [row for row in OrmQ.objects.all() if row.task["func"] == "jobs.tasks.cancel_remote"]
+    # Its clip is still looked for by the next attempt, which must not interrupt that session either.
+    assert Job.objects.get(pk=job.pk).lost_work == {"instance_id": 1, "work": "w:1"}
