@@ -1,4 +1,11 @@
-"""Giving memory back to the operating system after a burst of native allocations.
+"""Keeping the task cluster's workers small: what they all import is loaded once, before they are forked,
+and memory is given back to the operating system after a burst of native allocations.
+
+django-q2 forks its workers from the cluster's process (the `fork` context). A module imported there first
+is shared by every worker, copy-on-write; imported by the tasks themselves (they import lazily), it is
+loaded again by each worker on its first task of that kind — PyAV alone is ~19 MB — so the cluster's
+memory would grow until every worker had run every kind of task. `preload_worker_modules` imports them
+in the cluster's process instead (genhub's AppConfig calls it for `qcluster`).
 
 A fal pump downloads and decodes clips on a few threads (PyAV, FFmpeg frame buffers): glibc keeps what
 they freed in its heaps for reuse, so the worker that ran the pump stays at its high-water mark until
@@ -10,6 +17,25 @@ of glibc's heaps; it costs a few milliseconds, and is only worth calling after s
 import ctypes
 import ctypes.util
 import functools
+import importlib
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+# The modules behind every task genhub enqueues (jobs/tasks.py and gpu_instances/tasks.py import them
+# inside the task functions) and, through them, PyAV, Pillow, the HTTP and WebSocket clients.
+WORKER_MODULES = (
+    "jobs.dispatch", "jobs.fetching", "jobs.alerts", "jobs.resume", "jobs.batch_events", "jobs.exports",
+    "gpu_instances.orchestrator", "gpu_instances.provider", "providers.fal", "providers.vastai",
+)
+
+
+def preload_worker_modules() -> None:
+    """Imports what the workers will run, and the configured storage backend (boto3 for S3), without
+    creating anything: no connection or client is made before the fork."""
+    for name in WORKER_MODULES:
+        importlib.import_module(name)
+    import_string(settings.STORAGES["default"]["BACKEND"])
 
 
 @functools.cache

@@ -6,7 +6,9 @@ cost already added and, when the provider can serve the clip again (fal's CDN UR
 too. Each pump pass tries the due ones again: from the spool, or fetched again from the source when the
 spool could not be written. The first retry comes soon and the wait doubles up to GENHUB_STORE_RETRY_SECONDS:
 while a kept result waits, no new paid work starts, so a disk that was full for a moment must not hold
-dispatch for a whole retry interval after it has room again. A result is only lost when both
+dispatch for a whole retry interval after it has room again. On a local disk, a result is also due at once
+when the disk has gained room for it since it last failed (the free space is noted with each failure): a
+freed disk ends the hold within a pump pass, not at the next step of the backoff. A result is only lost when both
 are gone; that is a permanent, billed failure, never a silent new generation.
 
 The spool is a local directory of the host whose worker kept the clip (its name is recorded with it):
@@ -28,6 +30,7 @@ from django.utils.dateparse import parse_datetime
 
 from jobs import alerts, artifacts, services
 from jobs.models import Job
+from jobs.storage_health import media_free_bytes
 from providers.base import Finished
 from providers.errors import PermanentError, ProviderError
 from providers.registry import get_provider
@@ -51,7 +54,8 @@ def keep(*, job: Job, finished: Finished, cost: Decimal | None, error: Exception
     message = f"{type(error).__name__}: {error}"[:300]
     pending = {"spool": spool, "host": socket.gethostname() if spool else "", "source": finished.source,
                "meta": _json_safe(finished.meta), "cost": str(cost or 0), "error": message,
-               "retry_at": _retry_at(tries=0).isoformat(), "tries": 0}
+               "retry_at": _retry_at(tries=0).isoformat(), "tries": 0, "bytes": len(finished.video),
+               "free_bytes": media_free_bytes()}
     kept = services.job_keep_result(
         job_id=job.pk, claim=job.claims, pending=pending, cost=cost,
         message=f"the clip was made and paid for, but genhub could not store it ({message}); it is kept and "
@@ -68,10 +72,11 @@ def store_due(*, provider_name: str) -> int:
     """Stores the kept results that are due; returns how many were stored."""
     _settle_abandoned()
     now = timezone.now()
+    free = media_free_bytes()
     stored = 0
     for job in Job.objects.filter(provider=provider_name, status=S.STORING).order_by("pk"):
         retry_at = parse_datetime(job.pending_result.get("retry_at") or "")
-        if retry_at and retry_at > now:
+        if retry_at and retry_at > now and not _room_made_for(job.pending_result, free):
             continue
         stored += _store_one(job)
     if not Job.objects.filter(status=S.STORING).exists():
@@ -110,6 +115,13 @@ def _store_one(job: Job) -> int:
     return 0
 
 
+def _room_made_for(pending: dict, free: int | None) -> bool:
+    """Whether the disk has gained room for this clip since it last failed to store (then it is worth
+    trying at once). Not for a failure with room to spare (a permission error): it keeps its backoff."""
+    before = pending.get("free_bytes")
+    return isinstance(before, int) and free is not None and free >= before + int(pending.get("bytes") or 0)
+
+
 class SpooledElsewhere(Exception):
     """The clip was spooled on another host, and this one cannot fetch it from its source."""
 
@@ -139,7 +151,7 @@ def _later(job: Job, exc: Exception) -> int:
     tries = int(job.pending_result.get("tries") or 0) + 1
     services.job_kept_result_retry_later(job_id=job.pk, pending={
         **job.pending_result, "error": f"{type(exc).__name__}: {exc}"[:300], "tries": tries,
-        "retry_at": _retry_at(tries=tries).isoformat()})
+        "retry_at": _retry_at(tries=tries).isoformat(), "free_bytes": media_free_bytes()})
     return 0
 
 

@@ -29,6 +29,11 @@ def free_bytes(path) -> int | None:
         return None
 
 
+def media_free_bytes() -> int | None:
+    """Free space where results are stored: MEDIA_ROOT's disk; None for a bucket, which has no such figure."""
+    return None if storage.is_object_storage() else free_bytes(settings.MEDIA_ROOT)
+
+
 def storage_problem() -> str | None:
     """Why new paid work must wait for storage, or None when storing works."""
     storing = Job.objects.filter(status=Job.Status.STORING)
@@ -37,10 +42,8 @@ def storage_problem() -> str | None:
         last = storing.order_by("-heartbeat_at").values_list("pending_result", flat=True).first() or {}
         return (f"{count} paid clip(s) could not be stored yet ({last.get('error') or 'storage error'}); they are "
                 "kept and stored as soon as storage works again, and no new paid work starts until then")
-    if storage.is_object_storage():
-        return None
     needed = settings.GENHUB_STORAGE_MIN_FREE_MB * MB
-    free = free_bytes(settings.MEDIA_ROOT)
+    free = media_free_bytes()
     if needed and free is not None and free < needed:
         return (f"only {free / MB:.0f} MB free where videos are stored (MEDIA_ROOT; "
                 f"GENHUB_STORAGE_MIN_FREE_MB is {settings.GENHUB_STORAGE_MIN_FREE_MB}); no new paid work starts "

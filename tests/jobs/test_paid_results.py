@@ -134,6 +134,41 @@ def test_a_kept_result_is_retried_soon_then_less_often_so_a_brief_full_disk_does
     assert Job.objects.get(pk=job.pk).status == S.SUCCEEDED and sum(fal_sim.submits.values()) == 1
 
 
+def test_a_kept_result_is_stored_at_the_first_pass_after_the_disk_gains_room_whatever_its_backoff(
+        user, fal_sim, small_disk, settings):
+    settings.GENHUB_STORE_RETRY_SECONDS = 3600  # its next try would be many minutes away
+    job = make_batch(user).jobs.get()
+    small_disk.fill()
+    pump_until(lambda: Job.objects.get(pk=job.pk).status == S.STORING)
+    provider_pump(provider_name="fal")
+    assert Job.objects.get(pk=job.pk).status == S.STORING  # still full: the backoff holds
+
+    small_disk.free()
+    provider_pump(provider_name="fal")
+
+    assert Job.objects.get(pk=job.pk).status == S.SUCCEEDED and sum(fal_sim.submits.values()) == 1
+
+
+def test_a_kept_result_that_failed_with_room_to_spare_keeps_its_backoff(user, fal_sim, settings, monkeypatch):
+    """Not a full disk (say, a permission error): more free space than at its failure is no reason to
+    try again before its time."""
+    from jobs import artifacts, pending_results
+
+    settings.GENHUB_STORE_RETRY_SECONDS = 3600
+    job = make_batch(user).jobs.get()
+    real_store = artifacts.store_output
+    monkeypatch.setattr(artifacts, "store_output", lambda **kwargs: (_ for _ in ()).throw(PermissionError("denied")))
+    pump_until(lambda: Job.objects.get(pk=job.pk).status == S.STORING)
+    pending = Job.objects.get(pk=job.pk).pending_result
+    monkeypatch.setattr(artifacts, "store_output", real_store)
+    # Some space came free, though less than the clip: the disk was never what stopped it.
+    monkeypatch.setattr(pending_results, "media_free_bytes", lambda: pending["free_bytes"] + pending["bytes"] - 1)
+
+    provider_pump(provider_name="fal")
+
+    assert Job.objects.get(pk=job.pk).status == S.STORING
+
+
 def test_when_even_the_spool_is_full_the_clip_is_fetched_again_from_fal_not_generated(
         user, fal_sim, small_disk, settings, media_root):
     settings.GENHUB_PENDING_RESULTS_DIR = str(media_root / "pending")  # on the same full disk
