@@ -122,6 +122,18 @@ def cluster(**extra_env):
         log.close()
 
 
+def wait_cluster_working(timeout: float = 120) -> float:
+    """Waits until a started cluster runs tasks (a no-op task's result is saved): figures measured from a
+    batch's creation are then those of a running deployment, not of a cluster still forking its workers.
+    → seconds waited."""
+    from django_q.tasks import async_task, result
+
+    started = time.monotonic()
+    task_id = async_task("math.sqrt", 4.0, task_name="benchmark: is the cluster working")
+    wait_until(lambda: result(task_id) is not None, timeout=timeout, interval=0.05)
+    return time.monotonic() - started
+
+
 def wait_until(predicate, *, timeout: float, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
