@@ -8,10 +8,10 @@ fal queue. genhub's own loops keep their production pacing; only the simulated m
 Faults are drawn (seeded) from `FAULTS`, a registry of small injector functions: a new fault is one
 function with the `@fault` decorator. A drawn fault that cannot apply right now (no ready instance, no fal
 work left) gives way to another one that can. Faults are injected for as long as the fault-free run took
-(`--fault-window` overrides), then the run drains. `PENDING_FAULTS` names the faults of issue 9 that
-the simulators cannot express (none now). Faults that last a while (an `offline` blip, a used-up search
-quota, a full disk) last tens of seconds, not vast's hours, and a slow create outlasts a create timeout
-lowered to `CREATE_TIMEOUT_SECONDS`: the soak sees each kind several times. For `storage_fails` MEDIA_ROOT
+(`--fault-window` overrides), then the run drains. Every fault of issue 9 is here. Faults that last a
+while (an `offline` blip, a used-up search quota, a full disk) last tens of seconds, not vast's hours, and a
+slow create outlasts a create timeout lowered to `CREATE_TIMEOUT_SECONDS`: the soak sees each kind several
+times. For `storage_fails` MEDIA_ROOT
 is a tmpfs of its own (mounting needs root; without it that fault is left out) that is filled to ENOSPC and
 freed again, so genhub meets a really full disk.
 
@@ -88,10 +88,6 @@ PRODUCTION_PACING = dict(VAST_DISPATCH_INTERVAL=1.0, GENHUB_RECONCILE_INTERVAL=5
 # last a while, it is scaled down with the machines: at 90 s every passing wedge would idle the soak's GPU for
 # 180 clips' time. The stall limit genhub derives from its own measured steps is unchanged.
 SIMULATED_GPU = dict(SWARMUI_STALL_FLOOR_SECONDS=15)
-
-# Faults of issue 9 the simulators cannot inject yet. Each becomes an `@fault` function once its simulator
-# control exists; until then it is listed, not faked. (All of items 1-10 can be injected now.)
-PENDING_FAULTS: dict[str, str] = {}
 
 # How long the faults that last a while last. Scaled down like the simulated machines, so that a soak sees
 # each kind several times; each is still longer than genhub's probe hysteresis and retry backoffs.
@@ -243,12 +239,11 @@ def vast_offline_blip(world: World):
 
 @fault("vast_search_quota_exceeded", affects=("vastai",))
 def vast_search_quota_exceeded(world: World):
-    """Every offer search answers 429 `search_quota_exceeded`, with `X-RateLimit-Reset`, until the reset."""
-    if world.vast._quota_reset_at is not None:
+    """Every offer search answers 429 `search_quota_exceeded`, with `X-RateLimit-Reset`, until the reset
+    (the simulated vast resets it at that time by itself, as vast does)."""
+    if world.vast.search_quota_exhausted:
         return None
-    reset_at = time.time() + SEARCH_QUOTA_SECONDS
-    world.vast.exhaust_search_quota(reset_at=reset_at)
-    world.later.append((reset_at, lambda: world.vast.exhaust_search_quota(False)))
+    world.vast.exhaust_search_quota(reset_at=time.time() + SEARCH_QUOTA_SECONDS)
     return f"search quota used up for {SEARCH_QUOTA_SECONDS} s"
 
 
@@ -256,7 +251,7 @@ def vast_search_quota_exceeded(world: World):
 def vast_slow_create(world: World):
     """The next create answers only after genhub's read timeout: vast either rented at once (the answer is
     late) or acts late (the instance appears after genhub gave up waiting); both happen on the real API."""
-    if world.vast._slow_creates:
+    if world.vast.slow_creates_waiting:
         return None  # one is still waiting for a create
     make = random.Random(time.time_ns()).choice(("before", "after"))
     world.vast.slow_create(1, seconds=SLOW_CREATE_SECONDS, make=make)
@@ -640,8 +635,6 @@ def main():
           f"a fault every ~{args.fault_every} s (seed {args.seed}), started {datetime.now():%H:%M:%S}, "
           f"media in {settings.MEDIA_ROOT}")
     print(f"faults: {', '.join(args.faults)}")
-    if PENDING_FAULTS:
-        print(f"not injectable yet: {', '.join(PENDING_FAULTS)}")
     media = Path(settings.MEDIA_ROOT)
     disk = MediaDisk(media).mount() if "storage_fails" in args.faults else None
     try:

@@ -278,6 +278,18 @@ class VastAISimulator(Simulator):
                 reset_at = now - now % 86400 + 86400
             self._quota_reset_at = float(reset_at)
 
+    @property
+    def search_quota_exhausted(self) -> bool:
+        """Whether searches answer `search_quota_exceeded` now (the quota resets at its announced time)."""
+        with self._lock:
+            return self._quota_reset_at is not None and time.time() < self._quota_reset_at
+
+    @property
+    def slow_creates_waiting(self) -> int:
+        """Creates still to be answered late (`slow_create`)."""
+        with self._lock:
+            return len(self._slow_creates)
+
     def slow_create(self, n: int = 1, *, seconds: float = 2.0, make: str = "before", status: int = 200) -> None:
         """The next `n` creates answer only after `seconds`. `make="before"`: the instance exists at once and
         the answer is late; `"after"`: vast acts only after the delay, so the instance appears late, even when

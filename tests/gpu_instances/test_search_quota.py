@@ -63,7 +63,7 @@ def test_the_simulated_quota_resets_by_itself_at_the_time_it_announced(vast_sim,
     vast_sim.exhaust_search_quota(reset_at=time.time() + 0.5)
     with pytest.raises(SearchQuotaExceeded):
         vast_sim_client.search_offers(OfferFilters())
-    wait_for(lambda: time.time() > vast_sim._quota_reset_at, timeout=5, message="the announced reset")
+    wait_for(lambda: not vast_sim.search_quota_exhausted, timeout=5, message="the announced reset")
     assert vast_sim_client.search_offers(OfferFilters())
 
 
