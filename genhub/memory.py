@@ -25,8 +25,8 @@ from django.utils.module_loading import import_string
 # The modules behind every task genhub enqueues (jobs/tasks.py and gpu_instances/tasks.py import them
 # inside the task functions) and, through them, PyAV, Pillow, the HTTP and WebSocket clients.
 WORKER_MODULES = (
-    "jobs.dispatch", "jobs.fetching", "jobs.alerts", "jobs.resume", "jobs.batch_events", "jobs.exports",
-    "gpu_instances.orchestrator", "gpu_instances.provider", "providers.fal", "providers.vastai",
+    "jobs.dispatch", "jobs.worker_run", "jobs.fetching", "jobs.alerts", "jobs.resume", "jobs.batch_events",
+    "jobs.exports", "gpu_instances.orchestrator", "gpu_instances.provider", "providers.fal", "providers.vastai",
 )
 
 

@@ -19,7 +19,7 @@ def fetch_images(wait: float = 0.0) -> str:
 
 @task
 def run_job(job_id: int, dispatch_token: str) -> str:
-    from jobs.dispatch import job_run_dispatched
+    from jobs.worker_run import job_run_dispatched
 
     return job_run_dispatched(job_id=job_id, dispatch_token=dispatch_token)
 

@@ -8,6 +8,7 @@ from django_q.models import OrmQ
 
 from jobs.dispatch import provider_pump
 from jobs.models import Job
+from providers.registry import get_provider
 from tests.jobs.factories import make_batch
 
 S = Job.Status
@@ -145,7 +146,7 @@ def test_a_failed_status_call_keeps_following_the_request_instead_of_paying_twic
 
 
 def test_a_job_cancelled_while_its_submit_was_in_flight_is_cancelled_at_fal(user, fal_sim, monkeypatch):
-    from jobs import dispatch, services
+    from jobs import polled_pump, services
 
     fal_sim.queue_seconds = 30
     make_batch(user)
@@ -155,8 +156,8 @@ def test_a_job_cancelled_while_its_submit_was_in_flight_is_cancelled_at_fal(user
         Job.objects.filter(pk__in=[job_id for job_id, *_ in kwargs["submitted"]]).update(status=S.CANCELLED)
         return real_record(**kwargs)
 
-    monkeypatch.setattr(dispatch.services, "jobs_record_submissions", cancelled_meanwhile)
-    dispatch._submit_queued(dispatch.get_provider("fal"))
+    monkeypatch.setattr(services, "jobs_record_submissions", cancelled_meanwhile)
+    polled_pump._submit_queued(get_provider("fal"))
 
     (request,) = fal_sim.requests.values()
     assert request["cancelled"]
@@ -192,7 +193,7 @@ def test_a_freed_slot_is_submitted_again_before_its_clip_is_downloaded(user, fal
 def test_the_pumps_http_threads_are_kept_from_pass_to_pass():
     import threading
 
-    from jobs.dispatch import _Fanout
+    from jobs.polled_pump import _Fanout
 
     local = threading.local()  # what each thread keeps: its HTTP session (providers/http.py)
     fanout = _Fanout("test")

@@ -12,7 +12,7 @@ from django.db import connection
 from django.utils import timezone
 
 from gpu_instances.models import GpuInstance
-from jobs import dispatch, services
+from jobs import dispatch, outcomes, services, worker_run
 from jobs.models import Job
 from providers.errors import ProviderError
 from providers.registry import get_provider
@@ -67,7 +67,7 @@ def test_a_database_error_in_the_progress_callback_does_not_abandon_the_generati
 
     monkeypatch.setattr(services, "job_heartbeat", heartbeat)
 
-    assert dispatch.job_run_dispatched(job_id=job.pk, dispatch_token=token) == S.SUCCEEDED
+    assert worker_run.job_run_dispatched(job_id=job.pk, dispatch_token=token) == S.SUCCEEDED
 
     assert cut
     job.refresh_from_db()
@@ -92,7 +92,7 @@ def test_a_finished_generation_is_recorded_once_the_database_is_back(gpu, user, 
 
     monkeypatch.setattr(services, "job_succeed", succeed)
 
-    assert dispatch.job_run_dispatched(job_id=job.pk, dispatch_token=token) == S.SUCCEEDED
+    assert worker_run.job_run_dispatched(job_id=job.pk, dispatch_token=token) == S.SUCCEEDED
 
     assert len(calls) == 2
     job.refresh_from_db()
@@ -106,7 +106,7 @@ def test_cancelling_a_generating_job_interrupts_it_in_swarmui_within_seconds(gpu
 
     def work():
         try:
-            dispatch.job_run_dispatched(job_id=job.pk, dispatch_token=token)
+            worker_run.job_run_dispatched(job_id=job.pk, dispatch_token=token)
         finally:
             connection.close()  # this thread's own
 
@@ -150,7 +150,7 @@ def test_a_generation_survives_every_database_connection_being_cut_mid_way(gpu, 
 
     monkeypatch.setattr(services, "job_heartbeat", heartbeat)
 
-    assert dispatch.job_run_dispatched(job_id=job.pk, dispatch_token=token) == S.SUCCEEDED
+    assert worker_run.job_run_dispatched(job_id=job.pk, dispatch_token=token) == S.SUCCEEDED
 
     assert cut
     assert len(generations(gpu)) == 1
@@ -163,7 +163,7 @@ def test_cancelling_the_batch_interrupts_its_generating_job(gpu, user):
 
     def work():
         try:
-            dispatch.job_run_dispatched(job_id=job.pk, dispatch_token=token)
+            worker_run.job_run_dispatched(job_id=job.pk, dispatch_token=token)
         finally:
             connection.close()
 
@@ -194,7 +194,7 @@ class GenerationWithoutItsWorker(threading.Thread):
 
     def run(self):
         try:
-            self.provider.submit(dispatch.generation_request(self.job), placement=self.placement,
+            self.provider.submit(outcomes.generation_request(self.job), placement=self.placement,
                                  on_remote=lambda ref: services.job_record_remote_work(
                                      job_id=self.job.pk, claim=self.claim, ref=ref))
         except ProviderError:
@@ -212,7 +212,7 @@ def run_again(job) -> str:
     """The requeued job's next attempt, as the pump and a worker run it."""
     token = uuid.uuid4().hex
     assert services.job_claim(job_id=job.pk, dispatch_token=token)
-    return dispatch.job_run_dispatched(job_id=job.pk, dispatch_token=token)
+    return worker_run.job_run_dispatched(job_id=job.pk, dispatch_token=token)
 
 
 def test_a_job_whose_worker_process_died_is_requeued_at_once_and_its_generation_interrupted(gpu, user):

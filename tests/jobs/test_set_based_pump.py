@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from jobs import budget, dispatch
+from jobs import budget, dispatch, polled_pump
 from jobs.models import BatchRun, Job
 from providers.registry import get_provider
 from tests.jobs.factories import make_batch
@@ -62,7 +62,7 @@ def test_a_submit_pass_takes_the_same_few_queries_for_any_queue_length(user, fal
     add_jobs(batch, queued - 1)
 
     with django_assert_max_num_queries(8):
-        dispatch._submit_queued(get_provider("fal"))
+        polled_pump._submit_queued(get_provider("fal"))
 
     assert batch.jobs.filter(status=S.RUNNING).exclude(external_id="").count() == 40
     assert sum(fal_sim.submits.values()) == 40
@@ -74,7 +74,7 @@ def test_slots_freed_by_requests_that_finished_are_filled_in_the_same_pass(user,
     batch = make_batch(user, count=1)
     add_jobs(batch, 9)
     provider = get_provider("fal")
-    dispatch._submit_queued(provider)  # four in flight
+    polled_pump._submit_queued(provider)  # four in flight
     for _ in range(2):  # the simulator moves a request one step per look: queued → started → completed
         for record in list(fal_sim.requests.values()):
             fal_sim._advance(record)

@@ -185,7 +185,7 @@ def test_a_worker_keeps_beating_for_a_job_that_reports_no_progress(job, settings
     """A job queued inside SwarmUI behind another hears nothing; its worker's beat keeps the sweep away."""
     import time
 
-    from jobs.dispatch import _Heartbeat
+    from jobs.worker_run import _Heartbeat
 
     settings.GENHUB_HEARTBEAT_SECONDS = 0.05
     services.job_claim(job_id=job.pk)
