@@ -16,6 +16,7 @@ import logging
 import secrets
 import time
 from datetime import timedelta
+from decimal import Decimal
 from functools import lru_cache
 
 from django.conf import settings
@@ -378,6 +379,7 @@ class VastAIOrchestrator:
             return self._fail(instance, "vast no longer knows this instance (it vanished while booting)")
         if remote.dead_reason:
             return self._fail(instance, remote.dead_reason)
+        self._note_billed_price(instance, remote.dph_total)
         if remote.actual_status == "offline":
             # Before it ever served, a host that lost contact with vast is not worth waiting for.
             return self._fail(instance, f"{remote.doubt_reason} while booting")
@@ -397,6 +399,18 @@ class VastAIOrchestrator:
         transition(instance, State.READY, f"SwarmUI ready at {url} after {booted_for:.0f}s", ready_at=now,
                    last_health_at=now, last_health_ok=True, health_failures=0, first_health_failure_at=None)
         return "ready"
+
+    @staticmethod
+    def _note_billed_price(instance: GpuInstance, billed) -> None:
+        """vast bills what the ask cost when it was rented, which an older offer list (kept while searches
+        are paused) may not show: the instance's own figure is the one its clips are costed at."""
+        if not isinstance(billed, (int, float)) or not 0 < billed < 1000 or instance.dph_usd is None:
+            return
+        price = Decimal(str(round(billed, 4)))
+        if price != instance.dph_usd:
+            GpuInstance.objects.filter(pk=instance.pk).update(dph_usd=price)
+            record(instance, "price", f"vast bills ${price}/h (the offer listed ${instance.dph_usd}/h)")
+            instance.dph_usd = price
 
     def _check_health(self, instance: GpuInstance) -> str:
         remote = self._show(instance)

@@ -135,8 +135,13 @@ def vast_search_block():
 
 
 def gpu_rental_blocked_until():
-    """When renting can start again, while nothing is rented and the search quota blocks a new rental."""
+    """When renting can start again, while nothing is rented and the search quota blocks a new rental (the
+    last offer list found is used up: until then a rental is still tried from it)."""
+    from gpu_instances.offers import offers_left_to_try
+
     if GpuInstance.objects.filter(state__in=GpuInstance.ACTIVE_STATES, vast_id__isnull=False).exists():
+        return None
+    if offers_left_to_try():
         return None
     block = vast_search_block()
     return block[0] if block else None

@@ -2,12 +2,14 @@
 
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 
 from gpu_instances.models import GpuInstance, OfferSearch
 from gpu_instances.orchestrator import VastAIOrchestrator
+from gpu_instances.selectors import gpu_rental_blocked_until
 from jobs import services
 from jobs.alerts import alerts_check
 from jobs.models import Alert, BatchRun, Job
@@ -112,7 +114,8 @@ def test_work_falls_back_to_fal_at_once_when_the_quota_blocks_renting_longer_tha
     Job.objects.update(status=Job.Status.WAITING_FOR_GPU)
     assert services.jobs_fall_back_while_gpu_unavailable(provider_name="vastai") == 0  # 30 min not over
 
-    vast_sim.exhaust_search_quota()
+    # Hours away (not "the next UTC midnight", which may be minutes away when this runs).
+    vast_sim.exhaust_search_quota(reset_at=time.time() + 3 * 3600)
     VastAIOrchestrator().step()
 
     assert services.jobs_fall_back_while_gpu_unavailable(provider_name="vastai") == 2
@@ -134,3 +137,58 @@ def test_the_operator_sees_the_block_in_instance_status_and_the_admin(vast_sim, 
     assert "offer search paused until" in out.getvalue() and "quota" in out.getvalue()
     page = admin_client.get("/admin/gpu_instances/offersearch/")
     assert page.status_code == 200 and b"quota" in page.content
+
+
+def test_while_the_quota_is_used_up_a_lost_instance_is_replaced_from_the_last_offer_list(vast_sim, demand, settings):
+    """Without it, an instance lost in the morning would not be replaced before midnight."""
+    settings.VAST_OFFER_CACHE_SECONDS = 60
+    orchestrator = VastAIOrchestrator()
+    orchestrator.step()
+    first = GpuInstance.objects.get()
+    OfferSearch.objects.update(searched_at=timezone.now() - timedelta(hours=3))  # an old list, not fresh
+    vast_sim.exhaust_search_quota(reset_at=time.time() + 3 * 3600)
+    orchestrator.destroy(first, "operator: test")
+
+    orchestrator.step()
+
+    second = GpuInstance.objects.get(state__in=GpuInstance.ACTIVE_STATES)
+    assert second.state == State.LOADING and second.offer_id != first.offer_id
+    assert searches(vast_sim) == 2  # the one the quota refused; the rental came from the last list
+    assert OfferSearch.objects.get().blocked_until is not None  # the block (and its alert) stand
+    assert gpu_rental_blocked_until() is None  # renting is not blocked while that list holds offers
+
+
+def test_an_instance_rented_from_an_old_list_is_costed_at_the_price_vast_bills(vast_sim, demand, settings):
+    settings.VAST_OFFER_CACHE_SECONDS = 3600
+    orchestrator = VastAIOrchestrator()
+    orchestrator.step()
+    first = GpuInstance.objects.get()
+    for offer in vast_sim.offers.values():  # the market moved since the list was found
+        offer["dph_base"] = round(offer["dph_base"] + 0.25, 4)
+    orchestrator.destroy(first, "operator: test")
+    orchestrator.step()
+    second = GpuInstance.objects.get(state__in=GpuInstance.ACTIVE_STATES)
+    listed = second.dph_usd
+
+    orchestrator.step()  # follows its boot: vast's own figure for the instance
+
+    second.refresh_from_db()
+    assert second.dph_usd == listed + Decimal("0.25")
+    assert second.events.filter(kind="price", message__contains=f"listed ${listed}/h").exists()
+
+
+def test_once_the_last_offer_list_is_used_up_renting_waits_for_the_reset(vast_sim, demand):
+    orchestrator = VastAIOrchestrator()
+    orchestrator.step()
+    vast_sim.exhaust_search_quota(reset_at=time.time() + 3 * 3600)
+    for offer_id in vast_sim.offers:  # the whole market rented by others meanwhile
+        vast_sim.vanish_offer(offer_id)
+    orchestrator.destroy(GpuInstance.objects.get(), "operator: test")
+
+    # The offers on hand are tried (all gone), then the search the quota refuses; then renting waits.
+    outcomes = [orchestrator.step()[0] for _ in range(3)]
+
+    assert not GpuInstance.objects.filter(state=State.LOADING).exists()
+    assert "could not rent" in outcomes[0] and "quota" in outcomes[1] and "paused until" in outcomes[2]
+    assert OfferSearch.objects.get().offers == [] and searches(vast_sim) == 2
+    assert gpu_rental_blocked_until() is not None
