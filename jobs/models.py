@@ -300,6 +300,12 @@ class BatchCounts(models.Model):
     n_fetching = models.IntegerField(db_default=0)
     cost_usd = models.DecimalField(max_digits=14, decimal_places=4, db_default=0)
     wasted_usd = models.DecimalField(max_digits=14, decimal_places=4, db_default=0)
+    # What the ETA, the deadline planner and the batch page count (counts_sql.CONDITIONS): fal jobs queued
+    # or running, GPU jobs waiting and running, jobs the deadline planner moved to fal.
+    n_fal_in_flight = models.IntegerField(db_default=0)
+    n_gpu_waiting = models.IntegerField(db_default=0)
+    n_gpu_running = models.IntegerField(db_default=0)
+    n_deadline_moved = models.IntegerField(db_default=0)
 
     class Meta:
         verbose_name = "batch counts"

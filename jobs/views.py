@@ -20,7 +20,6 @@ from genhub.formatting import plural
 from gpu_instances import exposure
 from jobs import estimates, exports, selectors, services
 from jobs import params as gen_params
-from jobs.deadline import DEADLINE_REASON
 from jobs.downloads import serve_stored
 from jobs.eta import batch_eta
 from jobs.forms import BatchForm, BudgetForm, DeadlineForm, batch_spec_from_upload, errors_by_anchor
@@ -227,7 +226,7 @@ def _batch_page(request, batch, *, budget_form=None, budget_errors=(), deadline_
                            for name, n in selectors.batch_counts(batch).items() if n],
         "gpu": selectors.gpu_activity_for(batch),
         "eta": batch_eta(batch), "deadline_form": deadline_form, "deadline_errors": deadline_errors,
-        "deadline_moved": batch.jobs.filter(fallback_reason__startswith=DEADLINE_REASON).count(),
+        "deadline_moved": selectors.batch_deadline_moved(batch),
         "costs": costs, "saving_text": saving_text(costs.saving),
         "other_provider_label": Provider(costs.other_provider).label,
         "fallback_text": fallback_text(batch.fallback_policy, batch.fallback_after),
