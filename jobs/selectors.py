@@ -136,11 +136,12 @@ def batch_cost_comparison(batch: BatchRun) -> CostComparison:
 
     rates = Rates.now()
     other = "vastai" if batch.provider == "fal" else "fal"
-    finished = batch.jobs.filter(status=S.SUCCEEDED)
-    actual = Decimal(finished.aggregate(total=Sum("cost_usd"))["total"] or 0).quantize(Decimal("0.0001"))
-    # A batch's jobs share a handful of parameter sets: estimate each set once, not each of 10,000 jobs.
-    by_params = finished.order_by().values("params").annotate(n=Count("id")).values_list("params", "n")
-    estimate = sum((job_estimate(other, params, rates) * n for params, n in by_params),
+    # A batch's jobs share a handful of parameter sets: estimate each set once, not each of 10,000 jobs. The
+    # actual cost comes from the same pass over the finished jobs (a second query would read them again).
+    by_params = list(batch.jobs.filter(status=S.SUCCEEDED).order_by().values("params")
+                     .annotate(n=Count("id"), cost=Sum("cost_usd")).values_list("params", "n", "cost"))
+    actual = Decimal(sum((Decimal(cost or 0) for _, _, cost in by_params), Decimal("0"))).quantize(Decimal("0.0001"))
+    estimate = sum((job_estimate(other, params, rates) * n for params, n, _ in by_params),
                    Decimal("0")).quantize(Decimal("0.0001"))
     basis = ("fal's price per video-second" if other == "fal" else
              f"{rates.seconds_per_clip:.1f} s of GPU per clip at ${format_rate(rates.dph)}/h")
