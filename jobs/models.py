@@ -181,6 +181,11 @@ class Job(models.Model):
             # big batch by URL is fetched: a small index of just those, in its order.
             models.Index(fields=["batch", "position", "id"], condition=models.Q(status="fetching"),
                          name="job_fetching_order"),
+            # The latest clips of a provider, newest first: the ETA's and the estimates' measured speeds
+            # (fal's turnaround, the GPU's seconds per clip) read the last 25 on every batch page, API read
+            # and poll; without it each read sorts every clip genhub ever made.
+            models.Index(fields=["provider", "-finished_at"], condition=models.Q(status="succeeded"),
+                         name="job_recent_clips"),
         ]
 
     def __str__(self):
