@@ -9,7 +9,7 @@ from jobs import counts_sql
 
 # The triggers read the job statuses and visible fields of jobs/counts_sql.py: a migration that changes
 # either runs `install` again (after `uninstall`). This one installs them without the CONDITIONS counters,
-# whose columns 0010 adds (it installs them again with those).
+# whose columns 0011 adds (it installs them again with those).
 def install(apps, schema_editor):
     vendor = schema_editor.connection.vendor
     for statement in (counts_sql.uninstall_sql(vendor)

@@ -2,8 +2,8 @@
 installed again with them, and the existing batches' values are counted once.
 
 The triggers go first: SQLite adds these columns by remaking jobs_batchcounts, and its rename refuses while
-a trigger names the table. (0009's remake of jobs_job dropped that table's triggers on SQLite; installing
-them all again here puts them back.)"""
+a trigger names the table. (On SQLite, 0009's and 0010's remakes of jobs_job dropped that table's triggers;
+installing them all again here puts them back.)"""
 
 from django.db import migrations, models
 
@@ -29,7 +29,7 @@ def install_with_planning(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0009_job_worker'),
+        ('jobs', '0010_job_lost_work'),
     ]
 
     operations = [

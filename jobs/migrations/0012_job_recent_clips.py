@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0010_batch_counts_for_planning'),
+        ('jobs', '0011_batch_counts_for_planning'),
     ]
 
     operations = [
