@@ -17,7 +17,6 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from gpu_instances import exposure
 from jobs import selectors, services
-from jobs.deadline import DEADLINE_REASON
 from jobs.downloads import serve_stored
 from jobs.eta import batch_eta
 from jobs.forms import batch_spec_from_upload, parse_params_json, parse_seeds_per_image, read_text_upload
@@ -206,7 +205,7 @@ class BatchLiveOutputSerializer(BatchOutputSerializer):
 
     def get_deadline_moved(self, batch) -> int:
         """Jobs the deadline planner moved to fal."""
-        return batch.jobs.filter(fallback_reason__startswith=DEADLINE_REASON).count()
+        return selectors.batch_deadline_moved(batch)
 
     @extend_schema_field(CostComparisonSerializer)
     def get_costs(self, batch) -> dict:

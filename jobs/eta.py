@@ -21,7 +21,8 @@ from django.utils import timezone
 
 from gpu_instances import speed
 from gpu_instances.models import GpuInstance
-from jobs.models import BatchRun, Job
+from jobs.models import BatchCounts, BatchRun, Job
+from jobs.selectors import batch_tally
 
 S = Job.Status
 SAMPLES = 25  # the most recent clips a figure is taken from
@@ -147,13 +148,32 @@ def gpu_clips_left(jobs) -> float:
     return row["waiting"] + row["running"] - (row["done"] or 0.0)
 
 
+def _gpu_progress(jobs) -> float:
+    """The summed progress of the vastai jobs generating among `jobs` (few: the GPU's in-flight limit)."""
+    return jobs.filter(provider="vastai", status=S.RUNNING).aggregate(done=Sum("progress"))["done"] or 0.0
+
+
+def batch_gpu_clips_left(batch: BatchRun) -> float:
+    """gpu_clips_left of the batch's jobs, from its maintained counts (BatchCounts): only the progress of
+    its generating jobs is read from the jobs, not all 10,000 of them counted again."""
+    tally = batch_tally(batch)
+    done = _gpu_progress(Job.objects.filter(batch=batch)) if tally.n_gpu_running else 0.0
+    return tally.n_gpu_waiting + tally.n_gpu_running - done
+
+
 def gpu_clips_ahead(batch: BatchRun) -> float:
-    """GPU work of older batches: the vast pump takes the queue oldest batch first."""
-    return gpu_clips_left(Job.objects.filter(batch_id__lt=batch.pk))
+    """GPU work of older batches: the vast pump takes the queue oldest batch first. Their maintained counts
+    (one row per batch), not every job genhub ever ran: only generating jobs' progress comes from the jobs."""
+    row = BatchCounts.objects.filter(batch_id__lt=batch.pk).aggregate(waiting=Sum("n_gpu_waiting"),
+                                                                      running=Sum("n_gpu_running"))
+    running = row["running"] or 0
+    done = _gpu_progress(Job.objects.filter(batch_id__lt=batch.pk)) if running else 0.0
+    return (row["waiting"] or 0) + running - done
 
 
 def fal_clips_ahead(batch: BatchRun) -> int:
-    return Job.objects.filter(batch_id__lt=batch.pk, provider="fal", status__in=(S.QUEUED, S.RUNNING)).count()
+    """fal jobs of older batches queued or running, from their maintained counts."""
+    return BatchCounts.objects.filter(batch_id__lt=batch.pk).aggregate(n=Sum("n_fal_in_flight"))["n"] or 0
 
 
 def fal_seconds(clips: int, turnaround: float) -> float:
@@ -188,10 +208,11 @@ class Eta:
 def batch_eta(batch: BatchRun, *, now: datetime | None = None) -> Eta | None:
     """When the batch's unfinished work should be done; None when nothing is left to do (or all of it is paused)."""
     now = now or timezone.now()
-    jobs = Job.objects.filter(batch=batch)
-    own_gpu = gpu_clips_left(jobs)
-    own_fal = jobs.filter(provider="fal", status__in=(S.QUEUED, S.RUNNING)).count()
-    storing = jobs.filter(status=S.STORING).exists()
+    # The batch's maintained counts (BatchCounts), as its page shows them: no scan of its jobs.
+    tally = batch_tally(batch)
+    own_gpu = batch_gpu_clips_left(batch)
+    own_fal = tally.n_fal_in_flight
+    storing = tally.n_storing > 0
     if not own_gpu and not own_fal and not storing:
         return None
     parts, low, mid, high = [], 0.0, 0.0, 0.0
@@ -215,7 +236,7 @@ def batch_eta(batch: BatchRun, *, now: datetime | None = None) -> Eta | None:
         mid, low = max(mid, fal_mid), max(low, fal_seconds(waves, turnaround.low))
         high = max(high, fal_seconds(waves, turnaround.high))
         parts.append(f"{own_fal} clip(s) on fal, {settings.FAL_MAX_IN_FLIGHT} at a time, at {turnaround.basis}")
-    paused = jobs.filter(status=S.PAUSED).count()
+    paused = tally.n_paused
     if paused:
         parts.append(f"{paused} paused job(s) not counted")
     return Eta(at=now + timedelta(seconds=mid), seconds=mid, low=now + timedelta(seconds=low),

@@ -181,6 +181,11 @@ class Job(models.Model):
             # big batch by URL is fetched: a small index of just those, in its order.
             models.Index(fields=["batch", "position", "id"], condition=models.Q(status="fetching"),
                          name="job_fetching_order"),
+            # The latest clips of a provider, newest first: the ETA's and the estimates' measured speeds
+            # (fal's turnaround, the GPU's seconds per clip) read the last 25 on every batch page, API read
+            # and poll; without it each read sorts every clip genhub ever made.
+            models.Index(fields=["provider", "-finished_at"], condition=models.Q(status="succeeded"),
+                         name="job_recent_clips"),
         ]
 
     def __str__(self):
@@ -300,6 +305,12 @@ class BatchCounts(models.Model):
     n_fetching = models.IntegerField(db_default=0)
     cost_usd = models.DecimalField(max_digits=14, decimal_places=4, db_default=0)
     wasted_usd = models.DecimalField(max_digits=14, decimal_places=4, db_default=0)
+    # What the ETA, the deadline planner and the batch page count (counts_sql.CONDITIONS): fal jobs queued
+    # or running, GPU jobs waiting and running, jobs the deadline planner moved to fal.
+    n_fal_in_flight = models.IntegerField(db_default=0)
+    n_gpu_waiting = models.IntegerField(db_default=0)
+    n_gpu_running = models.IntegerField(db_default=0)
+    n_deadline_moved = models.IntegerField(db_default=0)
 
     class Meta:
         verbose_name = "batch counts"

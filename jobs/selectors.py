@@ -7,7 +7,7 @@ from django.db import connection
 from django.db.models import Count, F, Max, Q, QuerySet, Sum
 from django.shortcuts import get_object_or_404
 
-from jobs.models import Alert, BatchRun, Job
+from jobs.models import Alert, BatchCounts, BatchRun, Job
 
 S = Job.Status
 # Read from the maintained counts (BatchCounts, kept by triggers), never by adding up the jobs: the batch
@@ -27,7 +27,9 @@ def batch_list(*, user) -> QuerySet:
 
 
 def batch_get(*, user, batch_uuid) -> BatchRun:
-    return get_object_or_404(batch_list(user=user), uuid=batch_uuid)
+    """One batch as batch_list has it, with its whole counts row (`batch.tally`, the same join): its page
+    and the API read the ETA's and the planner's counters from it."""
+    return get_object_or_404(batch_list(user=user).select_related("tally"), uuid=batch_uuid)
 
 
 def batch_get_owned(*, user, batch_uuid) -> BatchRun:
@@ -56,6 +58,17 @@ def batch_next_on_gpu(batch: BatchRun) -> int:
 
 def job_get(*, user, job_uuid) -> Job:
     return get_object_or_404(_visible(Job.objects.select_related("batch", "instance"), user), uuid=job_uuid)
+
+
+def batch_tally(batch: BatchRun) -> BatchCounts:
+    """The batch's maintained counts: the row batch_get joined, else read now (and then kept on `batch`,
+    like any relation: a batch object held while its jobs change reads it again after refresh_from_db)."""
+    return batch.tally
+
+
+def batch_deadline_moved(batch: BatchRun) -> int:
+    """How many of the batch's jobs the deadline planner moved to fal (maintained: no scan of its jobs)."""
+    return batch_tally(batch).n_deadline_moved
 
 
 def batch_counts(batch: BatchRun) -> dict:
@@ -123,11 +136,12 @@ def batch_cost_comparison(batch: BatchRun) -> CostComparison:
 
     rates = Rates.now()
     other = "vastai" if batch.provider == "fal" else "fal"
-    finished = batch.jobs.filter(status=S.SUCCEEDED)
-    actual = Decimal(finished.aggregate(total=Sum("cost_usd"))["total"] or 0).quantize(Decimal("0.0001"))
-    # A batch's jobs share a handful of parameter sets: estimate each set once, not each of 10,000 jobs.
-    by_params = finished.order_by().values("params").annotate(n=Count("id")).values_list("params", "n")
-    estimate = sum((job_estimate(other, params, rates) * n for params, n in by_params),
+    # A batch's jobs share a handful of parameter sets: estimate each set once, not each of 10,000 jobs. The
+    # actual cost comes from the same pass over the finished jobs (a second query would read them again).
+    by_params = list(batch.jobs.filter(status=S.SUCCEEDED).order_by().values("params")
+                     .annotate(n=Count("id"), cost=Sum("cost_usd")).values_list("params", "n", "cost"))
+    actual = Decimal(sum((Decimal(cost or 0) for _, _, cost in by_params), Decimal("0"))).quantize(Decimal("0.0001"))
+    estimate = sum((job_estimate(other, params, rates) * n for params, n, _ in by_params),
                    Decimal("0")).quantize(Decimal("0.0001"))
     basis = ("fal's price per video-second" if other == "fal" else
              f"{rates.seconds_per_clip:.1f} s of GPU per clip at ${format_rate(rates.dph)}/h")

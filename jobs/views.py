@@ -5,6 +5,7 @@ API, and render. Live updates on the batch page come from the API itself (`stati
 """
 
 import mimetypes
+import uuid
 
 from django.conf import settings
 from django.contrib import messages
@@ -20,7 +21,6 @@ from genhub.formatting import plural
 from gpu_instances import exposure
 from jobs import estimates, exports, selectors, services
 from jobs import params as gen_params
-from jobs.deadline import DEADLINE_REASON
 from jobs.downloads import serve_stored
 from jobs.eta import batch_eta
 from jobs.forms import BatchForm, BudgetForm, DeadlineForm, batch_spec_from_upload, errors_by_anchor
@@ -181,6 +181,22 @@ def _shown_jobs(jobs, user) -> list:
     return jobs
 
 
+# Where a job's card links to: its input, video and poster, its cancel and retry forms.
+CARD_ROUTES = {"input": "web:job-input", "video": "job-video", "poster": "job-poster", "cancel": "web:job-cancel",
+               "retry": "web:job-retry"}
+_ANY_JOB = uuid.UUID(int=0)
+
+
+def _card_urls(jobs) -> None:
+    """Each card's links, as `job.urls`. The routes differ only in the job's UUID: each is reversed once and
+    each card's UUID put in (50 cards × 5 reversed URLs were a fifth of the page's rendering time)."""
+    patterns = {name: reverse(route, args=[_ANY_JOB]) for name, route in CARD_ROUTES.items()}
+    placeholder = str(_ANY_JOB)
+    for job in jobs:
+        job_uuid = str(job.uuid)
+        job.urls = {name: pattern.replace(placeholder, job_uuid) for name, pattern in patterns.items()}
+
+
 def _status_filter(request) -> str:
     wanted = request.GET.get("status", "")
     return wanted if wanted in Job.Status.values else ""
@@ -204,6 +220,7 @@ def _batch_page(request, batch, *, budget_form=None, budget_errors=(), deadline_
     for job in jobs:
         job.phase = phases[job.pk]
         job.status_label = STATUS_LABELS[job.phase]
+    _card_urls(jobs)
     costs = selectors.batch_cost_comparison(batch)
     alerts = list(selectors.alerts_open(user=request.user))
     budget_errors = errors_by_anchor(list(budget_errors)).get("budget_usd", [])
@@ -227,7 +244,7 @@ def _batch_page(request, batch, *, budget_form=None, budget_errors=(), deadline_
                            for name, n in selectors.batch_counts(batch).items() if n],
         "gpu": selectors.gpu_activity_for(batch),
         "eta": batch_eta(batch), "deadline_form": deadline_form, "deadline_errors": deadline_errors,
-        "deadline_moved": batch.jobs.filter(fallback_reason__startswith=DEADLINE_REASON).count(),
+        "deadline_moved": selectors.batch_deadline_moved(batch),
         "costs": costs, "saving_text": saving_text(costs.saving),
         "other_provider_label": Provider(costs.other_provider).label,
         "fallback_text": fallback_text(batch.fallback_policy, batch.fallback_after),

@@ -8,12 +8,14 @@ from jobs import counts_sql
 
 
 # The triggers read the job statuses and visible fields of jobs/counts_sql.py: a migration that changes
-# either runs `install` again (after `uninstall`).
+# either runs `install` again (after `uninstall`). This one installs them without the CONDITIONS counters,
+# whose columns 0011 adds (it installs them again with those).
 def install(apps, schema_editor):
     vendor = schema_editor.connection.vendor
-    for statement in counts_sql.uninstall_sql(vendor) + counts_sql.install_sql(vendor):
+    for statement in (counts_sql.uninstall_sql(vendor)
+                      + counts_sql.install_sql(vendor, conditions=counts_sql.NO_CONDITIONS)):
         schema_editor.execute(statement)
-    schema_editor.execute(counts_sql.backfill_sql())
+    schema_editor.execute(counts_sql.backfill_sql(conditions=counts_sql.NO_CONDITIONS))
 
 
 def uninstall(apps, schema_editor):

@@ -149,3 +149,36 @@ def test_the_batch_list_costs_the_same_queries_with_ten_or_a_thousand_jobs(api, 
         body = api.get("/api/batches/").json()
     assert body["results"][-1]["total"] == 1000
     assert not any("jobs_job" in q["sql"] for q in big_queries.captured_queries), "the list must not read jobs"
+
+
+def _counted_jobs(queries) -> list[str]:
+    """Queries that count jobs, but for the cost comparison's, which groups the finished ones by their
+    parameters (none finished here) to price them on the other provider."""
+    return [q["sql"] for q in queries
+            if "COUNT(" in q["sql"] and '"jobs_job"' in q["sql"] and "GROUP BY" not in q["sql"]]
+
+
+def test_the_batch_its_page_and_its_polls_count_none_of_its_jobs(api, user, django_assert_max_num_queries):
+    """Counts, ETA, deadline moves and the jobs ahead come from the maintained BatchCounts: a 10,000-job
+    batch is read in the same queries as a small one, and none of them counts jobs."""
+    older = big_batch(user, 20)  # ahead of it on fal
+    batch = big_batch(user, 60)
+    services.job_claim(job_id=batch.jobs.order_by("position").first().pk)
+    cursor = api.get(f"/api/batches/{batch.uuid}/").json()["cursor"]
+    services.job_claim(job_id=batch.jobs.order_by("position")[1].pk)
+    reads = {"page": f"/batches/{batch.uuid}/", "api": f"/api/batches/{batch.uuid}/",
+             "poll": f"/api/batches/{batch.uuid}/jobs/?since={cursor}"}
+
+    small = {}
+    for name, url in reads.items():
+        with django_assert_max_num_queries(20) as captured:
+            assert api.get(url).status_code == 200
+        assert _counted_jobs(captured.captured_queries) == [], name
+        small[name] = len(captured.captured_queries)
+    add_jobs(batch, 500)
+    add_jobs(older, 500)
+    for name, url in reads.items():
+        with django_assert_max_num_queries(small[name]) as captured:
+            body = api.get(url)
+        assert _counted_jobs(captured.captured_queries) == [], name
+    assert body.json()["batch"]["eta"]["basis"].startswith("560 clip(s) on fal")  # its own, queued and running

@@ -4,6 +4,8 @@ turnaround per wave, and bounds from the measured spread."""
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from gpu_instances.models import GpuInstance
@@ -137,3 +139,43 @@ def test_the_api_gives_the_eta_as_iso_times_with_bounds(user, api):
     body = api.get(f"/api/batches/{batch.uuid}/").json()["eta"]
     assert set(body) == {"at", "seconds", "low", "high", "basis"}
     assert body["seconds"] == 20 and body["low"] <= body["at"] <= body["high"]
+
+
+def test_an_older_batchs_generating_job_counts_only_its_remaining_share(user):
+    instance = ready_instance()
+    history(user, instance, [10.0] * 5)
+    older = make_batch(user, provider="vastai", count=2)
+    Job.objects.filter(pk=older.jobs.order_by("position").first().pk).update(status=S.RUNNING, progress=0.5,
+                                                                            instance=instance)
+    later = make_batch(user, provider="vastai", count=1)
+
+    estimate = eta.batch_eta(later)
+    assert estimate.seconds == pytest.approx(25.0)  # 0.5 + 1 of the older batch, then its own clip
+    assert "after 1.5 of older batches" in estimate.basis
+
+
+def test_older_fal_batches_in_flight_come_first(user, settings):
+    settings.FAL_MAX_IN_FLIGHT = 4
+    settings.FAL_ESTIMATED_SECONDS_PER_CLIP = 30
+    make_batch(user, provider="fal", count=6)  # older: queued on fal
+    batch = make_batch(user, provider="fal", count=2)
+
+    assert eta.batch_eta(batch).seconds == pytest.approx(60)  # 8 clips: 2 waves of 4
+
+
+def test_it_reads_in_flight_counts_from_batch_counts(user):
+    """A 10,000-job batch's ETA costs what an empty one's does: its counts and the older batches' come from
+    BatchCounts, and only generating jobs (none here) are read from the jobs table."""
+    ready_instance()
+    make_batch(user, provider="fal", count=3)
+    make_batch(user, provider="vastai", count=3)
+    batch = make_batch(user, provider="vastai", count=4)
+    Job.objects.filter(pk=batch.jobs.order_by("position").first().pk).update(provider="fal")
+
+    with CaptureQueriesContext(connection) as captured:
+        estimate = eta.batch_eta(batch)
+
+    assert "3.0 clip(s) on the GPU after 3.0 of older batches" in estimate.basis
+    assert "1 clip(s) on fal" in estimate.basis
+    counted = [q["sql"] for q in captured.captured_queries if "COUNT(" in q["sql"] and '"jobs_job"' in q["sql"]]
+    assert counted == []
