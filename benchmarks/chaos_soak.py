@@ -329,6 +329,7 @@ class RunResult:
     timed_out: bool
     log: Path
     gaps: dict  # stage -> seconds, per replacement (see `replacement_gaps`)
+    twice: list  # what is known of each vastai clip generated more than once (`clips_made_twice`)
 
 
 def submit(owner, provider: str, count: int, seed_base: int):
@@ -391,7 +392,7 @@ def run(args, *, faults: bool, fault_window: float, label: str, disk: "MediaDisk
                               VAST_CREATE_TIMEOUT_SECONDS=CREATE_TIMEOUT_SECONDS).start()
             world = World(vast, fal, cluster, disk=disk)
 
-            started_at = time.time()
+            started_at, started_mono = time.time(), time.monotonic()
             batches = {"vastai": submit(owner, "vastai", args.jobs, VAST_SEED_BASE)}
             if args.fal_jobs:
                 batches["fal"] = submit(owner, "fal", args.fal_jobs, FAL_SEED_BASE)
@@ -419,7 +420,7 @@ def run(args, *, faults: bool, fault_window: float, label: str, disk: "MediaDisk
                 injections=loop["injections"], recoveries=recoveries, replacements=replacements, failures=failures,
                 unowned=unowned, not_destroyed=not_destroyed, rented=len(vast.instances),
                 most_alive=loop["most_alive"], inapplicable=loop["inapplicable"], cluster_starts=cluster.starts,
-                timed_out=loop["timed_out"], log=log, gaps=gaps)
+                timed_out=loop["timed_out"], log=log, gaps=gaps, twice=clips_made_twice(vast, started_mono))
         finally:
             if cluster is not None:
                 cluster.stop()
@@ -525,6 +526,28 @@ def replacement_gaps() -> dict:
     return gaps
 
 
+def clips_made_twice(vast: VastAISimulator, started_mono: float) -> list[str]:
+    """For each vastai clip generated to the end more than once: its job and every generation of it (instance,
+    the attempt's tag, when it ran, how it ended), so that a double can be traced to its faults."""
+    runs = [(inst.id, g) for inst in list(vast.instances.values()) if inst.swarmui
+            for g in list(inst.swarmui.generations)]
+    by_seed = defaultdict(list)
+    for vast_id, generation in runs:
+        by_seed[generation.params.get("seed")].append((vast_id, generation))
+    lines = []
+    for seed, gens in sorted(by_seed.items()):
+        if sum(1 for _, g in gens if g.output_path) < 2:
+            continue
+        job = Job.objects.filter(seed=seed, provider="vastai").values("uuid", "attempts", "claims", "status").first()
+        lines.append(f"seed {seed}, job {job}:")
+        for vast_id, g in gens:
+            tag = (g.params.get("extra_metadata") or {}).get("genhub_work", "")
+            ended = f"{g.finished_at - started_mono:.1f} s" if g.finished_at else "—"
+            lines.append(f"    vast #{vast_id} {tag}: {g.started_at - started_mono:.1f} s → {ended}, "
+                         f"{g.error or ('clip ' + g.output_path.rsplit('/', 1)[-1] if g.output_path else 'no clip')}")
+    return lines
+
+
 def live_labelled(vast: VastAISimulator) -> set[int]:
     return {r["id"] for r in vast.instance_records()
             if r["label"] == settings.GENHUB_INSTANCE_LABEL and r["state"] not in ("destroyed", "vanished")}
@@ -578,6 +601,8 @@ def report(result: RunResult, baseline: RunResult | None):
     print(f"  total : lost {totals['lost']}, succeeded twice {totals['twice']}, paid attempts wasted "
           f"{totals['wasted']}; instances leaked: {result.unowned} unowned at the end, {result.not_destroyed} "
           f"alive after destroy_instance; {result.rented} rented, at most {result.most_alive} alive at once")
+    for line in result.twice:
+        print(f"    twice: {line}")
     if result.injections:
         print(f"  {len(result.injections)} faults; recovery (→ next job finished on each provider that was waiting):")
         for kind in sorted(FAULTS):

@@ -205,8 +205,8 @@ class SwarmUISimulator(Simulator):
     # --- observation (read-only) ---
 
     def generation_counts(self, key: str = "seed", *, completed: bool = False) -> Counter:
-        """Generations that got the GPU, counted per value of the request parameter `key`. genhub sends no
-        job id to SwarmUI; the job's seed is what identifies it (unique when the caller makes it so).
+        """Generations that got the GPU, counted per value of the request parameter `key`. The job's seed
+        identifies it (unique when the caller makes it so); genhub's tag in `extra_metadata` names the attempt.
         `completed=True` counts only those that produced a clip."""
         with self._lock:
             return Counter(g.params.get(key) for g in self.generations if not completed or g.output_path)
