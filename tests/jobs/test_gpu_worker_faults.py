@@ -281,3 +281,19 @@ def test_a_worker_that_only_missed_beats_is_requeued_but_its_session_is_left_to_
     assert not [row for row in OrmQ.objects.all() if row.task["func"] == "jobs.tasks.cancel_remote"]
     # Its clip is still looked for by the next attempt, which must not interrupt that session either.
     assert Job.objects.get(pk=job.pk).lost_work == {"instance_id": 1, "work": "w:1"}
+
+
+def test_lost_work_taken_over_by_an_attempt_that_could_not_start_goes_back_with_the_job(user):
+    """The GPU went away between dispatch and start: the next attempt must still look for that clip."""
+    job = make_batch(user, provider="vastai").jobs.get()
+    lost = {"instance_id": 1, "session_id": "s", "work": f"{job.uuid}:1"}
+    Job.objects.filter(pk=job.pk).update(lost_work=lost)
+    token = uuid.uuid4().hex
+    assert services.job_claim(job_id=job.pk, dispatch_token=token)
+    assert services.job_take_dispatch(job_id=job.pk, dispatch_token=token)
+    taken = Job.objects.get(pk=job.pk)
+    assert (taken.provider_ref, taken.lost_work) == (lost, {})
+
+    assert services.job_release(job_id=job.pk, claim=taken.claims, reason="no GPU instance is ready")
+
+    assert Job.objects.get(pk=job.pk).lost_work == lost
