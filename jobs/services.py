@@ -302,11 +302,13 @@ def jobs_note_progress(*, progress: dict[int, float]) -> int:
 
 def job_release(*, job_id: int, claim: int, reason: str) -> bool:
     """Hands a claimed job back untouched (nowhere to run it after all): the attempt does not count. Lost
-    work this attempt had taken over (job_take_dispatch) goes back with it, for the next attempt to look for."""
+    work this attempt had taken over (job_take_dispatch) goes back with it, for the next attempt to look for,
+    unless the sweep has just recorded what to look for (it knows whether that worker is gone)."""
     released = _running(job_id, claim).update(
         status=S.QUEUED, attempts=F("attempts") - 1, progress=0.0, heartbeat_at=None, dispatch_token="",
         error_code="", error_message=reason[:2000], instance=None,
-        lost_work=Case(When(provider_ref__has_key="work", then=F("provider_ref")), default=F("lost_work")))
+        lost_work=Case(When(Q(lost_work={}) & Q(provider_ref__has_key="work"), then=F("provider_ref")),
+                       default=F("lost_work")))
     if released:
         job = Job.objects.only("provider").get(pk=job_id)
         _enqueue_pump(job.provider)
