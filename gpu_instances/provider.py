@@ -55,6 +55,10 @@ class VastAIProvider(Provider):
         instance = GpuInstance.objects.get(pk=(placement or self.placement())["instance_id"])
         if instance.state != GpuInstance.State.READY:
             raise TransientError(f"instance vast #{instance.vast_id} is {instance.state}", code="instance_not_ready")
+        earlier = earlier_generation(instance, request.earlier_work)
+        if earlier is not None:
+            # Its GPU time was spent by the lost attempt: it is this clip's cost, counted once.
+            return self._finished(instance, *earlier)
         params = request.params
         swarm_params = build_video_params(
             image=request.image, image_content_type=request.image_content_type, prompt=request.prompt,
@@ -63,10 +67,6 @@ class VastAIProvider(Provider):
             cfg=params["cfg"], video_model=settings.SWARMUI_VIDEO_MODEL, swap_model=settings.SWARMUI_SWAP_MODEL or None,
             work_tag=request.work_tag,
         )
-        earlier = earlier_generation(instance, request.earlier_work)
-        if earlier is not None:
-            # Its GPU time was spent by the lost attempt: it is this clip's cost, counted once.
-            return self._finished(instance, *earlier)
         started = []
 
         def relay(fraction: float) -> None:
