@@ -175,7 +175,9 @@ class SwarmUISimulator(Simulator):
             self._health_failures = n_or_bool
 
     def expire_sessions(self):
-        """Forget every session, as after a cleanup or a wiped `Data/`: the next call gets 401."""
+        """Forget every session: the next call gets 401. As SwarmUI's `SessionHandler.RemoveSession`
+        does, the removed sessions' generations are interrupted (it cancels their `SessInterrupt`): a
+        session never outlives its generations, nor they it."""
         with self._lock:
             self._sessions.clear()
 
@@ -338,11 +340,12 @@ class SwarmUISimulator(Simulator):
             return self._interrupt_epochs.get(session_id, 0), self._restart_epoch
 
     def _check_interrupt(self, session_id: str, epoch: tuple[int, int], *, running: bool = True):
-        """A restart ends the generations the backend was running; one still waiting just waits longer."""
+        """A restart ends the generations the backend was running; one still waiting just waits longer. An
+        interrupt, or the removal of the session, ends both."""
         now = self._epoch(session_id)
         if running and now[1] != epoch[1]:
             raise _Interrupted(BACKEND_RESTARTED)
-        if now[0] != epoch[0]:
+        if now[0] != epoch[0] or not self._session_is_valid(session_id):
             raise _Interrupted(INTERRUPTED)
 
     def _get_new_session(self, body: dict) -> dict:

@@ -1,5 +1,6 @@
-"""Stopping generations in SwarmUI: a cancelled job interrupts only its own session; a wedged queue keeps
-its WebSocket open on keep-alives until InterruptAll or RestartBackends ends it (simulator over real HTTP/WS)."""
+"""Stopping generations in SwarmUI: a cancelled job interrupts only its own session; a removed session ends
+its generations; a wedged queue keeps its WebSocket open on keep-alives until InterruptAll or RestartBackends
+ends it (simulator over real HTTP/WS)."""
 
 import threading
 
@@ -79,6 +80,27 @@ def test_a_generation_cancelled_while_queued_never_reaches_the_gpu(slow_sim, cli
     assert running.error is None and running.result.video
     assert [g.params["seed"] for g in slow_sim.generations] == [1]
     assert len(slow_sim.interrupted_waiting) == 1
+
+
+def test_a_removed_session_takes_its_generations_with_it(slow_sim, client):
+    # SwarmUI's RemoveSession cancels the session's interrupt token: its generations, running or waiting,
+    # end there. A worker that lost its session never finds its clip finished later by a generation
+    # nobody can interrupt any more.
+    running, queued = Generation(client, 1), Generation(client, 2)
+    running.start()
+    running.started_gpu.wait(10)
+    queued.start()
+    wait_for(lambda: slow_sim.status_waiting() == 1, timeout=10, message="the second job queued in SwarmUI")
+
+    slow_sim.expire_sessions()
+    running.join(10)
+    queued.join(10)
+
+    for generation in (running, queued):
+        assert isinstance(generation.error, TransientError) and "interrupted" in generation.error.message
+    assert [g.error for g in slow_sim.generations] == ["Generation session interrupted."]
+    assert len(slow_sim.interrupted_waiting) == 1
+    assert slow_sim.interrupts == []  # nobody called InterruptAll
 
 
 def test_a_wedged_queue_answers_status_and_sends_keep_alives_until_interrupt_all(slow_sim, client):
