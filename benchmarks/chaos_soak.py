@@ -11,9 +11,9 @@ work left) gives way to another one that can. Faults are injected for as long as
 (`--fault-window` overrides), then the run drains. Every fault of issue 9 is here. Faults that last a
 while (an `offline` blip, a used-up search quota, a full disk) last tens of seconds, not vast's hours, and a
 slow create outlasts a create timeout lowered to `CREATE_TIMEOUT_SECONDS`: the soak sees each kind several
-times. For `storage_fails` MEDIA_ROOT
-is a tmpfs of its own (mounting needs root; without it that fault is left out) that is filled to ENOSPC and
-freed again, so genhub meets a really full disk.
+times. For `storage_fails` MEDIA_ROOT is a tmpfs of its own (mounting needs root; without it that fault is
+left out) that is filled to ENOSPC and freed again, so genhub meets a really full disk; the pending area is
+on another disk beside it, as the README advises (so the GPU goes on while fal holds).
 
 Everything counted as generated comes from the simulators' own records (`generation_counts`, keyed by
 the seed, which genhub sends and which this script makes unique per job), not from genhub's database.

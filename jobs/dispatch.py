@@ -118,8 +118,9 @@ def _pump_pass(provider: Provider, collector: "polled_pump.Collector | None" = N
         services.jobs_sweep_stale(provider_name=provider.name)
     budget.apply_caps(provider_name=provider.name)
     pending_results.store_due(provider_name=provider.name)
-    # While paid clips cannot be stored, new paid work would only pile up more of them: hold it.
-    # Work already paid for is still followed to the end (its result is kept).
+    # While paid clips cannot be stored, new paid work would only pile up more of them: hold it (the
+    # GPU, billed by the hour, only once they could not be kept either). Work already paid for is still
+    # followed to the end (its result is kept).
     hold = storage_problem()
     if provider.polled:
         polled_pump.polled_pass(provider, collector or polled_pump.Collector(provider), hold=hold,
@@ -146,8 +147,11 @@ def _dispatch_to_workers(provider: Provider, *, hold: str | None = None) -> None
         services.jobs_fall_back_while_gpu_unavailable(provider_name=provider.name)
         return
     Job.objects.filter(provider=provider.name, status=S.WAITING_FOR_GPU).update(status=S.QUEUED)
-    if hold:
-        return  # storage is failing: no new paid GPU work (see storage_problem)
+    if hold and not pending_results.room_to_keep(clips=capacity):
+        # The rented GPU is billed by the hour whether it works or not, so while the clips it makes can wait
+        # in the pending area (another disk, or local room while a bucket fails) it goes on; it stops only
+        # when they could not be kept either. fal bills per clip and holds (polled_pump).
+        return
     from jobs.tasks import run_job as run_job_task
 
     for pk in slots.next_queued(provider, slots.free_slots(provider, capacity)):

@@ -30,7 +30,7 @@ from django.utils.dateparse import parse_datetime
 
 from jobs import alerts, artifacts, services
 from jobs.models import Job
-from jobs.storage_health import media_free_bytes
+from jobs.storage_health import MB, ROOM_PER_CLIP_BYTES, free_bytes, media_free_bytes
 from providers.base import Finished
 from providers.errors import PermanentError, ProviderError
 from providers.registry import get_provider
@@ -44,6 +44,12 @@ def pending_dir() -> Path:
         return Path(settings.GENHUB_PENDING_RESULTS_DIR)
     media = Path(settings.MEDIA_ROOT)
     return media.parent / f"{media.name}-pending"
+
+
+def room_to_keep(*, clips: int) -> bool:
+    """Whether the pending area could take `clips` more kept clips with GENHUB_STORAGE_MIN_FREE_MB to spare."""
+    free = free_bytes(pending_dir())
+    return free is not None and free >= settings.GENHUB_STORAGE_MIN_FREE_MB * MB + clips * ROOM_PER_CLIP_BYTES
 
 
 def keep(*, job: Job, finished: Finished, cost: Decimal | None, error: Exception) -> bool:

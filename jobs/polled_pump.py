@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from jobs import outcomes, services, slots
 from jobs.models import Job
-from jobs.storage_health import MB, free_bytes, storage_problem
+from jobs.storage_health import MB, ROOM_PER_CLIP_BYTES, free_bytes, storage_problem
 from providers.base import Completed, Pending, Provider, Submitted
 from providers.errors import PermanentError, ProviderError
 
@@ -129,11 +129,6 @@ class _Fanout:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
             self.pool = None
-
-
-# Room a clip is assumed to need before it is stored: far above a real 5 s clip (a few MB), so new work
-# is bought ahead of storing only while the disk is nowhere near full.
-ROOM_PER_CLIP_BYTES = 50 * 1024 * 1024
 
 
 def _room_for(clips: int) -> bool:

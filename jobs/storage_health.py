@@ -16,6 +16,9 @@ from genhub import storage
 from jobs.models import Job
 
 MB = 1024 * 1024
+# Room a clip is assumed to need before it is written: far above a real 5 s clip (a few MB), so new work
+# is bought ahead of storing only while the disk is nowhere near full.
+ROOM_PER_CLIP_BYTES = 50 * 1024 * 1024
 
 
 def free_bytes(path) -> int | None:
