@@ -28,6 +28,9 @@ What is counted:
   work), and any still alive after `destroy_instance` and a bounded wait;
 - recovery: for each injection, until a job finished on every provider that had work waiting then
   (for instance faults also: until a replacement instance was ready); median and max per fault kind;
+- GPU making no clip: the time between kept clips on the GPU (self-tests, interrupted or lost generations,
+  machines being bought count as idle), each second of a longer gap put down to the latest GPU-side fault
+  before it;
 - makespan: submission → last job finished, against the fault-free run.
 
 Run (the fault-free run takes about 5 minutes on 2 shared cores; the faulted one as long as genhub needs,
@@ -330,6 +333,7 @@ class RunResult:
     log: Path
     gaps: dict  # stage -> seconds, per replacement (see `replacement_gaps`)
     twice: list  # what is known of each vastai clip generated more than once (`clips_made_twice`)
+    idle: "GpuIdle"  # where the GPU's time went that made no clip (`gpu_idle`)
 
 
 def submit(owner, provider: str, count: int, seed_base: int):
@@ -420,7 +424,8 @@ def run(args, *, faults: bool, fault_window: float, label: str, disk: "MediaDisk
                 injections=loop["injections"], recoveries=recoveries, replacements=replacements, failures=failures,
                 unowned=unowned, not_destroyed=not_destroyed, rented=len(vast.instances),
                 most_alive=loop["most_alive"], inapplicable=loop["inapplicable"], cluster_starts=cluster.starts,
-                timed_out=loop["timed_out"], log=log, gaps=gaps, twice=clips_made_twice(vast, started_mono))
+                timed_out=loop["timed_out"], log=log, gaps=gaps, twice=clips_made_twice(vast, started_mono),
+                idle=gpu_idle(vast, started_mono, started_at, args.jobs, loop["injections"]))
         finally:
             if cluster is not None:
                 cluster.stop()
@@ -550,6 +555,60 @@ def clips_made_twice(vast: VastAISimulator, started_mono: float) -> list[str]:
     return lines
 
 
+# Shorter gaps between two clips are the pipeline's own (a worker's dispatch, a pump pass), not a fault's.
+PIPELINE_GAP_SECONDS = 2.0
+
+
+@dataclass
+class GpuIdle:
+    window: float  # from the first clip's start to the last clip's end
+    idle: float  # of which no generation was making a clip that was kept
+    short: float  # in gaps under PIPELINE_GAP_SECONDS
+    after: Counter  # fault kind (or "no fault") -> seconds of longer gaps that began after it
+
+
+def gpu_idle(vast: VastAISimulator, started_mono: float, started_at: float, jobs: int,
+             injections: list[Injection]) -> GpuIdle:
+    """The GPU time that made no clip, from the simulators' records: a generation counts only when it was a
+    job's (not a self-test) and ended with its clip; an interrupted, wedged or killed one is idle time like a
+    machine being bought. Each second of a gap of PIPELINE_GAP_SECONDS or more goes to the latest fault
+    injected (on the GPU's side) before it: faults that overlap share a gap by when each came, so a kind's
+    figure is what the GPU lost while it was the newest trouble, not what it would cost alone."""
+    seeds = range(VAST_SEED_BASE, VAST_SEED_BASE + jobs)
+    busy = sorted((g.started_at, g.finished_at) for inst in list(vast.instances.values()) if inst.swarmui
+                  for g in list(inst.swarmui.generations)
+                  if g.output_path and g.finished_at and g.params.get("seed") in seeds)
+    if not busy:
+        return GpuIdle(0.0, 0.0, 0.0, Counter())
+    faults = sorted((i.at - started_at + started_mono, i.kind) for i in injections
+                    if "vastai" in FAULTS[i.kind].affects)
+    idle = short = 0.0
+    after = Counter()
+    end = busy[0][1]
+    for start, finish in busy[1:]:
+        gap = start - end
+        if gap > 0:
+            idle += gap
+            if gap < PIPELINE_GAP_SECONDS:
+                short += gap
+            else:
+                _share_gap(end, start, faults, after)
+        end = max(end, finish)
+    return GpuIdle(end - busy[0][0], idle, short, after)
+
+
+def _share_gap(begin: float, end: float, faults: list[tuple[float, str]], after: Counter) -> None:
+    """Each second of the gap goes to the latest fault injected before it."""
+    index = bisect.bisect_right(faults, (begin, "~"))
+    current = faults[index - 1][1] if index else "no fault"
+    for at, kind in faults[index:]:
+        if at >= end:
+            break
+        after[current] += at - begin
+        begin, current = at, kind
+    after[current] += end - begin
+
+
 def live_labelled(vast: VastAISimulator) -> set[int]:
     return {r["id"] for r in vast.instance_records()
             if r["label"] == settings.GENHUB_INSTANCE_LABEL and r["state"] not in ("destroyed", "vanished")}
@@ -623,6 +682,14 @@ def report(result: RunResult, baseline: RunResult | None):
                            f"{statistics.median(result.gaps[stage]):.1f})" for stage in STAGES)
         total = sum(sum(values) for values in result.gaps.values())
         print(f"  no GPU between instances: {total:.0f} s over {len(result.gaps['detect'])} replacements — {stages}")
+    idle = result.idle
+    if idle.window:
+        print(f"  GPU making no clip: {idle.idle:.0f} s of {idle.window:.0f} s ({idle.short:.0f} s in gaps under "
+              f"{PIPELINE_GAP_SECONDS:.0f} s between clips)" + (f"; fault-free run: {baseline.idle.idle:.0f} s of "
+                                                                f"{baseline.idle.window:.0f} s" if baseline else ""))
+        if idle.after:
+            print("    longer gaps, each second by the latest GPU-side fault before it: " + ", ".join(
+                f"{kind} {seconds:.0f} s" for kind, seconds in idle.after.most_common()))
     if baseline is not None:
         print(f"  makespan vs fault-free: {result.makespan:.1f} / {baseline.makespan:.1f} s = "
               f"{result.makespan / baseline.makespan:.2f}× (goal ≤ 1.3)")

@@ -5,11 +5,12 @@ When storing a checked clip fails, its bytes are spooled to the pending area
 cost already added and, when the provider can serve the clip again (fal's CDN URL), that source
 too. Each pump pass tries the due ones again: from the spool, or fetched again from the source when the
 spool could not be written. The first retry comes soon and the wait doubles up to GENHUB_STORE_RETRY_SECONDS:
-while a kept result waits, no new paid work starts, so a disk that was full for a moment must not hold
-dispatch for a whole retry interval after it has room again. On a local disk, a result is also due at once
-when the disk has gained room for it since it last failed (the free space is noted with each failure): a
-freed disk ends the hold within a pump pass, not at the next step of the backoff. A result is only lost when both
-are gone; that is a permanent, billed failure, never a silent new generation.
+while a kept result waits, no new request goes to fal (nor to the GPU once the pending area is full), so a
+disk that was full for a moment must not hold dispatch for a whole retry interval after it has room again.
+On a local disk, a result is also due at once when the disk has gained room for it since it last failed
+(the free space is noted with each failure): a freed disk ends the hold within a pump pass, not at the next
+step of the backoff. A result is only lost when both are gone; that is a permanent, billed failure, never a
+silent new generation.
 
 The spool is a local directory of the host whose worker kept the clip (its name is recorded with it):
 with several cluster hosts, only that host reads it back (unless the area is a shared filesystem);

@@ -1,4 +1,5 @@
-"""Whether genhub can store results now. While it cannot, the pumps start no new paid work.
+"""Whether genhub can store results now. While it cannot, no new request goes to fal, and the rented GPU
+(billed whether it works or not) goes on only while its clips can wait in the pending area.
 
 The signal is durable and shared by every process: jobs in `storing` (paid results that could not be
 stored and wait in the pending area, each with its last storage error), plus, on a local disk, the
@@ -44,11 +45,12 @@ def storage_problem() -> str | None:
     if count:
         last = storing.order_by("-heartbeat_at").values_list("pending_result", flat=True).first() or {}
         return (f"{count} paid clip(s) could not be stored yet ({last.get('error') or 'storage error'}); they are "
-                "kept and stored as soon as storage works again, and no new paid work starts until then")
+                "kept and stored as soon as storage works again; until then no new request goes to fal, and the GPU "
+                "goes on only while the pending area has room")
     needed = settings.GENHUB_STORAGE_MIN_FREE_MB * MB
     free = media_free_bytes()
     if needed and free is not None and free < needed:
         return (f"only {free / MB:.0f} MB free where videos are stored (MEDIA_ROOT; "
-                f"GENHUB_STORAGE_MIN_FREE_MB is {settings.GENHUB_STORAGE_MIN_FREE_MB}); no new paid work starts "
-                "until there is room")
+                f"GENHUB_STORAGE_MIN_FREE_MB is {settings.GENHUB_STORAGE_MIN_FREE_MB}); no new request goes to fal "
+                "until there is room, and the GPU goes on only while the pending area has room")
     return None
