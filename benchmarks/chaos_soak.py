@@ -22,7 +22,9 @@ The watchdog's stall floor is scaled down with the simulated GPU too (`SIMULATED
 What is counted:
 
 - lost: jobs not in a terminal state at the end, and accepted jobs missing from the database;
-- succeeded twice: jobs whose clip was generated (finished on a GPU / completed at fal) more than once;
+- succeeded twice: jobs whose clip was generated (finished on a GPU / completed at fal) more than once,
+  not counting a copy that a fault's lost machine took with it before anyone had fetched it (nothing can
+  collect that; those are counted on their own as "remade");
 - paid attempts wasted: GPU generations and fal submissions beyond the one clip each succeeded job kept;
 - instances leaked: labelled simulated instances alive that no active database row owns (at the end of the
   work), and any still alive after `destroy_instance` and a bounded wait;
@@ -333,6 +335,7 @@ class RunResult:
     log: Path
     gaps: dict  # stage -> seconds, per replacement (see `replacement_gaps`)
     twice: list  # what is known of each vastai clip generated more than once (`clips_made_twice`)
+    lost_copies: Counter  # vastai seed -> clips of it a lost machine took before they were fetched
     idle: "GpuIdle"  # where the GPU's time went that made no clip (`gpu_idle`)
 
 
@@ -425,6 +428,7 @@ def run(args, *, faults: bool, fault_window: float, label: str, disk: "MediaDisk
                 unowned=unowned, not_destroyed=not_destroyed, rented=len(vast.instances),
                 most_alive=loop["most_alive"], inapplicable=loop["inapplicable"], cluster_starts=cluster.starts,
                 timed_out=loop["timed_out"], log=log, gaps=gaps, twice=clips_made_twice(vast, started_mono),
+                lost_copies=copies_lost_with_machine(vast),
                 idle=gpu_idle(vast, started_mono, started_at, args.jobs, loop["injections"]))
         finally:
             if cluster is not None:
@@ -531,14 +535,28 @@ def replacement_gaps() -> dict:
     return gaps
 
 
+def _generations(vast: VastAISimulator):
+    """(instance, generation) for every generation on every instance ever rented."""
+    return [(inst, g) for inst in list(vast.instances.values()) if inst.swarmui
+            for g in list(inst.swarmui.generations)]
+
+
+def _taken_by_lost_machine(inst, generation) -> bool:
+    """A clip nobody fetched before a fault took its machine (exited or vanished): it cannot be collected."""
+    return bool(inst.lost_by) and generation.output_path not in inst.swarmui.fetched_outputs()
+
+
+def copies_lost_with_machine(vast: VastAISimulator) -> Counter:
+    return Counter(g.params.get("seed") for inst, g in _generations(vast)
+                   if g.output_path and _taken_by_lost_machine(inst, g))
+
+
 def clips_made_twice(vast: VastAISimulator, started_mono: float) -> list[str]:
     """For each vastai clip generated to the end more than once: its job and every generation of it (instance,
     the attempt's tag, when it ran, how it ended), so that a double can be traced to its faults."""
-    runs = [(inst.id, g) for inst in list(vast.instances.values()) if inst.swarmui
-            for g in list(inst.swarmui.generations)]
     by_seed = defaultdict(list)
-    for vast_id, generation in runs:
-        by_seed[generation.params.get("seed")].append((vast_id, generation))
+    for inst, generation in _generations(vast):
+        by_seed[generation.params.get("seed")].append((inst, generation))
     lines = []
     for seed, gens in sorted(by_seed.items()):
         if sum(1 for _, g in gens if g.output_path) < 2:
@@ -547,11 +565,13 @@ def clips_made_twice(vast: VastAISimulator, started_mono: float) -> list[str]:
         if job is None:
             continue  # the self-test's clip, made once on each instance
         lines.append(f"seed {seed}, job {job}:")
-        for vast_id, g in gens:
+        for inst, g in gens:
             tag = (g.params.get("extra_metadata") or {}).get("genhub_work", "")
             ended = f"{g.finished_at - started_mono:.1f} s" if g.finished_at else "—"
-            lines.append(f"    vast #{vast_id} {tag}: {g.started_at - started_mono:.1f} s → {ended}, "
-                         f"{g.error or ('clip ' + g.output_path.rsplit('/', 1)[-1] if g.output_path else 'no clip')}")
+            taken = g.output_path and _taken_by_lost_machine(inst, g)
+            lines.append(f"    vast #{inst.id} {tag}: {g.started_at - started_mono:.1f} s → {ended}, "
+                         f"{g.error or ('clip ' + g.output_path.rsplit('/', 1)[-1] if g.output_path else 'no clip')}"
+                         f"{' (never fetched: its machine was lost)' if taken else ''}")
     return lines
 
 
@@ -649,17 +669,21 @@ def report(result: RunResult, baseline: RunResult | None):
         seeds = result.seeds[provider]
         unfinished = sum(n for status, n in statuses.items() if status not in Job.TERMINAL)
         lost = unfinished + max(0, result.missing[provider])
-        twice = sum(1 for seed in seeds if completed[seed] > 1)
+        lost_copies = result.lost_copies if provider == "vastai" else Counter()
+        twice = sum(1 for seed in seeds if completed[seed] - lost_copies[seed] > 1)
+        remade = sum(1 for seed in seeds if completed[seed] > 1 and lost_copies[seed])
         per_job = [started[seed] for seed in seeds] or [0]
         wasted = sum(started[seed] for seed in seeds) - statuses.get(Job.Status.SUCCEEDED, 0)
         unit = "GPU generations" if provider == "vastai" else "fal submissions"
         failures = ", ".join(f"{code or '?'} ×{n}" for code, n in result.failures[provider].most_common())
         print(f"  {provider:6}: succeeded {statuses.get(Job.Status.SUCCEEDED, 0)}, failed "
               f"{statuses.get(Job.Status.FAILED, 0)}{f' ({failures})' if failures else ''}, lost {lost}, "
-              f"succeeded twice {twice}; {unit} per job: mean {statistics.fmean(per_job):.2f}, max {max(per_job)}; "
+              f"succeeded twice {twice}{f' (+{remade} remade: a lost machine took the first)' if remade else ''}; "
+              f"{unit} per job: mean {statistics.fmean(per_job):.2f}, max {max(per_job)}; "
               f"paid attempts wasted {wasted}")
-        totals.update(lost=lost, twice=twice, wasted=wasted)
-    print(f"  total : lost {totals['lost']}, succeeded twice {totals['twice']}, paid attempts wasted "
+        totals.update(lost=lost, twice=twice, remade=remade, wasted=wasted)
+    print(f"  total : lost {totals['lost']}, succeeded twice {totals['twice']} (remade {totals['remade']}), "
+          f"paid attempts wasted "
           f"{totals['wasted']}; instances leaked: {result.unowned} unowned at the end, {result.not_destroyed} "
           f"alive after destroy_instance; {result.rented} rented, at most {result.most_alive} alive at once")
     for line in result.twice:

@@ -213,6 +213,12 @@ class SwarmUISimulator(Simulator):
         with self._lock:
             return Counter(g.params.get(key) for g in self.generations if not completed or g.output_path)
 
+    def fetched_outputs(self) -> set[str]:
+        """The `View/...` paths of the outputs a client has downloaded (compare `output_path`)."""
+        with self._lock:
+            return {unquote(urlsplit(path).path).lstrip("/") for method, path, authorized in self.request_log
+                    if method == "GET" and authorized and path.startswith("/View/")}
+
     # --- request handling ---
 
     def handle(self, request: SimulatorHandler):

@@ -135,6 +135,7 @@ class SimInstance:
     swarmui: object = field(default=None, repr=False)
     timer: threading.Timer | None = field(default=None, repr=False)
     destroyed: bool = False
+    lost_by: str = ""  # "exited" or "vanish" when `kill_instance` took the machine (its outputs with it)
 
     def record(self) -> dict:
         return {"id": self.id, "label": self.label, "offer_id": self.offer["id"],
@@ -192,6 +193,7 @@ class VastAISimulator(Simulator):
         with self._lock:
             inst = self._instance(id)
             inst.state = "exited" if mode == "exited" else "vanished"
+            inst.lost_by = mode
             if mode == "vanish":
                 self._rented.discard(inst.offer["id"])  # the host re-offers the GPU it reclaimed
         self._shut_down(inst)

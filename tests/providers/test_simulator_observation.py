@@ -36,11 +36,14 @@ def test_swarmui_counts_generations_per_seed_and_only_finished_clips_as_complete
         assert sim.generation_counts() == {7: 2, 8: 1, 9: 1}
         assert sim.generation_counts(completed=True) == {7: 2, 8: 1}
         assert sim.generation_counts("videoframes") == {17: 4}
+        # What the client downloaded, by the paths the generations returned.
+        assert sim.fetched_outputs() == {g.output_path for g in sim.generations if g.output_path}
+        assert len(sim.fetched_outputs()) == 3
     finally:
         sim.kill()
 
 
-def test_vast_counts_generations_of_every_instance_including_destroyed_ones(vast_sim):
+def test_vast_counts_generations_of_every_instance_including_destroyed_and_lost_ones(vast_sim):
     def create(offer_id: int) -> int:
         body = build_create_request(image="genhub/swarmui:test", label="genhub", disk_gb=100, swarmui_token=TOKEN,
                                     tls=instance_tls.generate())
@@ -61,9 +64,13 @@ def test_vast_counts_generations_of_every_instance_including_destroyed_ones(vast
     requests.delete(f"{vast_sim.url}/api/v0/instances/{first}/", timeout=5,
                     headers={"Authorization": f"Bearer {vast_sim.api_key}"})
 
+    vast_sim.kill_instance(second, mode="vanish")
+
     assert vast_sim.instances[first].destroyed
     assert vast_sim.generation_counts(completed=True) == {1: 2, 2: 1}
     assert vast_sim.generation_counts() == {1: 2, 2: 1}
+    # A fault's lost machine is told apart from one destroyed on request (its outputs went with it).
+    assert (vast_sim.instances[first].lost_by, vast_sim.instances[second].lost_by) == ("", "vanish")
 
 
 def test_fal_counts_every_accepted_submission_and_completed_ones_apart():
