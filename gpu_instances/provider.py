@@ -54,7 +54,10 @@ class VastAIProvider(Provider):
                cancel=None, on_remote=None) -> Finished:
         instance = GpuInstance.objects.get(pk=(placement or self.placement())["instance_id"])
         if instance.state != GpuInstance.State.READY:
-            raise TransientError(f"instance vast #{instance.vast_id} is {instance.state}", code="instance_not_ready")
+            # It left `ready` between placement and now (a failed probe, a stall on another job): nothing
+            # was sent, so the job goes back without using an attempt.
+            raise TransientError(f"instance vast #{instance.vast_id} is {instance.state}", code="instance_not_ready",
+                                 nothing_ran=True)
         earlier = earlier_generation(instance, request.earlier_work)
         if earlier is not None:
             # Its GPU time was spent by the lost attempt: it is this clip's cost, counted once.

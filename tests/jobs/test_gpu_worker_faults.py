@@ -297,3 +297,22 @@ def test_lost_work_taken_over_by_an_attempt_that_could_not_start_goes_back_with_
     assert services.job_release(job_id=job.pk, claim=taken.claims, reason="no GPU instance is ready")
 
     assert Job.objects.get(pk=job.pk).lost_work == lost
+
+
+def test_a_job_whose_instance_left_ready_before_its_generation_was_sent_goes_back_without_using_an_attempt(
+        gpu, user, monkeypatch):
+    job, token = claimed_job(user)
+    real_place = services.job_place
+
+    def place_then_a_probe_fails(**kwargs):
+        placed = real_place(**kwargs)
+        GpuInstance.objects.filter(pk=kwargs["instance_id"]).update(state=GpuInstance.State.UNHEALTHY)
+        return placed
+
+    monkeypatch.setattr(services, "job_place", place_then_a_probe_fails)
+
+    assert worker_run.job_run_dispatched(job_id=job.pk, dispatch_token=token) == S.QUEUED
+
+    job.refresh_from_db()
+    assert (job.attempts, job.claims) == (0, 1)
+    assert generations(gpu) == []
