@@ -45,12 +45,18 @@ class Generation(threading.Thread):
             self.error = exc
 
 
-def test_cancelling_a_running_generation_interrupts_only_its_own_session(slow_sim, client):
+def one_running_one_queued(sim, client) -> tuple[Generation, Generation]:
+    """Two jobs on one GPU: the first generating, the second waiting behind it in SwarmUI's queue."""
     running, queued = Generation(client, 1), Generation(client, 2)
     running.start()
     running.started_gpu.wait(10)
     queued.start()
-    wait_for(lambda: slow_sim.status_waiting() == 1, timeout=10, message="the second job queued in SwarmUI")
+    wait_for(lambda: sim.status_waiting() == 1, timeout=10, message="the second job queued in SwarmUI")
+    return running, queued
+
+
+def test_cancelling_a_running_generation_interrupts_only_its_own_session(slow_sim, client):
+    running, queued = one_running_one_queued(slow_sim, client)
 
     running.cancel.set()
     running.join(10)
@@ -66,11 +72,7 @@ def test_cancelling_a_running_generation_interrupts_only_its_own_session(slow_si
 
 
 def test_a_generation_cancelled_while_queued_never_reaches_the_gpu(slow_sim, client):
-    running, queued = Generation(client, 1), Generation(client, 2)
-    running.start()
-    running.started_gpu.wait(10)
-    queued.start()
-    wait_for(lambda: slow_sim.status_waiting() == 1, timeout=10, message="the second job queued in SwarmUI")
+    running, queued = one_running_one_queued(slow_sim, client)
 
     queued.cancel.set()
     queued.join(10)
@@ -86,11 +88,7 @@ def test_a_removed_session_takes_its_generations_with_it(slow_sim, client):
     # SwarmUI's RemoveSession cancels the session's interrupt token: its generations, running or waiting,
     # end there. A worker that lost its session never finds its clip finished later by a generation
     # nobody can interrupt any more.
-    running, queued = Generation(client, 1), Generation(client, 2)
-    running.start()
-    running.started_gpu.wait(10)
-    queued.start()
-    wait_for(lambda: slow_sim.status_waiting() == 1, timeout=10, message="the second job queued in SwarmUI")
+    running, queued = one_running_one_queued(slow_sim, client)
 
     slow_sim.expire_sessions()
     running.join(10)
