@@ -148,27 +148,27 @@ def gpu_clips_left(jobs) -> float:
     return row["waiting"] + row["running"] - (row["done"] or 0.0)
 
 
-def _gpu_progress(jobs) -> float:
-    """The summed progress of the vastai jobs generating among `jobs` (few: the GPU's in-flight limit)."""
-    return jobs.filter(provider="vastai", status=S.RUNNING).aggregate(done=Sum("progress"))["done"] or 0.0
+def _counted_clips_left(waiting: int, running: int, jobs) -> float:
+    """gpu_clips_left from maintained counts (BatchCounts): only the progress of the generating jobs among
+    `jobs` (few: the GPU's in-flight limit) is read from the jobs, and only when some are generating."""
+    if not running:
+        return float(waiting)
+    done = jobs.filter(provider="vastai", status=S.RUNNING).aggregate(done=Sum("progress"))["done"] or 0.0
+    return waiting + running - done
 
 
 def batch_gpu_clips_left(batch: BatchRun) -> float:
-    """gpu_clips_left of the batch's jobs, from its maintained counts (BatchCounts): only the progress of
-    its generating jobs is read from the jobs, not all 10,000 of them counted again."""
+    """gpu_clips_left of the batch's jobs, not all 10,000 of them counted again."""
     tally = batch_tally(batch)
-    done = _gpu_progress(Job.objects.filter(batch=batch)) if tally.n_gpu_running else 0.0
-    return tally.n_gpu_waiting + tally.n_gpu_running - done
+    return _counted_clips_left(tally.n_gpu_waiting, tally.n_gpu_running, Job.objects.filter(batch=batch))
 
 
 def gpu_clips_ahead(batch: BatchRun) -> float:
     """GPU work of older batches: the vast pump takes the queue oldest batch first. Their maintained counts
-    (one row per batch), not every job genhub ever ran: only generating jobs' progress comes from the jobs."""
+    (one row per batch), not every job genhub ever ran."""
     row = BatchCounts.objects.filter(batch_id__lt=batch.pk).aggregate(waiting=Sum("n_gpu_waiting"),
                                                                       running=Sum("n_gpu_running"))
-    running = row["running"] or 0
-    done = _gpu_progress(Job.objects.filter(batch_id__lt=batch.pk)) if running else 0.0
-    return (row["waiting"] or 0) + running - done
+    return _counted_clips_left(row["waiting"] or 0, row["running"] or 0, Job.objects.filter(batch_id__lt=batch.pk))
 
 
 def fal_clips_ahead(batch: BatchRun) -> int:

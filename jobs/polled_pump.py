@@ -262,7 +262,8 @@ def _fan_out(call, jobs: list[Job], fanout: "_Fanout | None" = None) -> list:
     """
     if fanout is not None:
         return fanout.map(call, jobs)
-    if len(jobs) <= 1:
-        return [outcomes.guarded(call, job) for job in jobs]
-    with ThreadPoolExecutor(max_workers=min(HTTP_THREADS, len(jobs))) as pool:
-        return list(pool.map(lambda job: outcomes.guarded(call, job), jobs))
+    once = _Fanout("genhub-http")
+    try:
+        return once.map(call, jobs)
+    finally:
+        once.close()

@@ -140,7 +140,7 @@ def batch_cost_comparison(batch: BatchRun) -> CostComparison:
     # actual cost comes from the same pass over the finished jobs (a second query would read them again).
     by_params = list(batch.jobs.filter(status=S.SUCCEEDED).order_by().values("params")
                      .annotate(n=Count("id"), cost=Sum("cost_usd")).values_list("params", "n", "cost"))
-    actual = Decimal(sum((Decimal(cost or 0) for _, _, cost in by_params), Decimal("0"))).quantize(Decimal("0.0001"))
+    actual = sum((cost or Decimal("0") for _, _, cost in by_params), Decimal("0")).quantize(Decimal("0.0001"))
     estimate = sum((job_estimate(other, params, rates) * n for params, n, _ in by_params),
                    Decimal("0")).quantize(Decimal("0.0001"))
     basis = ("fal's price per video-second" if other == "fal" else
