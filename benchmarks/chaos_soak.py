@@ -541,14 +541,21 @@ def _generations(vast: VastAISimulator):
             for g in list(inst.swarmui.generations)]
 
 
-def _taken_by_lost_machine(inst, generation) -> bool:
-    """A clip nobody fetched before a fault took its machine (exited or vanished): it cannot be collected."""
-    return bool(inst.lost_by) and generation.output_path not in inst.swarmui.fetched_outputs()
+def _taken_by_lost_machines(vast: VastAISimulator) -> set[tuple[int, str]]:
+    """(instance, output path) of each clip nobody fetched before a fault took its machine (exited or
+    vanished): it cannot be collected."""
+    taken = set()
+    for inst in list(vast.instances.values()):
+        if inst.lost_by and inst.swarmui:
+            fetched = inst.swarmui.fetched_outputs()
+            taken |= {(inst.id, g.output_path) for g in list(inst.swarmui.generations)
+                      if g.output_path and g.output_path not in fetched}
+    return taken
 
 
 def copies_lost_with_machine(vast: VastAISimulator) -> Counter:
-    return Counter(g.params.get("seed") for inst, g in _generations(vast)
-                   if g.output_path and _taken_by_lost_machine(inst, g))
+    taken = _taken_by_lost_machines(vast)
+    return Counter(g.params.get("seed") for inst, g in _generations(vast) if (inst.id, g.output_path) in taken)
 
 
 def clips_made_twice(vast: VastAISimulator, started_mono: float) -> list[str]:
@@ -557,6 +564,7 @@ def clips_made_twice(vast: VastAISimulator, started_mono: float) -> list[str]:
     by_seed = defaultdict(list)
     for inst, generation in _generations(vast):
         by_seed[generation.params.get("seed")].append((inst, generation))
+    taken = _taken_by_lost_machines(vast)
     lines = []
     for seed, gens in sorted(by_seed.items()):
         if sum(1 for _, g in gens if g.output_path) < 2:
@@ -568,10 +576,10 @@ def clips_made_twice(vast: VastAISimulator, started_mono: float) -> list[str]:
         for inst, g in gens:
             tag = (g.params.get("extra_metadata") or {}).get("genhub_work", "")
             ended = f"{g.finished_at - started_mono:.1f} s" if g.finished_at else "—"
-            taken = g.output_path and _taken_by_lost_machine(inst, g)
+            lost = " (never fetched: its machine was lost)" if (inst.id, g.output_path) in taken else ""
             lines.append(f"    vast #{inst.id} {tag}: {g.started_at - started_mono:.1f} s → {ended}, "
                          f"{g.error or ('clip ' + g.output_path.rsplit('/', 1)[-1] if g.output_path else 'no clip')}"
-                         f"{' (never fetched: its machine was lost)' if taken else ''}")
+                         f"{lost}")
     return lines
 
 
@@ -584,7 +592,7 @@ class GpuIdle:
     window: float  # from the first clip's start to the last clip's end
     idle: float  # of which no generation was making a clip that was kept
     short: float  # in gaps under PIPELINE_GAP_SECONDS
-    after: Counter  # fault kind (or "no fault") -> seconds of longer gaps that began after it
+    after: Counter  # fault kind (or "no fault") -> seconds of longer gaps while it was the newest fault
 
 
 def gpu_idle(vast: VastAISimulator, started_mono: float, started_at: float, jobs: int,
@@ -595,8 +603,7 @@ def gpu_idle(vast: VastAISimulator, started_mono: float, started_at: float, jobs
     injected (on the GPU's side) before it: faults that overlap share a gap by when each came, so a kind's
     figure is what the GPU lost while it was the newest trouble, not what it would cost alone."""
     seeds = range(VAST_SEED_BASE, VAST_SEED_BASE + jobs)
-    busy = sorted((g.started_at, g.finished_at) for inst in list(vast.instances.values()) if inst.swarmui
-                  for g in list(inst.swarmui.generations)
+    busy = sorted((g.started_at, g.finished_at) for _, g in _generations(vast)
                   if g.output_path and g.finished_at and g.params.get("seed") in seeds)
     if not busy:
         return GpuIdle(0.0, 0.0, 0.0, Counter())
